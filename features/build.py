@@ -1,0 +1,369 @@
+"""One point-in-time feature implementation for training (millions of rows) and serving (one lead).
+
+Both entry points, :func:`build_features` (data frames) and :func:`build_features_from_records`
+(plain Python records, for the scoring server), turn their input into the same arrays and call
+:func:`_touch_features`, so training and serving cannot disagree. Every function takes ``as_of``
+explicitly; only touches at or before ``as_of`` count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
+
+NS_PER_DAY = 86_400 * 10**9
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TouchRecord:
+    """One touch of a lead, as the scoring server receives it."""
+
+    occurred_at: datetime
+    touch_type: str
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class LeadRecord:
+    """One lead with its touch history, as the scoring server receives it."""
+
+    lead_id: str
+    created_at: datetime
+    attributes: Mapping[str, object] = field(default_factory=dict)
+    touchpoints: Sequence[TouchRecord] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Small named steps
+# ---------------------------------------------------------------------------------------------
+def to_utc_ns(values: pd.Series | pd.Index | Sequence[object] | object) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch in UTC; naive means UTC."""
+    parsed = pd.to_datetime(values, utc=True)  # type: ignore[arg-type]
+    if isinstance(parsed, pd.Timestamp):
+        return np.array([parsed.value], dtype=np.int64)
+    series = pd.Series(parsed)
+    if series.isna().any():
+        raise ValueError("timestamps must not be missing")
+    return series.dt.as_unit("ns").to_numpy(dtype="int64")
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """A datetime as int64 nanoseconds since the epoch (naive means UTC), exact to the microsecond."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def encode_labels(values: pd.Series, vocab: Sequence[str]) -> np.ndarray:
+    """Codes of normalised labels in ``vocab``; unknown or missing labels get the ``other`` code."""
+    lookup = {label: i for i, label in enumerate(vocab)}
+    other = lookup[OTHER]
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.array([lookup.get(normalize_label(u), other) for u in uniques] + [other], dtype=np.int64)
+    return mapped[codes]  # code -1 (missing) picks the trailing ``other``
+
+
+def dedupe_sorted_touches(lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray) -> np.ndarray:
+    """Mask keeping the first of identical touches (same lead, time, type and channel), input sorted."""
+    keep = np.ones(len(lead), dtype=bool)
+    if len(lead) > 1:
+        same = (
+            (lead[1:] == lead[:-1]) & (time[1:] == time[:-1]) & (ttype[1:] == ttype[:-1]) & (chan[1:] == chan[:-1])
+        )
+        keep[1:] = ~same
+    return keep
+
+
+def _sort_touches(lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray) -> np.ndarray:
+    """Order touches by lead, time, type and channel (stable, so the result is deterministic)."""
+    return np.lexsort((chan, ttype, time, lead))
+
+
+# ---------------------------------------------------------------------------------------------
+# The core
+# ---------------------------------------------------------------------------------------------
+def _touch_features(
+    spec: FeatureSpec,
+    row_group: np.ndarray,
+    as_of: np.ndarray,
+    group_start: np.ndarray,
+    group_end: np.ndarray,
+    time: np.ndarray,
+    ttype: np.ndarray,
+    chan: np.ndarray,
+) -> np.ndarray:
+    """Engagement features for each row from its lead's touches at or before the row's ``as_of``.
+
+    ``row_group[i]`` names the lead of row i; that lead's touches are ``[group_start, group_end)`` of the
+    touch arrays, sorted by time.
+    """
+    n = len(row_group)
+    n_types = len(spec.type_vocab)
+    n_chan = len(spec.channel_vocab)
+    starts = group_start[row_group]
+    lengths = group_end[row_group] - starts
+    total = int(lengths.sum())
+    pair_row = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    pair_touch = np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lengths)
+    pair_time = time[pair_touch]
+    known = pair_time <= as_of[pair_row]  # the point-in-time rule
+    pair_row = pair_row[known]
+    pair_touch = pair_touch[known]
+    age = (as_of[pair_row] - pair_time[known]).astype(np.float64) / NS_PER_DAY
+    p_type = ttype[pair_touch]
+    p_chan = chan[pair_touch]
+
+    blocks: list[np.ndarray] = []
+    type_key = pair_row * n_types + p_type
+    for window in spec.type_windows_days:
+        weights = None if window is None else (age <= window).astype(np.float64)
+        counts = np.bincount(type_key, weights=weights, minlength=n * n_types).reshape(n, n_types)
+        blocks += [counts, counts.sum(axis=1, keepdims=True)]
+    chan_key = pair_row * n_chan + p_chan
+    all_time_channels = None
+    for window in spec.channel_windows_days:
+        weights = None if window is None else (age <= window).astype(np.float64)
+        counts = np.bincount(chan_key, weights=weights, minlength=n * n_chan).reshape(n, n_chan)
+        blocks.append(counts)
+        if window is None:
+            all_time_channels = counts
+    if all_time_channels is None:
+        all_time_channels = np.bincount(chan_key, minlength=n * n_chan).reshape(n, n_chan)
+
+    # Pairs are grouped by row and sorted by time inside a row: first pair = oldest, last = newest.
+    rows = np.arange(n)
+    first = np.searchsorted(pair_row, rows, side="left")
+    last = np.searchsorted(pair_row, rows, side="right") - 1
+    has = last >= first
+    since_last = np.full(n, np.nan)
+    since_first = np.full(n, np.nan)
+    since_last[has] = age[last[has]]
+    since_first[has] = age[first[has]]
+    decayed = np.bincount(
+        pair_row,
+        weights=spec.type_weights()[p_type] * np.exp2(-age / spec.half_life_days),
+        minlength=n,
+    )
+    v = spec.velocity_window_days
+    recent = np.bincount(pair_row, weights=(age <= v).astype(np.float64), minlength=n)
+    before = np.bincount(pair_row, weights=((age > v) & (age <= 2 * v)).astype(np.float64), minlength=n)
+    distinct = (all_time_channels > 0).sum(axis=1).astype(np.float64)
+    blocks.append(np.column_stack([since_last, since_first, decayed, recent - before, distinct]))
+
+    flag_cols = []
+    for t in spec.high_intent:
+        code = spec.type_vocab.index(t) if t in spec.type_vocab else -1
+        sel = p_type == code
+        rows_t = pair_row[sel]
+        col = np.full(n, np.nan)
+        if len(rows_t):
+            newest = np.searchsorted(rows_t, rows, side="right") - 1
+            present = (newest >= 0) & (rows_t[np.clip(newest, 0, None)] == rows)
+            col[present] = age[sel][newest[present]]
+        flag_cols.append(col)
+    if flag_cols:
+        blocks.append(np.column_stack(flag_cols))
+    return np.hstack(blocks)
+
+
+def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:
+    """Numeric attributes as numbers (unparseable -> NaN); categories as codes (unknown -> NaN)."""
+    out = np.full((n, len(spec.numeric_attributes) + len(spec.categorical_attributes)), np.nan)
+    j = 0
+    for name in spec.numeric_attributes:
+        values = columns.get(name)
+        if values is not None:
+            out[:, j] = _map_values(values, _to_float)
+        j += 1
+    for name, vocab in spec.categorical_attributes.items():
+        values = columns.get(name)
+        if values is not None:
+            lookup = {v: float(i) for i, v in enumerate(vocab)}
+            out[:, j] = _map_values(values, lambda v, lookup=lookup: lookup.get(category_key(v), np.nan))  # type: ignore[misc]
+        j += 1
+    return out
+
+
+def _map_values(values: Sequence[object] | np.ndarray, func: Callable[[object], float]) -> np.ndarray:
+    """Apply a scalar encoder to each value; large arrays apply it once per distinct value."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf" and func is _to_float:
+        return values.astype(np.float64)
+    if len(values) <= 64:
+        return np.array([func(v) for v in values], dtype=np.float64)
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    mapped = np.array([func(u) for u in uniques] + [np.nan], dtype=np.float64)
+    return mapped[codes]
+
+
+def _to_float(value: object) -> float:
+    """A number from an attribute value; missing, non-numeric or infinite values become NaN."""
+    if is_missing(value) or isinstance(value, bool):
+        return float("nan")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")
+
+
+def _assemble(spec: FeatureSpec, touch_block: np.ndarray | None, age_days: np.ndarray, attrs: np.ndarray) -> np.ndarray:
+    parts = [] if touch_block is None else [touch_block]
+    parts += [age_days.reshape(-1, 1), attrs]
+    return np.hstack(parts).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+def build_features(
+    leads: pd.DataFrame,
+    touchpoints: pd.DataFrame | None,
+    as_of: object,
+    spec: FeatureSpec,
+) -> pd.DataFrame:
+    """Point-in-time features for each row of ``leads``.
+
+    Args:
+        leads: one row per snapshot: ``lead_id``, ``created_at`` and attribute columns. The same lead may
+            appear on several rows (one per snapshot time).
+        touchpoints: ``lead_id``, ``occurred_at``, ``touch_type`` and optional ``channel``; may hold touches
+            of other leads and touches after ``as_of`` (they are ignored). ``None`` for no touch log.
+        as_of: one timestamp for every row, or one per row (same length as ``leads``).
+        spec: the feature spec (vocabularies, windows, attributes).
+
+    Returns:
+        A float32 frame with ``spec.feature_names`` as columns and the index of ``leads``.
+    """
+    n = len(leads)
+    as_of_ns = _as_of_array(as_of, n)
+    created_ns = to_utc_ns(leads["created_at"]) if n else np.zeros(0, dtype=np.int64)
+    age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
+
+    touch_block = None
+    if spec.use_touches:
+        lead_keys = pd.Index(pd.unique(leads["lead_id"].astype(str)))
+        row_group = lead_keys.get_indexer(leads["lead_id"].astype(str)).astype(np.int64)
+        if touchpoints is not None and len(touchpoints):
+            t_lead = lead_keys.get_indexer(touchpoints["lead_id"].astype(str)).astype(np.int64)
+            mine = t_lead >= 0
+            t_lead = t_lead[mine]
+            t_time = to_utc_ns(touchpoints["occurred_at"][mine])
+            t_type = encode_labels(touchpoints["touch_type"][mine], spec.type_vocab)
+            channel = touchpoints["channel"][mine] if "channel" in touchpoints.columns else pd.Series([None] * len(t_lead))
+            t_chan = encode_labels(channel, spec.channel_vocab)
+        else:
+            t_lead = t_time = t_type = t_chan = np.zeros(0, dtype=np.int64)
+        touch_block = _features_from_touch_arrays(
+            spec, row_group, as_of_ns, len(lead_keys), t_lead, t_time, t_type, t_chan
+        )
+
+    columns = {name: leads[name].to_numpy(dtype=object) for name in _attribute_names(spec) if name in leads.columns}
+    attrs = _attribute_features(spec, columns, n)
+    matrix = _assemble(spec, touch_block, age_days, attrs)
+    return pd.DataFrame(matrix, columns=spec.feature_names, index=leads.index)
+
+
+def build_features_from_records(
+    leads: Sequence[LeadRecord],
+    as_of: datetime | Sequence[datetime],
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """The same features as :func:`build_features`, from plain records (the serving path).
+
+    Args:
+        leads: leads with their touches; each lead is its own group, even if two share a ``lead_id``.
+        as_of: one time for all leads or one per lead; touches after it are ignored.
+        spec: the feature spec.
+
+    Returns:
+        A float32 matrix, one row per lead, columns ``spec.feature_names``.
+    """
+    n = len(leads)
+    if isinstance(as_of, datetime):
+        as_of_ns = np.full(n, datetime_to_ns(as_of), dtype=np.int64)
+    else:
+        as_of_ns = np.array([datetime_to_ns(a) for a in as_of], dtype=np.int64)
+    created_ns = np.array([datetime_to_ns(lead.created_at) for lead in leads], dtype=np.int64)
+    age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
+
+    touch_block = None
+    if spec.use_touches:
+        type_lookup = {t: i for i, t in enumerate(spec.type_vocab)}
+        chan_lookup = {c: i for i, c in enumerate(spec.channel_vocab)}
+        t_other, c_other = type_lookup[OTHER], chan_lookup[OTHER]
+        lead_idx: list[int] = []
+        times: list[int] = []
+        types: list[int] = []
+        chans: list[int] = []
+        for i, lead in enumerate(leads):
+            for touch in lead.touchpoints:
+                lead_idx.append(i)
+                times.append(datetime_to_ns(touch.occurred_at))
+                types.append(type_lookup.get(normalize_label(touch.touch_type), t_other))
+                chans.append(
+                    c_other if touch.channel is None else chan_lookup.get(normalize_label(touch.channel), c_other)
+                )
+        touch_block = _features_from_touch_arrays(
+            spec,
+            np.arange(n, dtype=np.int64),
+            as_of_ns,
+            n,
+            np.array(lead_idx, dtype=np.int64),
+            np.array(times, dtype=np.int64),
+            np.array(types, dtype=np.int64),
+            np.array(chans, dtype=np.int64),
+        )
+    names = _attribute_names(spec)
+    columns = {name: [lead.attributes.get(name) for lead in leads] for name in names}
+    attrs = _attribute_features(spec, columns, n)
+    return _assemble(spec, touch_block, age_days, attrs)
+
+
+def _features_from_touch_arrays(
+    spec: FeatureSpec,
+    row_group: np.ndarray,
+    as_of_ns: np.ndarray,
+    n_groups: int,
+    t_lead: np.ndarray,
+    t_time: np.ndarray,
+    t_type: np.ndarray,
+    t_chan: np.ndarray,
+) -> np.ndarray:
+    """Sort, de-duplicate and group the touches, then compute the engagement block."""
+    order = _sort_touches(t_lead, t_time, t_type, t_chan)
+    t_lead, t_time, t_type, t_chan = t_lead[order], t_time[order], t_type[order], t_chan[order]
+    keep = dedupe_sorted_touches(t_lead, t_time, t_type, t_chan)
+    if not keep.all():
+        t_lead, t_time, t_type, t_chan = t_lead[keep], t_time[keep], t_type[keep], t_chan[keep]
+    groups = np.arange(n_groups)
+    group_start = np.searchsorted(t_lead, groups, side="left")
+    group_end = np.searchsorted(t_lead, groups, side="right")
+    return _touch_features(spec, row_group, as_of_ns, group_start, group_end, t_time, t_type, t_chan)
+
+
+def _attribute_names(spec: FeatureSpec) -> list[str]:
+    return [*spec.numeric_attributes, *spec.categorical_attributes]
+
+
+def _as_of_array(as_of: object, n: int) -> np.ndarray:
+    if isinstance(as_of, str | datetime | pd.Timestamp | np.datetime64):
+        return np.full(n, to_utc_ns(as_of)[0], dtype=np.int64)
+    values = to_utc_ns(as_of)  # type: ignore[arg-type]
+    if len(values) != n:
+        raise ValueError(f"as_of has {len(values)} values for {n} lead rows")
+    return values
+
+
+def is_finite_number(value: object) -> bool:
+    """True for real numbers that are not NaN or infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

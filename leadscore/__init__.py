@@ -1,0 +1,1 @@
+"""Leadscore: the console script and settings (thin wiring, no logic)."""

@@ -1,0 +1,79 @@
+"""All configuration, read from ``LEADSCORE_*`` environment variables on demand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Leadscore settings; every field can be set as ``LEADSCORE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_", extra="ignore")
+
+    home: Path = Field(Path(".leadscore"), description="Directory holding all state (MLflow, databases, caches).")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; MLFLOW_TRACKING_URI wins, else SQLite under home."
+    )
+    registry_uri: str | None = Field(None, description="MLflow registry URI; defaults to the tracking URI.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the key and threshold store; SQLite under home by default."
+    )
+    model_name: str = Field("leadscore", description="Registered model name.")
+    model_alias: str = Field("champion", description="Registry alias the server serves.")
+    experiment: str = Field("leadscore", description="MLflow experiment for training runs.")
+    seed: int = Field(42, description="Random seed for training.")
+    horizon_days: int = Field(90, description="Conversion horizon in days.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    reload_interval_seconds: float = Field(30.0, description="How often the server checks the champion alias.")
+    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body accepted (413 above).")
+    max_batch_leads: int = Field(10_000, description="Largest batch accepted by /v1/score/batch (413 above).")
+    max_future_days: int = Field(1, description="Timestamps further than this in the future are rejected.")
+    log_level: str = "info"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI wins, then LEADSCORE_TRACKING_URI, then SQLite under home."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_registry_uri(self) -> str:
+        env = os.environ.get("MLFLOW_REGISTRY_URI")
+        return env or self.registry_uri or self.resolved_tracking_uri
+
+    @property
+    def artifact_location(self) -> str:
+        """Where new experiments keep artifacts when tracking is embedded."""
+        return (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'leadscore.db').resolve()}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.home / "model-cache"
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}@{self.model_alias}"
+
+    def ensure_home(self) -> Path:
+        """Create the home directory (called by commands, never on import)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment now (never at import time)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

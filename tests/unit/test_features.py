@@ -1,0 +1,162 @@
+"""Point-in-time features: only what was known at as_of counts, training and serving agree."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features import FeatureSpec, LeadRecord, TouchRecord, build_features, build_features_from_records, infer_spec
+from tests.factories import T0, days, frame, make_lead, make_touch
+from training.demo_data import generate_demo_data
+
+SPEC = FeatureSpec(
+    channels=("email", "web"),
+    numeric_attributes=("annual_revenue_musd",),
+    categorical_attributes={"lead_source": ("referral", "paid_search"), "industry": ("software",)},
+)
+TYPES = ["web_visit", "email_open", "pricing_page", "demo_request", "call", "proposal", "carrier_pigeon"]
+
+
+def features_of(leads: list[dict], touches: list[dict], as_of, spec: FeatureSpec = SPEC) -> pd.DataFrame:
+    columns = ["lead_id", "occurred_at", "touch_type", "channel", "campaign", "value"]
+    return build_features(frame(leads), frame(touches, columns), as_of, spec)
+
+
+def test_counts_only_touches_at_or_before_as_of() -> None:
+    touches = [make_touch(occurred_at=T0 + days(d)) for d in (1, 2, 3, 10)]
+    f = features_of([make_lead()], touches, T0 + days(3)).iloc[0]
+    assert f["n_web_visit_all"] == 3  # the touch on day 3 is exactly at as_of and counts; day 10 does not
+    assert f["n_touches_7d"] == 3
+    assert f["days_since_last_touch"] == pytest.approx(0.0)
+    assert f["days_since_first_touch"] == pytest.approx(2.0)
+    assert f["days_since_created"] == pytest.approx(3.0)
+
+
+def test_windows_split_counts_by_age() -> None:
+    touches = [make_touch(occurred_at=T0 + days(d)) for d in (1, 50, 95, 99)]
+    f = features_of([make_lead()], touches, T0 + days(100)).iloc[0]
+    assert (f["n_web_visit_7d"], f["n_web_visit_30d"], f["n_web_visit_90d"], f["n_web_visit_all"]) == (2, 2, 3, 4)
+    assert f["velocity_30d"] == 2 - 1  # two in the last 30 days (ages 1, 5), one in the 30 before (age 50)
+
+
+def test_unknown_touch_types_and_channels_go_to_other() -> None:
+    touches = [make_touch(touch_type="Carrier Pigeon", channel="sky"), make_touch(touch_type="Web Visit")]
+    f = features_of([make_lead()], touches, T0 + days(5)).iloc[0]
+    assert f["n_other_all"] == 1
+    assert f["n_web_visit_all"] == 1  # labels are normalised: "Web Visit" is web_visit
+    assert f["n_ch_other_all"] == 1
+
+
+def test_unknown_categories_and_bad_numbers_do_not_crash() -> None:
+    lead = make_lead(lead_source="carrier pigeon", industry=None, annual_revenue_musd="lots")
+    f = features_of([lead], [], T0 + days(1)).iloc[0]
+    assert np.isnan(f["attr_lead_source"]) and np.isnan(f["attr_industry"]) and np.isnan(f["attr_annual_revenue_musd"])
+    known = features_of([make_lead()], [], T0 + days(1)).iloc[0]
+    assert known["attr_lead_source"] == 0 and known["attr_annual_revenue_musd"] == pytest.approx(12.5)
+
+
+def test_exact_duplicate_touches_count_once() -> None:
+    touch = make_touch(occurred_at=T0 + days(1))
+    once = features_of([make_lead()], [touch], T0 + days(2))
+    twice = features_of([make_lead()], [touch, dict(touch)], T0 + days(2))
+    pd.testing.assert_frame_equal(once, twice)
+
+
+def test_high_intent_flags_say_how_long_ago() -> None:
+    touches = [make_touch(touch_type="demo_request", occurred_at=T0 + days(d)) for d in (2, 7)]
+    f = features_of([make_lead()], touches, T0 + days(10)).iloc[0]
+    assert f["days_since_demo_request"] == pytest.approx(3.0)
+    assert np.isnan(f["days_since_pricing_page"])
+
+
+def test_naive_timestamps_mean_utc() -> None:
+    aware = features_of([make_lead()], [make_touch()], T0 + days(3))
+    naive_lead = make_lead(created_at=T0.replace(tzinfo=None))
+    naive_touch = make_touch(occurred_at=(T0 + days(1)).replace(tzinfo=None))
+    naive = features_of([naive_lead], [naive_touch], (T0 + days(3)).replace(tzinfo=None))
+    pd.testing.assert_frame_equal(aware, naive)
+
+
+def test_several_snapshots_per_lead_each_see_their_own_past() -> None:
+    touches = [make_touch(occurred_at=T0 + days(d)) for d in (1, 5, 9)]
+    leads = [make_lead(), make_lead(), make_lead()]
+    as_of = [T0 + days(2), T0 + days(6), T0 + days(10)]
+    f = features_of(leads, touches, as_of)
+    assert f["n_web_visit_all"].tolist() == [1, 2, 3]
+
+
+touch_strategy = st.fixed_dictionaries(
+    {
+        "offset_hours": st.floats(min_value=-24 * 400, max_value=24 * 400, allow_nan=False),
+        "touch_type": st.sampled_from(TYPES),
+        "channel": st.sampled_from(["email", "web", "sky", None]),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    past=st.lists(touch_strategy, max_size=25),
+    future=st.lists(touch_strategy, min_size=1, max_size=25),
+    as_of_hours=st.floats(min_value=0, max_value=24 * 500, allow_nan=False),
+)
+def test_appending_touches_after_as_of_never_changes_features(past, future, as_of_hours) -> None:
+    as_of = T0 + timedelta(hours=as_of_hours)
+
+    def touch(spec: dict, base) -> dict:
+        return make_touch(occurred_at=base, touch_type=spec["touch_type"], channel=spec["channel"])
+
+    known = [touch(t, min(as_of, as_of + timedelta(hours=t["offset_hours"]))) for t in past]
+    later = [touch(t, as_of + timedelta(hours=abs(t["offset_hours"])) + timedelta(microseconds=1)) for t in future]
+    before = features_of([make_lead()], known, as_of)
+    after = features_of([make_lead()], known + later, as_of)
+    pd.testing.assert_frame_equal(before, after)
+    records = [LeadRecord("L1", T0, make_lead(), [TouchRecord(t["occurred_at"], t["touch_type"], t["channel"]) for t in known + later])]
+    np.testing.assert_array_equal(build_features_from_records(records, as_of, SPEC), before.to_numpy())
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate_demo_data(n_leads=3_000, seed=11)
+
+
+def test_same_lead_alone_or_in_a_batch_of_thousands_gets_identical_features(demo) -> None:
+    spec = infer_spec(demo.leads, demo.touchpoints)
+    as_of = demo.end - pd.Timedelta(days=30)
+    batch = build_features(demo.leads, demo.touchpoints, as_of, spec)
+    for i in (0, 17, 1234, len(demo.leads) - 1):
+        lead = demo.leads.iloc[[i]]
+        alone = build_features(lead, demo.touchpoints[demo.touchpoints.lead_id == lead.lead_id.iloc[0]], as_of, spec)
+        np.testing.assert_array_equal(alone.to_numpy(), batch.iloc[[i]].to_numpy())
+
+
+def test_records_path_equals_frame_path(demo) -> None:
+    spec = infer_spec(demo.leads, demo.touchpoints)
+    as_of = (demo.end - pd.Timedelta(days=60)).to_pydatetime()
+    sample = demo.leads.iloc[:300]
+    by_lead = {k: g for k, g in demo.touchpoints.groupby("lead_id")}
+    records = []
+    for row in sample.itertuples(index=False):
+        touches = by_lead.get(row.lead_id, demo.touchpoints.iloc[:0])
+        records.append(
+            LeadRecord(
+                row.lead_id,
+                row.created_at.to_pydatetime(),
+                {c: getattr(row, c) for c in sample.columns if c not in ("lead_id", "created_at")},
+                [TouchRecord(t.occurred_at.to_pydatetime(), t.touch_type, t.channel) for t in touches.itertuples()],
+            )
+        )
+    from_frames = build_features(sample, demo.touchpoints, as_of, spec).to_numpy()
+    np.testing.assert_array_equal(build_features_from_records(records, as_of, spec), from_frames)
+
+
+def test_spec_round_trips_through_json(demo) -> None:
+    spec = infer_spec(demo.leads, demo.touchpoints, exclude_columns=("country",), half_life_days=7.0)
+    again = FeatureSpec.from_json(spec.to_json())
+    assert again == spec
+    assert "attr_country" not in again.feature_names and again.excluded_columns == ("country",)

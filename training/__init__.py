@@ -1,0 +1,1 @@
+"""Data loading and validation, demo data, snapshots and labels, fit, evaluate, report, register."""

@@ -1,0 +1,412 @@
+"""The CRM data contract: loading, validation with clear errors, and the flat-export path.
+
+A data directory holds ``leads.*``, ``outcomes.*`` and usually ``touchpoints.*`` (CSV or Parquet, by
+extension). A single file is a flat CRM export: a leads table with a label column and no touch log.
+Bad rows are dropped and counted (or, in strict mode, the load fails); nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EXTENSIONS = (".parquet", ".csv")
+OUTCOME_VALUES = ("won", "lost")
+MIN_TIMESTAMP = pd.Timestamp("1970-01-01", tz="UTC")
+EXAMPLES_PER_REASON = 5
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """One problem found in an input file: which file, which line, which column, and why."""
+
+    file: str
+    row: int | None
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", line {self.row}"
+        if self.column is not None:
+            where += f", column '{self.column}'"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ValidationReport:
+    """Counts of every dropped row by file and reason, with a few examples of each."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    examples: dict[tuple[str, str], list[DataIssue]] = field(default_factory=dict)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, issue: DataIssue, count: int = 1) -> None:
+        key = (issue.file, issue.reason)
+        self.counts[key] += count
+        bucket = self.examples.setdefault(key, [])
+        if len(bucket) < EXAMPLES_PER_REASON:
+            bucket.append(issue)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.counts.values())
+
+    def lines(self) -> list[str]:
+        """Human-readable summary: one line per (file, reason) with the first example."""
+        out = []
+        for (file, reason), count in sorted(self.counts.items()):
+            example = self.examples[(file, reason)][0]
+            out.append(f"{file}: dropped {count} row(s): {reason} (first: {example})")
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rows_read": dict(self.rows_read),
+            "dropped": {f"{f}: {r}": c for (f, r), c in sorted(self.counts.items())},
+            "notes": list(self.notes),
+        }
+
+
+class DataValidationError(ValueError):
+    """The input breaks the data contract; the message names file, line and column."""
+
+    def __init__(self, issues: list[DataIssue]) -> None:
+        self.issues = issues
+        shown = "\n".join(f"  - {i}" for i in issues[:20])
+        more = f"\n  ... and {len(issues) - 20} more" if len(issues) > 20 else ""
+        super().__init__(f"invalid input data:\n{shown}{more}")
+
+
+@dataclass(frozen=True)
+class FlatExportOptions:
+    """How to read a flat CRM export (one row per lead with its label, no touch log)."""
+
+    id_column: str = "lead_id"
+    label_column: str = "converted"
+    positive_label: str = "1"
+    time_column: str | None = None
+    exclude_columns: tuple[str, ...] = ()
+
+
+@dataclass
+class CRMData:
+    """Validated CRM tables, in the contract's column names, timestamps in UTC."""
+
+    leads: pd.DataFrame
+    touchpoints: pd.DataFrame | None
+    outcomes: pd.DataFrame
+    report: ValidationReport
+    flat: FlatExportOptions | None = None
+
+    @property
+    def has_time(self) -> bool:
+        """False for a flat export without a time column: no time split is possible."""
+        return bool(self.leads["created_at"].notna().all()) and len(self.leads) > 0
+
+    @property
+    def end_time(self) -> pd.Timestamp:
+        """The last moment the data knows about (latest lead, touch or close)."""
+        candidates = [self.leads["created_at"].max()]
+        if self.touchpoints is not None and len(self.touchpoints):
+            candidates.append(self.touchpoints["occurred_at"].max())
+        if len(self.outcomes):
+            candidates.append(self.outcomes["closed_at"].max())
+        return max(c for c in candidates if not pd.isna(c))
+
+    def fingerprint(self) -> dict[str, object]:
+        """Rows, wins, date ranges and a content hash: what a model was trained on."""
+        digest = hashlib.sha256()
+        for frame in (self.leads, self.touchpoints, self.outcomes):
+            if frame is not None:
+                digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        wins = int((self.outcomes["outcome"] == "won").sum())
+        created = self.leads["created_at"]
+        return {
+            "leads": len(self.leads),
+            "touchpoints": 0 if self.touchpoints is None else len(self.touchpoints),
+            "outcomes": len(self.outcomes),
+            "wins": wins,
+            "leads_from": None if created.isna().all() else str(created.min()),
+            "leads_to": None if created.isna().all() else str(created.max()),
+            "data_end": None if not self.has_time else str(self.end_time),
+            "sha256": digest.hexdigest(),
+            "dropped_rows": self.report.dropped,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+# ---------------------------------------------------------------------------------------------
+def find_table(directory: Path, stem: str, required: bool = True) -> Path | None:
+    """``stem.parquet`` or ``stem.csv`` in ``directory``."""
+    for ext in EXTENSIONS:
+        candidate = directory / f"{stem}{ext}"
+        if candidate.exists():
+            return candidate
+    if required:
+        raise DataValidationError(
+            [DataIssue(str(directory), None, None, f"no {stem}.parquet or {stem}.csv in this directory")]
+        )
+    return None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (as text, parsed later with clear errors) or Parquet file."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    raise DataValidationError([DataIssue(str(path), None, None, "unsupported file type (use .csv or .parquet)")])
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet by the extension of ``path``."""
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        raise ValueError(f"unsupported file type: {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation steps
+# ---------------------------------------------------------------------------------------------
+class _Checker:
+    """Collects the bad rows of one file; the file's line numbers count the header as line 1."""
+
+    def __init__(self, frame: pd.DataFrame, name: str, report: ValidationReport, strict: bool) -> None:
+        self.frame = frame
+        self.name = name
+        self.report = report
+        self.strict = strict
+        self.bad = np.zeros(len(frame), dtype=bool)
+        self.issues: list[DataIssue] = []
+
+    def require_columns(self, columns: tuple[str, ...]) -> None:
+        missing = [c for c in columns if c not in self.frame.columns]
+        if missing:
+            have = ", ".join(map(str, self.frame.columns[:20]))
+            raise DataValidationError(
+                [DataIssue(self.name, None, c, f"required column is missing (columns present: {have})") for c in missing]
+            )
+
+    def flag(self, mask: np.ndarray, column: str | None, reason: str) -> None:
+        mask = np.asarray(mask, dtype=bool) & ~self.bad
+        if not mask.any():
+            return
+        positions = np.flatnonzero(mask)
+        issue = DataIssue(self.name, int(positions[0]) + 2, column, reason)
+        self.report.add(issue, int(mask.sum()))
+        self.issues += [DataIssue(self.name, int(p) + 2, column, reason) for p in positions[:EXAMPLES_PER_REASON]]
+        self.bad |= mask
+
+    def parse_time(self, column: str, *, optional: bool = False) -> pd.Series:
+        """Parse a timestamp column to UTC (naive means UTC); flag unparseable and out-of-range values."""
+        raw = self.frame[column]
+        missing = raw.isna().to_numpy()
+        parsed = _to_utc(raw)
+        unparseable = parsed.isna().to_numpy() & ~missing
+        self.flag(unparseable, column, "unparseable timestamp")
+        if not optional:
+            self.flag(missing, column, "missing timestamp")
+        self.flag((parsed < MIN_TIMESTAMP).to_numpy(), column, "timestamp before 1970")
+        return parsed
+
+    def finish(self) -> pd.DataFrame:
+        self.report.rows_read[self.name] = len(self.frame)
+        if self.strict and self.issues:
+            raise DataValidationError(self.issues)
+        return self.frame.loc[~self.bad].reset_index(drop=True)
+
+
+def _to_utc(raw: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = pd.to_datetime(raw, utc=True)
+    else:
+        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+        if parsed.isna().sum() > raw.isna().sum():
+            # Retry the stragglers one by one in any format pandas understands.
+            retry = parsed.isna() & raw.notna()
+            parsed.loc[retry] = pd.to_datetime(raw[retry], utc=True, errors="coerce", format="mixed")
+    return parsed.dt.as_unit("ns")
+
+
+def _blank(series: pd.Series) -> np.ndarray:
+    return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
+
+
+def validate_leads(frame: pd.DataFrame, name: str, report: ValidationReport, strict: bool) -> pd.DataFrame:
+    """Leads need a non-blank unique ``lead_id`` and a parseable ``created_at``."""
+    check = _Checker(frame, name, report, strict)
+    check.require_columns(("lead_id", "created_at"))
+    check.flag(_blank(frame["lead_id"]), "lead_id", "missing lead_id")
+    created = check.parse_time("created_at")
+    ids = frame["lead_id"].astype(str)
+    check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "duplicate lead_id (first row kept)")
+    frame = frame.assign(lead_id=ids, created_at=created)
+    check.frame = frame
+    return check.finish()
+
+
+def validate_touchpoints(
+    frame: pd.DataFrame, name: str, leads: pd.DataFrame, report: ValidationReport, strict: bool
+) -> pd.DataFrame:
+    """Touches need a known lead, a parseable ``occurred_at`` and a ``touch_type``; ``value`` is numeric."""
+    check = _Checker(frame, name, report, strict)
+    check.require_columns(("lead_id", "occurred_at", "touch_type"))
+    occurred = check.parse_time("occurred_at")
+    check.flag(_blank(frame["touch_type"]), "touch_type", "missing touch_type")
+    ids = frame["lead_id"].astype(str)
+    check.flag(~ids.isin(leads["lead_id"]).to_numpy(), "lead_id", "touch point for an unknown lead")
+    updates: dict[str, object] = {"lead_id": ids, "occurred_at": occurred}
+    if "value" in frame.columns:
+        value = pd.to_numeric(frame["value"], errors="coerce")
+        check.flag((value.isna() & frame["value"].notna()).to_numpy(), "value", "value is not a number")
+        check.flag(np.isinf(value.to_numpy(dtype=float, na_value=np.nan)), "value", "value is infinite")
+        updates["value"] = value
+    for optional in ("channel", "campaign"):
+        if optional not in frame.columns:
+            updates[optional] = pd.Series([None] * len(frame), dtype=object)
+    check.frame = frame.assign(**updates)
+    return check.finish()
+
+
+def validate_outcomes(
+    frame: pd.DataFrame, name: str, leads: pd.DataFrame, report: ValidationReport, strict: bool
+) -> pd.DataFrame:
+    """Outcomes are ``won``/``lost`` for a known lead, closed no earlier than the lead was created."""
+    check = _Checker(frame, name, report, strict)
+    check.require_columns(("lead_id", "outcome", "closed_at"))
+    closed = check.parse_time("closed_at")
+    outcome = frame["outcome"].astype(str).str.strip().str.lower()
+    check.flag(~outcome.isin(OUTCOME_VALUES).to_numpy(), "outcome", "unknown outcome value (expected won or lost)")
+    ids = frame["lead_id"].astype(str)
+    created = ids.map(leads.set_index("lead_id")["created_at"])
+    check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
+    check.flag((closed < created).fillna(False).to_numpy(dtype=bool), "closed_at", "outcome dated before the lead was created")
+    check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "second outcome for the same lead (first kept)")
+    updates: dict[str, object] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
+    if "amount" in frame.columns:
+        amount = pd.to_numeric(frame["amount"], errors="coerce")
+        check.flag((amount.isna() & frame["amount"].notna()).to_numpy(), "amount", "amount is not a number")
+        updates["amount"] = amount
+    check.frame = frame.assign(**updates)
+    return check.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+def load_crm_data(path: str | Path, *, flat: FlatExportOptions | None = None, strict: bool = False) -> CRMData:
+    """Load and validate CRM data from a directory of tables or a single flat export file.
+
+    Args:
+        path: a directory with ``leads.*``, ``outcomes.*`` and optionally ``touchpoints.*``, or one file
+            (a flat export, read with ``flat`` or the default :class:`FlatExportOptions`).
+        flat: how to read a flat export.
+        strict: fail on the first bad rows instead of dropping and counting them.
+
+    Returns:
+        Validated tables and a report of every dropped row.
+
+    Raises:
+        DataValidationError: a required file or column is missing, or (strict) any row is bad.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError([DataIssue(str(path), None, None, "no such file or directory")])
+    if path.is_file():
+        return load_flat_export(path, flat or FlatExportOptions(), strict=strict)
+    report = ValidationReport()
+    leads_path = find_table(path, "leads")
+    outcomes_path = find_table(path, "outcomes")
+    touches_path = find_table(path, "touchpoints", required=False)
+    assert leads_path is not None and outcomes_path is not None
+    leads = validate_leads(read_table(leads_path), leads_path.name, report, strict)
+    touchpoints = None
+    if touches_path is not None:
+        touchpoints = validate_touchpoints(read_table(touches_path), touches_path.name, leads, report, strict)
+    else:
+        report.notes.append("no touchpoints file: models learn from lead attributes alone")
+    outcomes = validate_outcomes(read_table(outcomes_path), outcomes_path.name, leads, report, strict)
+    leads = _type_attributes(leads)
+    return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report)
+
+
+def load_flat_export(path: Path, options: FlatExportOptions, *, strict: bool = False) -> CRMData:
+    """Read a flat export: one row per lead with its label and no touch log.
+
+    The label column becomes an outcome (``won`` when it equals ``positive_label``); the excluded columns
+    are dropped here and recorded by the caller with the model. Without a time column ``created_at`` is
+    missing and training falls back to a stratified random split.
+    """
+    report = ValidationReport()
+    frame = read_table(path)
+    name = path.name
+    unknown_excluded = [c for c in options.exclude_columns if c not in frame.columns]
+    if unknown_excluded:
+        raise DataValidationError(
+            [DataIssue(name, None, c, "excluded column does not exist in the file") for c in unknown_excluded]
+        )
+    required = (options.id_column, options.label_column) + ((options.time_column,) if options.time_column else ())
+    _Checker(frame, name, report, strict).require_columns(required)
+    frame = frame.drop(columns=list(options.exclude_columns))
+    label = frame[options.label_column]
+    renamed = frame.drop(columns=[options.label_column]).rename(columns={options.id_column: "lead_id"})
+    if options.time_column:
+        renamed = renamed.rename(columns={options.time_column: "created_at"})
+    else:
+        renamed["created_at"] = pd.Series(pd.NaT, index=renamed.index, dtype="datetime64[ns, UTC]")
+        report.notes.append(f"{name}: no time column, so no time split is possible; a stratified random split is used")
+    check = _Checker(renamed, name, report, strict)
+    check.flag(_blank(renamed["lead_id"]), options.id_column, "missing lead id")
+    check.flag(_blank(label), options.label_column, "missing label")
+    if options.time_column:
+        renamed["created_at"] = check.parse_time("created_at")
+    check.flag(renamed["lead_id"].astype(str).duplicated(keep="first").to_numpy(), options.id_column, "duplicate lead id (first row kept)")
+    won = label.astype(str).str.strip() == str(options.positive_label)
+    renamed["lead_id"] = renamed["lead_id"].astype(str)
+    renamed["__won"] = won.to_numpy()
+    check.frame = renamed
+    kept = check.finish()
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": kept["lead_id"],
+            "outcome": np.where(kept["__won"], "won", "lost"),
+            "closed_at": pd.Series(pd.NaT, index=kept.index, dtype="datetime64[ns, UTC]"),
+        }
+    )
+    leads = _type_attributes(kept.drop(columns=["__won"]))
+    leads = leads[["lead_id", "created_at", *[c for c in leads.columns if c not in ("lead_id", "created_at")]]]
+    return CRMData(leads=leads, touchpoints=None, outcomes=outcomes, report=report, flat=options)
+
+
+PLACEHOLDERS = ("select", "n/a", "na", "none", "null", "-", "unknown")
+
+
+def _type_attributes(leads: pd.DataFrame) -> pd.DataFrame:
+    """Text columns that are all numbers become numeric; placeholders like ``Select`` become missing."""
+    out = leads.copy()
+    for col in out.columns:
+        if col in ("lead_id", "created_at"):
+            continue
+        series = out[col]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        text = series.astype("string").str.strip()
+        text = text.mask(text.str.lower().isin(PLACEHOLDERS) | (text == ""))
+        numbers = pd.to_numeric(text, errors="coerce")
+        if text.notna().any() and numbers.notna().sum() == text.notna().sum():
+            out[col] = numbers.astype(float)
+        else:
+            out[col] = text.astype(object).where(text.notna(), None)
+    return out
