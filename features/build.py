@@ -19,6 +19,7 @@ import pandas as pd
 from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
 
 NS_PER_DAY = 86_400 * 10**9
+NEVER_DAYS = 10_000.0  # "days since" a thing that never happened: long ago, so recency stays monotone
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -76,9 +77,7 @@ def dedupe_sorted_touches(lead: np.ndarray, time: np.ndarray, ttype: np.ndarray,
     """Mask keeping the first of identical touches (same lead, time, type and channel), input sorted."""
     keep = np.ones(len(lead), dtype=bool)
     if len(lead) > 1:
-        same = (
-            (lead[1:] == lead[:-1]) & (time[1:] == time[:-1]) & (ttype[1:] == ttype[:-1]) & (chan[1:] == chan[:-1])
-        )
+        same = (lead[1:] == lead[:-1]) & (time[1:] == time[:-1]) & (ttype[1:] == ttype[:-1]) & (chan[1:] == chan[:-1])
         keep[1:] = ~same
     return keep
 
@@ -145,8 +144,8 @@ def _touch_features(
     first = np.searchsorted(pair_row, rows, side="left")
     last = np.searchsorted(pair_row, rows, side="right") - 1
     has = last >= first
-    since_last = np.full(n, np.nan)
-    since_first = np.full(n, np.nan)
+    since_last = np.full(n, NEVER_DAYS)
+    since_first = np.full(n, NEVER_DAYS)
     since_last[has] = age[last[has]]
     since_first[has] = age[first[has]]
     decayed = np.bincount(
@@ -165,7 +164,7 @@ def _touch_features(
         code = spec.type_vocab.index(t) if t in spec.type_vocab else -1
         sel = p_type == code
         rows_t = pair_row[sel]
-        col = np.full(n, np.nan)
+        col = np.full(n, NEVER_DAYS)
         if len(rows_t):
             newest = np.searchsorted(rows_t, rows, side="right") - 1
             present = (newest >= 0) & (rows_t[np.clip(newest, 0, None)] == rows)
@@ -259,7 +258,9 @@ def build_features(
             t_lead = t_lead[mine]
             t_time = to_utc_ns(touchpoints["occurred_at"][mine])
             t_type = encode_labels(touchpoints["touch_type"][mine], spec.type_vocab)
-            channel = touchpoints["channel"][mine] if "channel" in touchpoints.columns else pd.Series([None] * len(t_lead))
+            channel = (
+                touchpoints["channel"][mine] if "channel" in touchpoints.columns else pd.Series([None] * len(t_lead))
+            )
             t_chan = encode_labels(channel, spec.channel_vocab)
         else:
             t_lead = t_time = t_type = t_chan = np.zeros(0, dtype=np.int64)

@@ -193,7 +193,7 @@ class FeatureSpec:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2)  # key order is column order: never sort
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:

@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Leadscore: calibrated lead scoring with reasons and an agreed qualified-lead threshold.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Leadscore: calibrated lead scoring with reasons and an agreed qualified-lead threshold.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console(stderr=True)
 
 
@@ -37,6 +40,158 @@ def demo_data(
         f"wrote {len(data.leads):,} leads, {len(data.touchpoints):,} touch points, "
         f"{len(data.outcomes):,} outcomes ({wins:,} won) to {out}"
     )
+
+
+def _flat_options(
+    id_column: str | None,
+    time_column: str | None,
+    label_column: str | None,
+    positive_label: str,
+    exclude_columns: str | None,
+) -> object:
+    from training.data import FlatExportOptions
+
+    if not (id_column or label_column or time_column or exclude_columns):
+        return None
+    excluded = tuple(c.strip() for c in (exclude_columns or "").split(",") if c.strip())
+    return FlatExportOptions(
+        id_column=id_column or "lead_id",
+        label_column=label_column or "converted",
+        positive_label=positive_label,
+        time_column=time_column,
+        exclude_columns=excluded,
+    )
+
+
+IdColumn = Annotated[str | None, typer.Option(help="Flat export: the lead id column.")]
+TimeColumn = Annotated[str | None, typer.Option(help="Flat export: the lead creation time column (optional).")]
+LabelColumn = Annotated[str | None, typer.Option(help="Flat export: the label column.")]
+PositiveLabel = Annotated[str, typer.Option(help="Flat export: the label value that means converted.")]
+ExcludeColumns = Annotated[
+    str | None, typer.Option(help="Flat export: comma-separated columns to leave out (e.g. leaky ones).")
+]
+Strict = Annotated[bool, typer.Option(help="Fail on any bad row instead of dropping and reporting it.")]
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Data directory (leads, touchpoints, outcomes) or a flat export file.")],
+    horizon_days: Annotated[int, typer.Option(help="A lead converts when won within this many days.", min=1)] = 90,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    promote: Annotated[bool, typer.Option(help="Make it the champion if at least as good as the current one.")] = False,
+    force: Annotated[bool, typer.Option(help="With --promote: promote even if worse than the champion.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same data + seed = same model).")] = None,
+    id_column: IdColumn = None,
+    time_column: TimeColumn = None,
+    label_column: LabelColumn = None,
+    positive_label: PositiveLabel = "1",
+    exclude_columns: ExcludeColumns = None,
+    strict: Strict = False,
+) -> None:
+    """Train, evaluate against two baselines, log to MLflow and register a model version."""
+    from rich.table import Table
+
+    from leadscore.settings import get_settings
+    from training.data import DataValidationError
+    from training.pipeline import NotEnoughData, TrainConfig
+    from training.pipeline import train as run_training
+
+    settings = get_settings()
+    settings.ensure_home()
+    config = TrainConfig(
+        data=data,
+        flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),  # type: ignore[arg-type]
+        strict=strict,
+        horizon_days=horizon_days,
+        experiment=experiment or settings.experiment,
+        model_name=model_name or settings.model_name,
+        promote=promote,
+        force=force,
+        seed=settings.seed if seed is None else seed,
+        tracking_uri=settings.resolved_tracking_uri,
+        registry_uri=settings.resolved_registry_uri,
+        artifact_location=settings.artifact_location,
+        cache_dir=settings.model_cache_dir,
+    )
+    try:
+        with console.status("training") as status:
+            result = run_training(config, progress=lambda msg: (status.update(msg), console.log(msg)))
+    except (NotEnoughData, DataValidationError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table(title=f"Test window ({result.split_kind} split)")
+    for col in ("metric", "leadscore", "logistic baseline", "rules baseline"):
+        table.add_column(col)
+    for name, *values in result.metric_table():
+        table.add_row(name, *(f"{v:.4f}" for v in values))
+    Console().print(table)
+    typer.echo(f"run id: {result.run_id}")
+    typer.echo(f"model: {config.model_name} version {result.model_version}")
+    typer.echo(result.promotion_message)
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option(help="Data directory or flat export file with the leads to score.")],
+    out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet).")],
+    as_of: Annotated[str | None, typer.Option(help="Score as of this time (ISO 8601; default: now).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model URI (default: models:/leadscore@champion).")] = None,
+    reasons: Annotated[bool, typer.Option(help="Add fit, engagement and top reasons (slower).")] = True,
+    id_column: IdColumn = None,
+    time_column: TimeColumn = None,
+    label_column: LabelColumn = None,
+    positive_label: PositiveLabel = "1",
+    exclude_columns: ExcludeColumns = None,
+    strict: Strict = False,
+) -> None:
+    """Score every open lead: lead_id, probability, score, grade, qualified and top reasons."""
+    import pandas as pd
+    from rich.progress import Progress
+
+    from leadscore.settings import get_settings
+    from models.registry import NoChampionModel, configure_tracking, load_model_uri
+    from training.data import DataValidationError, load_crm_data
+    from training.score import open_leads, score_chunks, write_scores
+
+    settings = get_settings()
+    configure_tracking(settings.resolved_tracking_uri, settings.resolved_registry_uri)
+    if out.suffix not in (".csv", ".parquet"):
+        raise typer.BadParameter("use a .csv or .parquet file", param_hint="--out")
+    try:
+        when = pd.Timestamp(as_of) if as_of else pd.Timestamp.now(tz="UTC")
+    except ValueError as err:
+        raise typer.BadParameter(f"not a timestamp: {as_of}", param_hint="--as-of") from err
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    try:
+        loaded = load_model_uri(model or settings.model_uri, settings.model_cache_dir)
+        dataset = load_crm_data(
+            data, flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),  # type: ignore[arg-type]
+            strict=strict,
+        )
+    except (NoChampionModel, DataValidationError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    for line in dataset.report.lines():
+        console.print(f"[yellow]note:[/yellow] {line}")
+    leads, closed, not_created = open_leads(dataset, when)
+    cutoffs = _active_cutoffs(loaded)
+    with Progress(console=console) as bar:
+        task = bar.add_task("scoring", total=len(leads))
+        chunks = score_chunks(loaded.model, leads, dataset.touchpoints, when, cutoffs, reasons=reasons)
+        rows, qualified = write_scores(chunks, out, on_chunk=lambda n: bar.advance(task, n))
+    console.print(
+        f"scored {rows:,} open leads as of {when.isoformat()} with {loaded.name} version {loaded.version}: "
+        f"{qualified:,} qualified; left out {closed:,} already closed and {not_created:,} not yet created"
+    )
+    typer.echo(str(out))
+
+
+def _active_cutoffs(loaded: object) -> object:
+    """The cut-offs in force for this model: the model's defaults until a threshold policy exists."""
+    return loaded.model.default_cutoffs  # type: ignore[attr-defined]
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -196,7 +196,10 @@ class _Checker:
         if missing:
             have = ", ".join(map(str, self.frame.columns[:20]))
             raise DataValidationError(
-                [DataIssue(self.name, None, c, f"required column is missing (columns present: {have})") for c in missing]
+                [
+                    DataIssue(self.name, None, c, f"required column is missing (columns present: {have})")
+                    for c in missing
+                ]
             )
 
     def flag(self, mask: np.ndarray, column: str | None, reason: str) -> None:
@@ -292,7 +295,9 @@ def validate_outcomes(
     ids = frame["lead_id"].astype(str)
     created = ids.map(leads.set_index("lead_id")["created_at"])
     check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
-    check.flag((closed < created).fillna(False).to_numpy(dtype=bool), "closed_at", "outcome dated before the lead was created")
+    check.flag(
+        (closed < created).fillna(False).to_numpy(dtype=bool), "closed_at", "outcome dated before the lead was created"
+    )
     check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "second outcome for the same lead (first kept)")
     updates: dict[str, object] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
     if "amount" in frame.columns:
@@ -372,7 +377,11 @@ def load_flat_export(path: Path, options: FlatExportOptions, *, strict: bool = F
     check.flag(_blank(label), options.label_column, "missing label")
     if options.time_column:
         renamed["created_at"] = check.parse_time("created_at")
-    check.flag(renamed["lead_id"].astype(str).duplicated(keep="first").to_numpy(), options.id_column, "duplicate lead id (first row kept)")
+    check.flag(
+        renamed["lead_id"].astype(str).duplicated(keep="first").to_numpy(),
+        options.id_column,
+        "duplicate lead id (first row kept)",
+    )
     won = label.astype(str).str.strip() == str(options.positive_label)
     renamed["lead_id"] = renamed["lead_id"].astype(str)
     renamed["__won"] = won.to_numpy()

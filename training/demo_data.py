@@ -32,7 +32,16 @@ START = pd.Timestamp("2025-01-01", tz="UTC")
 DAY_NS = 86_400 * 10**9
 CHUNK = 100_000
 
-SOURCES = ("paid_search", "organic_search", "paid_social", "referral", "event", "partner", "outbound", "content_syndication")
+SOURCES = (
+    "paid_search",
+    "organic_search",
+    "paid_social",
+    "referral",
+    "event",
+    "partner",
+    "outbound",
+    "content_syndication",
+)
 SOURCE_FIT = np.array([0.0, 0.2, -0.5, 0.9, 0.5, 0.4, -0.3, -0.6])
 SOURCE_MIX_START = np.array([0.22, 0.18, 0.08, 0.08, 0.14, 0.10, 0.12, 0.08])
 SOURCE_MIX_END = np.array([0.20, 0.16, 0.22, 0.09, 0.06, 0.09, 0.10, 0.08])
@@ -49,8 +58,19 @@ COUNTRIES = ("US", "GB", "DE", "FR", "CA", "AU", "IN", "BR", "NL", "ES")
 COUNTRY_P = np.array([0.38, 0.10, 0.09, 0.07, 0.06, 0.05, 0.12, 0.05, 0.04, 0.04])
 COUNTRY_FIT = np.array([0.2, 0.1, 0.1, 0.0, 0.1, 0.1, -0.4, -0.3, 0.1, -0.1])
 
-MARKETING = ("ad_impression", "ad_click", "social_engagement", "email_open", "email_click", "web_visit",
-             "pricing_page", "content_download", "webinar", "event", "form_fill")
+MARKETING = (
+    "ad_impression",
+    "ad_click",
+    "social_engagement",
+    "email_open",
+    "email_click",
+    "web_visit",
+    "pricing_page",
+    "content_download",
+    "webinar",
+    "event",
+    "form_fill",
+)
 # Base propensity of each marketing touch, and how much intent tilts towards it.
 MKT_BASE = np.array([1.0, 0.6, 0.5, 1.6, 0.7, 1.6, 0.25, 0.35, 0.2, 0.12, 0.2])
 MKT_INTENT = np.array([-0.3, 0.1, -0.1, 0.0, 0.3, 0.2, 0.9, 0.5, 0.6, 0.4, 0.7])
@@ -99,7 +119,9 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...], p: np.ndarray, n: 
     return rng.choice(len(options), size=n, p=p)
 
 
-def _chunk(rng: np.random.Generator, first_id: int, n: int, days: int, end_ns: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _chunk(
+    rng: np.random.Generator, first_id: int, n: int, days: int, end_ns: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     start_ns = START.value
     day = rng.choice(days, size=n, p=_day_weights(days))
     created = start_ns + day * DAY_NS + rng.integers(7 * 3600, 20 * 3600, size=n) * 10**9
@@ -115,7 +137,11 @@ def _chunk(rng: np.random.Generator, first_id: int, n: int, days: int, end_ns: i
     country = _pick(rng, COUNTRIES, COUNTRY_P, n)
     social_quality = np.where(SOURCES.index("paid_social") == source, 0.6 * frac, 0.0)  # drift in quality too
     fit = (
-        SOURCE_FIT[source] + INDUSTRY_FIT[industry] + SIZE_FIT[size] + LEVEL_FIT[level] + COUNTRY_FIT[country]
+        SOURCE_FIT[source]
+        + INDUSTRY_FIT[industry]
+        + SIZE_FIT[size]
+        + LEVEL_FIT[level]
+        + COUNTRY_FIT[country]
         + social_quality
     )
     intent = rng.normal(0.0, 1.0, n)
@@ -123,14 +149,21 @@ def _chunk(rng: np.random.Generator, first_id: int, n: int, days: int, end_ns: i
 
     # Funnel: marketing touches, warm-up, sales acceptance, close.
     warm_after = rng.integers(3, 6, size=n)  # 3 to 5 touches before a lead turns warm
-    accepted = (rng.random(n) < _sigmoid(-2.4 + 0.9 * intent + 0.7 * fit)) & ~bot
+    # Interactions a points sheet or a linear model cannot see: enterprise leads met at events or through
+    # referrals are accepted and close far more often; engaged students research rather than buy; so do
+    # tiny companies from paid social.
+    enterprise_warm = (size >= 3) & np.isin(source, (SOURCES.index("event"), SOURCES.index("referral")))
+    student = level == LEVELS.index("student")
+    tiny_social = (size == 0) & (source == SOURCES.index("paid_social"))
+    twist = 1.2 * enterprise_warm - 2.5 * (student & (intent > 0)) - 1.5 * tiny_social
+    accepted = (rng.random(n) < _sigmoid(-2.4 + 0.9 * intent + 0.7 * fit + twist)) & ~bot
     n_mkt = rng.poisson(np.exp(0.9 + 0.45 * intent + 0.1 * fit))
     n_mkt = np.where(accepted, np.maximum(n_mkt, warm_after), n_mkt)
     no_touch = (rng.random(n) < 0.06) & ~accepted
     n_mkt = np.where(no_touch, 0, n_mkt)
     gap_scale = np.exp(2.3 - 0.35 * intent)  # days between marketing touches, shorter with intent
     accept_delay = np.where(accepted, warm_after * gap_scale * rng.gamma(2.0, 0.5, n), np.inf)
-    won_given = _sigmoid(-1.3 + 0.9 * fit + 0.8 * intent + rng.normal(0, 0.6, n))
+    won_given = _sigmoid(-1.4 + 0.9 * fit + 0.8 * intent + twist + rng.normal(0, 0.6, n))
     won = accepted & (rng.random(n) < won_given)
     cycle = np.exp(rng.normal(np.log(45), 0.5, n)) * np.where(won, 1.0, 0.8)
     close_days = np.where(accepted, accept_delay + cycle, np.inf)
@@ -162,7 +195,11 @@ def _chunk(rng: np.random.Generator, first_id: int, n: int, days: int, end_ns: i
     # Warm leads accepted by sales: a demo request (or form fill) at acceptance, then sales touches.
     acc = np.flatnonzero(accepted)
     leads_idx.append(acc)
-    types.append(np.where(rng.random(len(acc)) < 0.55 + 0.1 * intent[acc].clip(-2, 2), "demo_request", "form_fill").astype(object))
+    types.append(
+        np.where(rng.random(len(acc)) < 0.55 + 0.1 * intent[acc].clip(-2, 2), "demo_request", "form_fill").astype(
+            object
+        )
+    )
     offsets.append(accept_delay[acc])
     n_calls = rng.integers(1, 5, size=len(acc))
     n_meet = rng.integers(0, 3, size=len(acc))

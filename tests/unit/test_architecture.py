@@ -41,6 +41,12 @@ def test_imports_only_point_one_way(package: str) -> None:
 
 def test_importing_every_package_creates_nothing(tmp_path: Path) -> None:
     code = "import features, models, training, serving, leadscore.cli, leadscore.settings; import os; print(sorted(os.listdir('.')))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip() == "[]"

@@ -55,17 +55,27 @@ def test_missing_required_column_names_file_and_column(tmp_path: Path) -> None:
 
 def test_missing_leads_file_is_an_error(tmp_path: Path) -> None:
     _, touches, outcomes = good_rows()
-    with pytest.raises(DataValidationError, match="no leads.parquet or leads.csv"):
+    with pytest.raises(DataValidationError, match=r"no leads\.parquet or leads\.csv"):
         load_crm_data(write_dir(tmp_path, None, touches, outcomes))
 
 
 BAD_CASES = {
-    "unparseable lead timestamp": ("leads", {"lead_id": "L3", "created_at": "not a date"}, "unparseable timestamp", "created_at"),
+    "unparseable lead timestamp": (
+        "leads",
+        {"lead_id": "L3", "created_at": "not a date"},
+        "unparseable timestamp",
+        "created_at",
+    ),
     "duplicate lead id": ("leads", {"lead_id": "L1"}, "duplicate lead_id", "lead_id"),
     "touch for unknown lead": ("touchpoints", {"lead_id": "GHOST"}, "touch point for an unknown lead", "lead_id"),
     "unparseable touch time": ("touchpoints", {"occurred_at": "yesterday-ish"}, "unparseable timestamp", "occurred_at"),
     "outcome for unknown lead": ("outcomes", {"lead_id": "GHOST"}, "outcome for an unknown lead", "lead_id"),
-    "outcome before lead": ("outcomes", {"lead_id": "L2", "closed_at": T0 - days(3)}, "dated before the lead", "closed_at"),
+    "outcome before lead": (
+        "outcomes",
+        {"lead_id": "L2", "closed_at": T0 - days(3)},
+        "dated before the lead",
+        "closed_at",
+    ),
     "unknown outcome value": ("outcomes", {"lead_id": "L2", "outcome": "maybe"}, "unknown outcome value", "outcome"),
 }
 
@@ -96,8 +106,13 @@ FLAT = "id,when,src,score_by_sales,converted\nA,2025-01-01,web,9,1\nB,2025-01-02
 def test_flat_export_with_exclusions_and_time(tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
     path.write_text(FLAT)
-    options = FlatExportOptions(id_column="id", time_column="when", label_column="converted", positive_label="1",
-                                exclude_columns=("score_by_sales",))
+    options = FlatExportOptions(
+        id_column="id",
+        time_column="when",
+        label_column="converted",
+        positive_label="1",
+        exclude_columns=("score_by_sales",),
+    )
     data = load_crm_data(path, flat=options)
     assert list(data.leads.columns) == ["lead_id", "created_at", "src"]
     assert data.leads["src"].isna().tolist() == [False, True, False]  # "Select" is a placeholder, not a value
@@ -124,7 +139,11 @@ def test_real_export_loads_through_the_flat_path() -> None:
     real = Path(__file__).resolve().parents[3] / "shared" / "data" / "xeducation" / "Leads.csv"
     if not real.exists():
         pytest.skip("the shared real export is not beside this checkout")
-    data = load_crm_data(real, flat=FlatExportOptions(id_column="Prospect ID", label_column="Converted",
-                                                      exclude_columns=("Tags", "Lead Quality")))
+    data = load_crm_data(
+        real,
+        flat=FlatExportOptions(
+            id_column="Prospect ID", label_column="Converted", exclude_columns=("Tags", "Lead Quality")
+        ),
+    )
     assert len(data.leads) == 9240 and int((data.outcomes.outcome == "won").sum()) == 3561
     assert "Tags" not in data.leads.columns

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import FeatureSpec, LeadRecord, TouchRecord, build_features, build_features_from_records, infer_spec
+from features import (
+    FeatureSpec,
+    LeadRecord,
+    TouchRecord,
+    build_features,
+    build_features_from_records,
+    infer_spec,
+)
+from features.build import NEVER_DAYS
 from tests.factories import T0, days, frame, make_lead, make_touch
 from training.demo_data import generate_demo_data
 
@@ -71,7 +79,7 @@ def test_high_intent_flags_say_how_long_ago() -> None:
     touches = [make_touch(touch_type="demo_request", occurred_at=T0 + days(d)) for d in (2, 7)]
     f = features_of([make_lead()], touches, T0 + days(10)).iloc[0]
     assert f["days_since_demo_request"] == pytest.approx(3.0)
-    assert np.isnan(f["days_since_pricing_page"])
+    assert f["days_since_pricing_page"] == NEVER_DAYS
 
 
 def test_naive_timestamps_mean_utc() -> None:
@@ -116,7 +124,11 @@ def test_appending_touches_after_as_of_never_changes_features(past, future, as_o
     before = features_of([make_lead()], known, as_of)
     after = features_of([make_lead()], known + later, as_of)
     pd.testing.assert_frame_equal(before, after)
-    records = [LeadRecord("L1", T0, make_lead(), [TouchRecord(t["occurred_at"], t["touch_type"], t["channel"]) for t in known + later])]
+    records = [
+        LeadRecord(
+            "L1", T0, make_lead(), [TouchRecord(t["occurred_at"], t["touch_type"], t["channel"]) for t in known + later]
+        )
+    ]
     np.testing.assert_array_equal(build_features_from_records(records, as_of, SPEC), before.to_numpy())
 
 
@@ -156,7 +168,9 @@ def test_records_path_equals_frame_path(demo) -> None:
 
 
 def test_spec_round_trips_through_json(demo) -> None:
-    spec = infer_spec(demo.leads, demo.touchpoints, exclude_columns=("country",), half_life_days=7.0)
+    leads = demo.leads[["lead_id", "created_at", "lead_source", "job_level", "industry", "country"]]
+    spec = infer_spec(leads, demo.touchpoints, exclude_columns=("country",), half_life_days=7.0)
     again = FeatureSpec.from_json(spec.to_json())
     assert again == spec
+    assert again.feature_names == spec.feature_names  # column order survives, not just content
     assert "attr_country" not in again.feature_names and again.excluded_columns == ("country",)

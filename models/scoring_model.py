@@ -1,0 +1,182 @@
+"""The scoring model as one unit: feature spec + booster + calibrator + reason labels + score scale."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from features.build import NEVER_DAYS
+from features.spec import FeatureInfo, FeatureSpec
+from models.calibration import Calibrator
+from models.reasons import TOUCH_PHRASES, describe
+
+FORMAT_VERSION = 1
+GRADES = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class Reason:
+    feature: str
+    description: str
+    impact: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A lead's score split into what it is (fit) and what it does (engagement), with reasons."""
+
+    fit: int
+    engagement: int
+    reasons: list[Reason]
+
+
+@dataclass(frozen=True)
+class GradeCutoffs:
+    """Lower probability bounds of grades A, B and C (D is below C), and the qualified cut-off."""
+
+    a: float
+    b: float
+    c: float
+    qualified: float
+
+    def grade(self, p: np.ndarray) -> np.ndarray:
+        return np.select([p >= self.a, p >= self.b, p >= self.c], ["A", "B", "C"], default="D")
+
+
+def _group_key(info: FeatureInfo) -> str:
+    """Features that say the same thing in different windows are explained together."""
+    if info.kind in ("count", "flag") and info.touch_type:
+        return info.touch_type
+    if info.kind == "channel_count" and info.channel:
+        return f"channel_{info.channel}"
+    if info.kind in ("total", "recency", "decayed", "velocity", "distinct"):
+        return "activity"
+    if info.kind == "attribute" and info.attribute:
+        return info.attribute
+    return info.name
+
+
+@dataclass
+class ScoringModel:
+    """Everything the scorer needs; saved as JSON + LightGBM text (no pickles)."""
+
+    spec: FeatureSpec
+    booster: lgb.Booster
+    calibrator: Calibrator
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._infos = self.spec.feature_infos()
+        self._fit_mask = np.array([i.group == "fit" for i in self._infos])
+        keys = [_group_key(i) for i in self._infos]
+        self._groups = sorted(set(keys))
+        self._group_of = np.array([self._groups.index(k) for k in keys])
+        self._reference = np.asarray(self.meta.get("score_reference", []), dtype=np.float64)
+
+    # ---- prediction -----------------------------------------------------------------------
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probability of a won deal within the horizon."""
+        if len(X) == 0:
+            return np.zeros(0)
+        return self.calibrator.predict(self.margin(X))
+
+    def score(self, p: np.ndarray) -> np.ndarray:
+        """0-100: the share of the reference (test-window) leads with a lower probability."""
+        p = np.asarray(p, dtype=np.float64)
+        if len(self._reference) == 0:
+            return np.rint(p * 100).astype(int)
+        rank = np.searchsorted(self._reference, p, side="right") / len(self._reference)
+        return np.clip(np.rint(rank * 100), 0, 100).astype(int)
+
+    @property
+    def default_cutoffs(self) -> GradeCutoffs:
+        c = self.meta.get("default_cutoffs") or {"a": 0.5, "b": 0.2, "c": 0.05, "qualified": 0.2}
+        return GradeCutoffs(**c)
+
+    # ---- explanations ---------------------------------------------------------------------
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """LightGBM's own per-feature contributions to the raw margin (last column: the bias)."""
+        return np.asarray(self.booster.predict(X, pred_contrib=True), dtype=np.float64)
+
+    def explain(
+        self, X: np.ndarray, raw_attributes: Sequence[dict[str, Any]] | None = None, top: int = 3
+    ) -> list[Explanation]:
+        """Reasons (top positive and top negative) and the fit/engagement split for each row."""
+        if len(X) == 0:
+            return []
+        contrib = self.contributions(X)
+        bias = contrib[:, -1]
+        per_feature = contrib[:, :-1]
+        fit_margin = bias + per_feature[:, self._fit_mask].sum(axis=1)
+        eng_margin = bias + per_feature[:, ~self._fit_mask].sum(axis=1)
+        fit = self.score(self.calibrator.predict(fit_margin))
+        engagement = self.score(self.calibrator.predict(eng_margin))
+        grouped = np.zeros((len(X), len(self._groups)))
+        np.add.at(grouped.T, self._group_of, per_feature.T)
+        out = []
+        for row in range(len(X)):
+            order = np.argsort(grouped[row])
+            picks = [g for g in order[::-1][:top] if grouped[row, g] > 1e-9]
+            picks += [g for g in order[:top] if grouped[row, g] < -1e-9]
+            attrs = raw_attributes[row] if raw_attributes is not None else {}
+            reasons = [
+                Reason(self._groups[g], self._describe_group(g, X[row], per_feature[row], attrs), round(float(grouped[row, g]), 4))
+                for g in picks
+            ]
+            out.append(Explanation(fit=int(fit[row]), engagement=int(engagement[row]), reasons=reasons))
+        return out
+
+    def _describe_group(self, group: int, x: np.ndarray, contrib: np.ndarray, attrs: dict[str, Any]) -> str:
+        members = np.flatnonzero(self._group_of == group)
+        infos = [self._infos[m] for m in members]
+        key = self._groups[group]
+        if key in TOUCH_PHRASES:
+            flag = [m for m in members if self._infos[m].kind == "flag"]
+            if flag and x[flag[0]] < NEVER_DAYS:
+                return describe(self._infos[flag[0]], float(x[flag[0]]))
+            total = [m for m in members if self._infos[m].kind == "count" and self._infos[m].window_days is None]
+            if total:
+                return describe(self._infos[total[0]], float(x[total[0]]))
+        strongest = members[int(np.argmax(np.abs(contrib[members])))]
+        info = self._infos[strongest]
+        raw = attrs.get(info.attribute) if info.attribute else None
+        if info.kind == "attribute" and raw is None and info.attribute in self.spec.categorical_attributes:
+            vocab = self.spec.categorical_attributes[info.attribute]
+            value = x[strongest]
+            raw = vocab[int(value)] if not np.isnan(value) and int(value) < len(vocab) else None
+        elif info.kind == "attribute" and raw is None and not np.isnan(x[strongest]):
+            raw = float(x[strongest])
+        del infos
+        return describe(info, float(x[strongest]), raw)
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "spec.json").write_text(self.spec.to_json())
+        (directory / "booster.txt").write_text(self.booster.model_to_string())
+        (directory / "calibrator.json").write_text(json.dumps(self.calibrator.to_dict()))
+        (directory / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ScoringModel:
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        if int(meta.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
+            raise ValueError(f"model format {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
+        return cls(
+            spec=FeatureSpec.from_json((directory / "spec.json").read_text()),
+            booster=lgb.Booster(model_str=(directory / "booster.txt").read_text()),
+            calibrator=Calibrator.from_dict(json.loads((directory / "calibrator.json").read_text())),
+            meta=meta,
+        )

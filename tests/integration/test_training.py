@@ -1,0 +1,155 @@
+"""Training end to end: registry, alias, pyfunc, batch scoring, baselines, calibration, reproducibility."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from features import build_features
+from models.registry import configure_tracking, load_champion
+from tests.integration.conftest import TrainedWorld, make_config
+from training.data import load_crm_data
+from training.demo_data import write_demo_data
+from training.pipeline import NotEnoughData, TrainConfig, fit_booster, make_examples, split_examples, train
+from training.snapshots import SnapshotConfig, snapshot_times
+
+REQUIRED_METRICS = ("test_roc_auc", "test_pr_auc", "test_brier", "test_log_loss", "test_ece", "test_lift_at_10pct")
+
+
+def test_run_is_tracked_with_exact_metric_names_and_artifacts(trained: TrainedWorld) -> None:
+    configure_tracking(trained.config.tracking_uri or "")
+    run = MlflowClient().get_run(trained.result.run_id)
+    for name in REQUIRED_METRICS:
+        for prefix in ("", "baseline_logreg_", "baseline_rules_"):
+            assert f"{prefix}{name}" in run.data.metrics
+    assert run.data.params["data_sha256"] == run.data.tags["data_sha256"]
+    assert int(run.data.params["data_wins"]) > 0
+    artifacts = {a.path for a in MlflowClient().list_artifacts(trained.result.run_id)}
+    assert {"threshold_table.csv", "test_predictions.parquet", "feature_importance.csv",
+            "segment_auc_by_lead_source.csv", "data_fingerprint.json", "plots"} <= artifacts
+    plots = {a.path for a in MlflowClient().list_artifacts(trained.result.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("roc", "precision_recall", "calibration", "cumulative_gains")}
+
+
+def test_model_beats_both_baselines_and_is_calibrated(trained: TrainedWorld) -> None:
+    m = trained.result.metrics
+    assert m["test_roc_auc"] > m["baseline_logreg_test_roc_auc"]
+    assert m["test_roc_auc"] > m["baseline_rules_test_roc_auc"]
+    assert m["test_ece"] < 0.05
+
+
+def test_registered_version_carries_alias_tags_and_serves_through_pyfunc(trained: TrainedWorld) -> None:
+    configure_tracking(trained.config.tracking_uri or "")
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("leadscore", "champion")
+    assert str(champion.version) == trained.result.model_version
+    assert champion.tags["data_sha256"] and float(champion.tags["test_roc_auc"]) == pytest.approx(
+        trained.result.metrics["test_roc_auc"], abs=1e-6
+    )
+    pyfunc = mlflow.pyfunc.load_model("models:/leadscore@champion")
+    data = load_crm_data(trained.data_dir)
+    model = trained.result.model
+    as_of = data.end_time - pd.Timedelta(days=10)
+    frame = build_features(data.leads.iloc[:200], data.touchpoints, as_of, model.spec)
+    served = np.asarray(pyfunc.predict(frame))
+    np.testing.assert_allclose(served, model.predict_proba(frame.to_numpy(dtype=np.float64)))
+    assert ((served > 0) & (served < 1)).all()
+
+
+def test_leadscore_score_writes_every_open_lead(trained: TrainedWorld, tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    as_of = "2026-05-01T00:00:00Z"
+    proc = subprocess.run(
+        [sys.executable, "-m", "leadscore", "score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", as_of],
+        capture_output=True, text=True, env=trained.env, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    scores = pd.read_csv(out)
+    data = load_crm_data(trained.data_dir)
+    ts = pd.Timestamp(as_of)
+    closed = data.outcomes.loc[data.outcomes.closed_at <= ts, "lead_id"]
+    expected = data.leads[(data.leads.created_at <= ts) & ~data.leads.lead_id.isin(closed)]
+    assert sorted(scores.lead_id) == sorted(expected.lead_id)
+    assert scores.probability.between(0, 1).all() and scores.score.between(0, 100).all()
+    assert set(scores.grade) <= {"A", "B", "C", "D"}
+    assert f"left out {len(closed):,} already closed" in proc.stderr.replace("\n", " ")
+    # the same numbers as the model itself computes for those leads
+    model = trained.result.model
+    X = build_features(expected, data.touchpoints, ts, model.spec).to_numpy(dtype=np.float64)
+    direct = pd.Series(model.predict_proba(X), index=expected.lead_id.to_numpy())
+    np.testing.assert_allclose(scores.set_index("lead_id").probability.loc[direct.index], direct, rtol=1e-9)
+
+
+def test_same_data_and_seed_give_the_same_metrics(trained: TrainedWorld, tmp_path: Path) -> None:
+    again = train(make_config(tmp_path, trained.data_dir))
+    assert again.metrics == trained.result.metrics
+    assert again.model.booster.model_to_string() == trained.result.model.booster.model_to_string()
+
+
+def test_promotion_keeps_a_better_champion_unless_forced(trained: TrainedWorld, tmp_path: Path) -> None:
+    home = tmp_path
+    first = train(make_config(home, trained.data_dir, promote=True))
+    assert first.promoted and "no champion" in first.promotion_message
+    weak = train(make_config(home, trained.data_dir, promote=True, num_boost_round=1, early_stopping_rounds=1,
+                             num_leaves=2))
+    assert not weak.promoted and "kept champion version 1" in weak.promotion_message
+    forced = train(make_config(home, trained.data_dir, promote=True, force=True, num_boost_round=1, num_leaves=2))
+    assert forced.promoted and "--force" in forced.promotion_message
+    configure_tracking(f"sqlite:///{home / 'mlflow.db'}")
+    assert str(MlflowClient().get_model_version_by_alias("leadscore", "champion").version) == forced.model_version
+
+
+def test_too_few_wins_refuses_with_exit_code_2(tmp_path: Path) -> None:
+    data_dir = tmp_path / "tiny"
+    write_demo_data(data_dir, n_leads=600, seed=1)
+    with pytest.raises(NotEnoughData, match="at least 50"):
+        train(make_config(tmp_path, data_dir))
+    proc = subprocess.run(
+        [sys.executable, "-m", "leadscore", "train", "--data", str(data_dir)],
+        capture_output=True, text=True, env={"LEADSCORE_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert proc.returncode == 2 and "at least 50" in proc.stderr
+
+
+def test_features_never_see_the_future_so_truncated_sources_train_the_same_model(trained: TrainedWorld) -> None:
+    """Training with the full log equals training where touches after each as_of were deleted from the source."""
+    data = load_crm_data(trained.data_dir)
+    config = TrainConfig(data=trained.data_dir)
+    examples = make_examples(data, config)
+    split = split_examples(examples, True, config, [])
+    spec = trained.result.model.spec
+    lead_cols = list(data.leads.columns)
+    full = build_features(examples[lead_cols], data.touchpoints, examples["as_of"], spec)
+    truncated = pd.concat(
+        [
+            build_features(group[lead_cols], data.touchpoints[data.touchpoints.occurred_at <= t], t, spec)
+            for t, group in examples.groupby("as_of")
+        ]
+    ).loc[full.index]
+    pd.testing.assert_frame_equal(full, truncated)
+    y = examples["label"].to_numpy()
+    fit = lambda F: fit_booster(F[split.train], y[split.train], F[split.calibration], y[split.calibration], spec, config)  # noqa: E731
+    a, b = fit(full.to_numpy(np.float64)), fit(truncated.to_numpy(np.float64))
+    X_test = full.to_numpy(np.float64)[split.test]
+    np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))
+    assert isinstance(a, lgb.Booster)
+
+
+def test_snapshots_never_run_past_the_end_of_the_data(trained: TrainedWorld) -> None:
+    data = load_crm_data(trained.data_dir)
+    config = TrainConfig(data=trained.data_dir, horizon_days=90)
+    examples = make_examples(data, config)
+    assert examples["as_of"].max() + pd.Timedelta(days=90) <= data.end_time
+    assert len(snapshot_times(data, SnapshotConfig(horizon_days=10_000))) == 0
+    # a snapshot is of a lead still open at as_of
+    closed = examples.merge(data.outcomes, on="lead_id", how="left")
+    assert not (closed["closed_at"] <= closed["as_of"]).any()
