@@ -168,7 +168,8 @@ def score(
     try:
         loaded = load_model_uri(model or settings.model_uri, settings.model_cache_dir)
         dataset = load_crm_data(
-            data, flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),  # type: ignore[arg-type]
+            data,
+            flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),  # type: ignore[arg-type]
             strict=strict,
         )
     except (NoChampionModel, DataValidationError) as err:
@@ -192,6 +193,114 @@ def score(
 def _active_cutoffs(loaded: object) -> object:
     """The cut-offs in force for this model: the model's defaults until a threshold policy exists."""
     return loaded.model.default_cutoffs  # type: ignore[attr-defined]
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys (only hashes are stored).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store() -> object:
+    from leadscore.settings import get_settings
+    from serving.store import KeyStore, make_engine
+
+    settings = get_settings()
+    settings.ensure_home()
+    return KeyStore(make_engine(settings.resolved_database_url))
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="crm, marketing, sales or admin.")],
+    name: Annotated[str | None, typer.Option(help="A name to recognise the key by (e.g. the CRM or person).")] = None,
+) -> None:
+    """Create a key; the key itself is printed once, as the last line."""
+    from serving.store import UnknownRole
+
+    try:
+        key, info = _key_store().create(role, name)  # type: ignore[attr-defined]
+    except UnknownRole as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(
+        f"created key {info.key_id} '{info.name}' with role {info.role} (store it now: it is not shown again)"
+    )
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (id, name, role, hint, created, revoked); never the keys themselves."""
+    for k in _key_store().list():  # type: ignore[attr-defined]
+        revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        typer.echo(f"{k.key_id}\t{k.name}\t{k.role}\t{k.hint}...\t{k.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")]) -> None:
+    """Revoke a key by id or name (servers stop accepting it within seconds)."""
+    n = _key_store().revoke(key)  # type: ignore[attr-defined]
+    if n == 0:
+        console.print(f"[red]error:[/red] no active key with id or name {key!r}")
+        raise typer.Exit(1)
+    typer.echo(f"revoked {n} key(s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.", min=1)] = None,
+) -> None:
+    """Serve the champion model over HTTP (FastAPI + uvicorn)."""
+    import os
+
+    import uvicorn
+
+    from leadscore.settings import get_settings
+
+    settings = get_settings()
+    settings.ensure_home()
+    # Worker processes build their own app from the environment: pass the resolved choices on.
+    os.environ["LEADSCORE_HOME"] = str(settings.home.resolve())
+    uvicorn.run(
+        "serving.app:app_from_env",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+@app.command()
+def demo(
+    leads: Annotated[int, typer.Option(help="Demo leads to generate (if the demo data is absent).")] = 20_000,
+    port: Annotated[int | None, typer.Option(help="Port to serve on.")] = None,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the server at the end.")] = True,
+) -> None:
+    """The main job: demo data (if absent) -> train -> promote -> one key per role -> serve."""
+    from leadscore.settings import get_settings
+
+    settings = get_settings()
+    home = settings.ensure_home()
+    data_dir = home / "demo-data"
+    if not (data_dir / "leads.parquet").exists():
+        demo_data(out=data_dir, leads=leads, seed=7, format="parquet")
+    else:
+        console.print(f"using the demo data in {data_dir}")
+    train(data=data_dir, promote=True, horizon_days=settings.horizon_days)
+    console.print("API keys (store them; only hashes are kept):")
+    from serving.store import ROLES
+
+    store = _key_store()
+    for role in ROLES:
+        key, _ = store.create(role, f"demo-{role}")  # type: ignore[attr-defined]
+        typer.echo(f"  {role:<10} {key}")
+    url = f"http://{settings.host}:{port or settings.port}"
+    typer.echo(f"API docs: {url}/docs   health: {url}/healthz")
+    if serve_after:
+        serve(host=None, port=port, workers=None)
 
 
 def main() -> None:  # pragma: no cover - console entry point

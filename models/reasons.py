@@ -63,7 +63,11 @@ def describe(info: FeatureInfo, value: float, raw_value: object = None) -> str:
     if kind == "channel_count" and info.channel:
         channel = info.channel.replace("_", " ")
         n = _count(value)
-        return f"No {channel} touches {_window(info.window_days)}" if n == 0 else f"{n} {channel} touches {_window(info.window_days)}"
+        return (
+            f"No {channel} touches {_window(info.window_days)}"
+            if n == 0
+            else f"{n} {channel} touches {_window(info.window_days)}"
+        )
     if info.name == "days_since_last_touch":
         return "No touches yet" if value >= NEVER_DAYS else f"Last activity {_days(value)}"
     if info.name == "days_since_first_touch":

@@ -130,9 +130,7 @@ def load_registered_model(name: str, version: str, cache_dir: Path) -> LoadedMod
     if not (target / "meta.json").exists():
         mv = MlflowClient().get_model_version(name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
-            )
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
             native = next(local.rglob("meta.json")).parent
             staging = target.with_name(f".{target.name}.partial")
             shutil.rmtree(staging, ignore_errors=True)
@@ -142,7 +140,9 @@ def load_registered_model(name: str, version: str, cache_dir: Path) -> LoadedMod
     else:
         run_id = None
     model = ScoringModel.load(target)
-    return LoadedModel(model=model, name=name, version=str(version), run_id=run_id or model.meta.get("run_id"), path=target)
+    return LoadedModel(
+        model=model, name=name, version=str(version), run_id=run_id or model.meta.get("run_id"), path=target
+    )
 
 
 def load_champion(name: str, alias: str, cache_dir: Path) -> LoadedModel:

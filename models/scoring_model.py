@@ -129,7 +129,11 @@ class ScoringModel:
             picks += [g for g in order[:top] if grouped[row, g] < -1e-9]
             attrs = raw_attributes[row] if raw_attributes is not None else {}
             reasons = [
-                Reason(self._groups[g], self._describe_group(g, X[row], per_feature[row], attrs), round(float(grouped[row, g]), 4))
+                Reason(
+                    self._groups[g],
+                    self._describe_group(g, X[row], per_feature[row], attrs),
+                    round(float(grouped[row, g]), 4),
+                )
                 for g in picks
             ]
             out.append(Explanation(fit=int(fit[row]), engagement=int(engagement[row]), reasons=reasons))
@@ -165,7 +169,9 @@ class ScoringModel:
         (directory / "spec.json").write_text(self.spec.to_json())
         (directory / "booster.txt").write_text(self.booster.model_to_string())
         (directory / "calibrator.json").write_text(json.dumps(self.calibrator.to_dict()))
-        (directory / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2, default=str))
+        (directory / "meta.json").write_text(
+            json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2, default=str)
+        )
         return directory
 
     @classmethod

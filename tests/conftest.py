@@ -1,7 +1,65 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from training.demo_data import write_demo_data
+from training.pipeline import TrainConfig, TrainResult, train
 
 # Keep matplotlib headless and MLflow quiet in tests; no test relies on a network.
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: without the MLFLOW_* URIs that mlflow.set_*_uri export."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env.update(extra)
+    return env
+
+
+# ---- shared worlds: a small demo CRM and trained, registered models ----
+
+N_LEADS = 10_000
+
+
+@dataclass
+class TrainedWorld:
+    home: Path
+    data_dir: Path
+    config: TrainConfig
+    result: TrainResult
+    env: dict[str, str]
+
+
+def make_config(home: Path, data_dir: Path, **overrides: object) -> TrainConfig:
+    base = dict(
+        data=data_dir,
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifact_location=(home / "mlartifacts").as_uri(),
+        cache_dir=home / "model-cache",
+        seed=42,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_data(out, n_leads=N_LEADS, seed=5)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[TrainedWorld]:
+    home = tmp_path_factory.mktemp("home")
+    config = make_config(home, demo_dir, promote=True)
+    result = train(config)
+    yield TrainedWorld(
+        home=home, data_dir=demo_dir, config=config, result=result, env=clean_env(LEADSCORE_HOME=str(home))
+    )

@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from features import build_features, infer_spec
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
+from models.registry import NoChampionModel as _NoChampion
 from models.registry import (
     configure_tracking,
     ensure_experiment,
@@ -28,7 +29,6 @@ from models.registry import (
     set_alias,
     tag_version,
 )
-from models.registry import NoChampionModel as _NoChampion
 from models.scoring_model import ScoringModel
 from training.baselines import RulesBaseline, logistic_baseline
 from training.data import CRMData, FlatExportOptions, load_crm_data
@@ -113,9 +113,7 @@ class TrainResult:
         """(metric, model, logistic baseline, rules baseline) rows."""
         names = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_at_10pct")
         m = self.metrics
-        return [
-            (n, m[f"test_{n}"], m[f"baseline_logreg_test_{n}"], m[f"baseline_rules_test_{n}"]) for n in names
-        ]
+        return [(n, m[f"test_{n}"], m[f"baseline_logreg_test_{n}"], m[f"baseline_rules_test_{n}"]) for n in names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +121,7 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------
 def make_examples(data: CRMData, config: TrainConfig) -> pd.DataFrame:
     """Labelled snapshots (touch data) or one example per lead (flat export)."""
-    if data.flat is not None or data.touchpoints is None and not data.has_time:
+    if data.flat is not None or (data.touchpoints is None and not data.has_time):
         return flat_examples(data)
     snap = SnapshotConfig(config.horizon_days, config.snapshot_every_days, config.max_lead_age_days)
     return make_snapshots(data, snap)
@@ -353,8 +351,22 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         "flat_export": asdict(data.flat) if data.flat else None,
         "seed": config.seed,
     }
-    return _track_and_register(config, model, features.iloc[:5], predictions, table, segment_col, notes, started,
-                               examples, split, data, progress, p_logreg, p_rules)
+    return _track_and_register(
+        config,
+        model,
+        features.iloc[:5],
+        predictions,
+        table,
+        segment_col,
+        notes,
+        started,
+        examples,
+        split,
+        data,
+        progress,
+        p_logreg,
+        p_rules,
+    )
 
 
 def _track_and_register(
@@ -383,8 +395,11 @@ def _track_and_register(
     with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
         model.meta["run_id"] = run.info.run_id
         out = Path(tmp)
-        params = {k: v for k, v in asdict(config).items() if k not in ("flat", "tracking_uri", "registry_uri",
-                                                                     "artifact_location", "cache_dir")}
+        params = {
+            k: v
+            for k, v in asdict(config).items()
+            if k not in ("flat", "tracking_uri", "registry_uri", "artifact_location", "cache_dir")
+        }
         params.update({f"flat_{k}": v for k, v in (asdict(config.flat) if config.flat else {}).items()})
         params.update(
             {

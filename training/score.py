@@ -84,7 +84,9 @@ def score_chunks(
             out["fit"] = [e.fit for e in explained]
             out["engagement"] = [e.engagement for e in explained]
             out["reasons"] = [
-                json.dumps([{"feature": r.feature, "description": r.description, "impact": r.impact} for r in e.reasons])
+                json.dumps(
+                    [{"feature": r.feature, "description": r.description, "impact": r.impact} for r in e.reasons]
+                )
                 for e in explained
             ]
         yield out

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features import LeadRecord, TouchRecord, build_features_from_records
-from tests.integration.conftest import TrainedWorld
+from tests.conftest import TrainedWorld
 from training.data import load_crm_data
 
 
@@ -44,7 +44,11 @@ def probabilities(trained: TrainedWorld, leads: list[LeadRecord], as_of) -> np.n
 def test_a_demo_request_or_proposal_never_lowers_the_probability(trained, sample_leads, touch_type, days_ago) -> None:
     leads, as_of = sample_leads
     # Leads that already had a touch before the new one, so "first touch" stays what it was.
-    leads = [lead for lead in leads if lead.touchpoints and min(t.occurred_at for t in lead.touchpoints) < as_of - timedelta(days=days_ago)]
+    leads = [
+        lead
+        for lead in leads
+        if lead.touchpoints and min(t.occurred_at for t in lead.touchpoints) < as_of - timedelta(days=days_ago)
+    ]
     when = as_of - timedelta(days=days_ago)
     more = [replace(lead, touchpoints=[*lead.touchpoints, TouchRecord(when, touch_type, "web")]) for lead in leads]
     before, after = probabilities(trained, leads, as_of), probabilities(trained, more, as_of)

@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from features import build_features
-from models.registry import configure_tracking, load_champion
-from tests.integration.conftest import TrainedWorld, make_config
+from models.registry import configure_tracking
+from tests.conftest import TrainedWorld, make_config
 from training.data import load_crm_data
 from training.demo_data import write_demo_data
 from training.pipeline import NotEnoughData, TrainConfig, fit_booster, make_examples, split_examples, train
@@ -33,8 +33,14 @@ def test_run_is_tracked_with_exact_metric_names_and_artifacts(trained: TrainedWo
     assert run.data.params["data_sha256"] == run.data.tags["data_sha256"]
     assert int(run.data.params["data_wins"]) > 0
     artifacts = {a.path for a in MlflowClient().list_artifacts(trained.result.run_id)}
-    assert {"threshold_table.csv", "test_predictions.parquet", "feature_importance.csv",
-            "segment_auc_by_lead_source.csv", "data_fingerprint.json", "plots"} <= artifacts
+    assert {
+        "threshold_table.csv",
+        "test_predictions.parquet",
+        "feature_importance.csv",
+        "segment_auc_by_lead_source.csv",
+        "data_fingerprint.json",
+        "plots",
+    } <= artifacts
     plots = {a.path for a in MlflowClient().list_artifacts(trained.result.run_id, "plots")}
     assert plots == {f"plots/{n}.png" for n in ("roc", "precision_recall", "calibration", "cumulative_gains")}
 
@@ -68,8 +74,22 @@ def test_leadscore_score_writes_every_open_lead(trained: TrainedWorld, tmp_path:
     out = tmp_path / "scores.csv"
     as_of = "2026-05-01T00:00:00Z"
     proc = subprocess.run(
-        [sys.executable, "-m", "leadscore", "score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", as_of],
-        capture_output=True, text=True, env=trained.env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "leadscore",
+            "score",
+            "--data",
+            str(trained.data_dir),
+            "--out",
+            str(out),
+            "--as-of",
+            as_of,
+        ],
+        capture_output=True,
+        text=True,
+        env=trained.env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     scores = pd.read_csv(out)
@@ -98,8 +118,9 @@ def test_promotion_keeps_a_better_champion_unless_forced(trained: TrainedWorld, 
     home = tmp_path
     first = train(make_config(home, trained.data_dir, promote=True))
     assert first.promoted and "no champion" in first.promotion_message
-    weak = train(make_config(home, trained.data_dir, promote=True, num_boost_round=1, early_stopping_rounds=1,
-                             num_leaves=2))
+    weak = train(
+        make_config(home, trained.data_dir, promote=True, num_boost_round=1, early_stopping_rounds=1, num_leaves=2)
+    )
     assert not weak.promoted and "kept champion version 1" in weak.promotion_message
     forced = train(make_config(home, trained.data_dir, promote=True, force=True, num_boost_round=1, num_leaves=2))
     assert forced.promoted and "--force" in forced.promotion_message
@@ -114,7 +135,9 @@ def test_too_few_wins_refuses_with_exit_code_2(tmp_path: Path) -> None:
         train(make_config(tmp_path, data_dir))
     proc = subprocess.run(
         [sys.executable, "-m", "leadscore", "train", "--data", str(data_dir)],
-        capture_output=True, text=True, env={"LEADSCORE_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        env={"LEADSCORE_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin"},
         check=False,
     )
     assert proc.returncode == 2 and "at least 50" in proc.stderr
@@ -137,7 +160,9 @@ def test_features_never_see_the_future_so_truncated_sources_train_the_same_model
     ).loc[full.index]
     pd.testing.assert_frame_equal(full, truncated)
     y = examples["label"].to_numpy()
-    fit = lambda F: fit_booster(F[split.train], y[split.train], F[split.calibration], y[split.calibration], spec, config)  # noqa: E731
+    fit = lambda F: fit_booster(
+        F[split.train], y[split.train], F[split.calibration], y[split.calibration], spec, config
+    )
     a, b = fit(full.to_numpy(np.float64)), fit(truncated.to_numpy(np.float64))
     X_test = full.to_numpy(np.float64)[split.test]
     np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))

@@ -1,0 +1,225 @@
+"""The FastAPI app factory: state loaded in lifespan, dependencies injected, no scoring logic in routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from leadscore.settings import Settings
+from serving.errors import Forbidden, NoModelLoaded, NotAuthenticated, PayloadTooLarge, install_error_handlers
+from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
+from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
+from serving.schemas import BatchIn, BatchOut, HealthOut, LeadIn, ModelOut, ReadyOut, ReloadOut, ScoreOut
+from serving.scoring import Threshold, score_leads
+from serving.store import KeyStore, Principal, make_engine
+
+log = logging.getLogger("leadscore.serving")
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+
+
+class ThresholdSource:
+    """The cut-offs in force for a model version: the model's defaults until a policy is approved."""
+
+    def current(self, serving: Serving) -> Threshold:
+        return Threshold(serving.loaded.model.default_cutoffs, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies
+# ---------------------------------------------------------------------------------------------
+def get_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise NotAuthenticated("missing API key: send Authorization: Bearer <key>")
+    principal = request.app.state.keys.authenticate(credentials.credentials)
+    if principal is None:
+        raise NotAuthenticated("unknown or revoked API key")
+    return principal
+
+
+def require(*roles: str) -> Callable[[Principal], Principal]:
+    allowed = (*roles, "admin")
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"role {principal.role!r} may not do this (needs one of: {', '.join(allowed)})")
+        return principal
+
+    return check
+
+
+def get_serving(request: Request) -> Serving:
+    current = request.app.state.holder.current
+    if current is None:
+        raise NoModelLoaded("no model is loaded yet (is a version aliased as champion?)")
+    return current
+
+
+AnyRole = Annotated[Principal, Depends(get_principal)]
+Scorer = Annotated[Principal, Depends(require("crm"))]
+Admin = Annotated[Principal, Depends(require())]
+Served = Annotated[Serving, Depends(get_serving)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The factory
+# ---------------------------------------------------------------------------------------------
+def create_app(
+    settings: Settings,
+    model_source: ModelSource | None = None,
+    keys: KeyStore | None = None,
+    thresholds: ThresholdSource | None = None,
+) -> FastAPI:
+    """Build the app; the model is loaded and the reload poller started in ``lifespan``."""
+    source = model_source or RegistrySource(
+        settings.resolved_tracking_uri,
+        settings.resolved_registry_uri,
+        settings.model_name,
+        settings.model_alias,
+        settings.model_cache_dir,
+    )
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.keys = keys or KeyStore(make_engine(settings.resolved_database_url))
+        app.state.thresholds = thresholds or ThresholdSource()
+        holder = ModelHolder(source)
+        app.state.holder = holder
+        await asyncio.to_thread(_check_and_record, holder, metrics)
+        poller = asyncio.create_task(_poll(holder, metrics, settings.reload_interval_seconds))
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    app = FastAPI(
+        title="Leadscore",
+        version="0.1.0",
+        description="Calibrated lead scores with reasons. Every route except /healthz and /readyz needs an API key.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
+    max_future = timedelta(days=settings.max_future_days)
+
+    @app.get("/healthz", response_model=HealthOut, tags=["ops"])
+    async def healthz() -> HealthOut:
+        """Alive (no key needed)."""
+        return HealthOut(status="ok")
+
+    @app.get("/readyz", response_model=ReadyOut, tags=["ops"], responses={503: {"model": ReadyOut}})
+    async def readyz(request: Request) -> Response:
+        """Ready when a model is loaded (no key needed); 503 otherwise. Shows the last reload error."""
+        holder: ModelHolder = request.app.state.holder
+        current = holder.current
+        body = ReadyOut(
+            ready=current is not None,
+            model_version=current.loaded.version if current else None,
+            model_loaded_at=current.loaded_at if current else None,
+            last_check_at=holder.last_check_at,
+            last_error=holder.last_error,
+        )
+        return Response(body.model_dump_json(), status_code=200 if current else 503, media_type="application/json")
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus(_: AnyRole) -> Response:
+        """Prometheus metrics (any role)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/score", response_model=ScoreOut, tags=["scoring"])
+    async def score(
+        lead: LeadIn,
+        request: Request,
+        serving: Served,
+        _: Scorer,
+        explain: Annotated[bool, Query(description="Compute fit, engagement and reasons.")] = True,
+    ) -> ScoreOut:
+        """Score one lead from its attributes and touch history."""
+        threshold = request.app.state.thresholds.current(serving)
+        (result,) = score_leads(serving, [lead], threshold, datetime.now(UTC), max_future, explain, batch=False)
+        metrics.observe_scores([result.probability], [result.qualified])
+        return result
+
+    @app.post(
+        "/v1/score/batch", response_model=BatchOut, tags=["scoring"], responses={413: {"description": "Too many leads"}}
+    )
+    def score_batch(body: BatchIn, request: Request, serving: Served, _: Scorer) -> BatchOut:
+        """Score up to the configured number of leads (10,000 by default), answers in order."""
+        if len(body.leads) > settings.max_batch_leads:
+            raise PayloadTooLarge(f"batch of {len(body.leads)} leads is over the limit of {settings.max_batch_leads}")
+        threshold = request.app.state.thresholds.current(serving)
+        results = score_leads(serving, body.leads, threshold, datetime.now(UTC), max_future, body.explain, batch=True)
+        metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
+        return BatchOut(results=results)
+
+    @app.get("/v1/model", response_model=ModelOut, tags=["model"])
+    async def model_info(serving: Served, _: AnyRole) -> ModelOut:
+        """Name, version, when and on what the served model was trained, and its test metrics."""
+        meta = serving.loaded.model.meta
+        return ModelOut(
+            name=serving.loaded.name,
+            version=serving.loaded.version,
+            run_id=serving.loaded.run_id,
+            trained_at=meta.get("trained_at"),
+            horizon_days=meta.get("horizon_days"),
+            split=meta.get("split"),
+            windows=meta.get("windows") or {},
+            data_fingerprint=meta.get("data_fingerprint") or {},
+            metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items()},
+            features=len(serving.loaded.model.spec.feature_names),
+            loaded_at=serving.loaded_at,
+        )
+
+    @app.post("/v1/admin/reload", response_model=ReloadOut, tags=["admin"])
+    async def reload(request: Request, _: Admin) -> ReloadOut:
+        """Check the champion alias now and swap models if it moved (admin)."""
+        holder: ModelHolder = request.app.state.holder
+        changed = await asyncio.to_thread(_check_and_record, holder, metrics)
+        current = holder.current
+        return ReloadOut(
+            changed=changed, model_version=current.loaded.version if current else None, error=holder.last_error
+        )
+
+    return app
+
+
+def _check_and_record(holder: ModelHolder, metrics: Metrics) -> bool:
+    before = holder.last_error
+    changed = holder.check()
+    if holder.last_error and holder.last_error != before and "refused" in holder.last_error:
+        metrics.reload_failures.inc()
+    if holder.current is not None:
+        metrics.set_model(holder.current.loaded.name, holder.current.loaded.version)
+    return changed
+
+
+async def _poll(holder: ModelHolder, metrics: Metrics, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(_check_and_record, holder, metrics)
+        except Exception:  # never let the poller die
+            log.exception("model reload check failed")
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (one app per worker process), configured from LEADSCORE_* settings."""
+    from leadscore.settings import get_settings
+
+    return create_app(get_settings())

@@ -1,0 +1,68 @@
+"""Domain errors and the one place they become HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger("leadscore.serving")
+
+
+class ServingError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str, field: list[str | int] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidLeadData(ServingError):
+    status_code = 422
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+
+
+class NoModelLoaded(ServingError):
+    status_code = 503
+
+
+class NotAuthenticated(ServingError):
+    status_code = 401
+
+
+class Forbidden(ServingError):
+    status_code = 403
+
+
+class NotFound(ServingError):
+    status_code = 404
+
+
+class Conflict(ServingError):
+    status_code = 409
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to status + JSON once; never leak a traceback as a 500 body."""
+
+    @app.exception_handler(ServingError)
+    async def _domain(_: Request, exc: ServingError) -> JSONResponse:
+        body: dict[str, object] = {"detail": exc.detail}
+        if exc.field is not None:
+            body = {"detail": [{"loc": exc.field, "msg": exc.detail, "type": type(exc).__name__}]}
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)

@@ -1,0 +1,147 @@
+"""Prometheus metrics of one app instance (own registry, so tests and apps never share counters)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "leadscore_requests_total", "HTTP requests", ("route", "method", "status"), registry=self.registry
+        )
+        self.latency = Histogram(
+            "leadscore_request_latency_seconds",
+            "Request latency",
+            ("route",),
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "leadscore_errors_total", "Responses with status >= 400", ("route", "status"), registry=self.registry
+        )
+        self.scores = Histogram(
+            "leadscore_probability",
+            "Served probabilities",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
+            registry=self.registry,
+        )
+        self.scored = Counter("leadscore_leads_scored_total", "Leads scored", registry=self.registry)
+        self.qualified = Counter("leadscore_leads_qualified_total", "Leads scored as qualified", registry=self.registry)
+        self.model_version = Gauge(
+            "leadscore_model_version",
+            "Served model version (value 1 on the served one)",
+            ("name", "version"),
+            registry=self.registry,
+        )
+        self.reload_failures = Counter(
+            "leadscore_model_reload_failures_total", "Model versions refused on reload", registry=self.registry
+        )
+
+    def observe_scores(self, probabilities: list[float], qualified: list[bool]) -> None:
+        for p in probabilities:
+            self.scores.observe(p)
+        self.scored.inc(len(probabilities))
+        self.qualified.inc(sum(qualified))
+
+    def set_model(self, name: str, version: str) -> None:
+        self.model_version.clear()
+        self.model_version.labels(name, version).set(1)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(name, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+            if status >= 400:
+                self.metrics.errors.labels(name, str(status)).inc()
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: 413 for a body over ``limit`` bytes, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _reject(send, self.limit)
+                    return
+        received = 0
+        rejected = False
+
+        async def limited_receive() -> Any:
+            nonlocal received, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    rejected = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _reject(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _reject(send: Callable[[Any], Awaitable[None]], limit: int) -> None:
+    body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

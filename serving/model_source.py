@@ -1,0 +1,128 @@
+"""Where the served model comes from, and the holder that swaps it atomically on reload."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from models.registry import LoadedModel, champion_version, configure_tracking, load_registered_model
+from models.scoring_model import ScoringModel
+
+log = logging.getLogger("leadscore.serving")
+
+
+class ModelSource(Protocol):
+    """Tells which version should be served and loads it."""
+
+    def current_version(self) -> str | None: ...
+
+    def load(self, version: str) -> LoadedModel: ...
+
+
+class RegistrySource:
+    """The MLflow registry: the version behind ``name@alias``, downloaded into a local cache."""
+
+    def __init__(self, tracking_uri: str, registry_uri: str, name: str, alias: str, cache_dir: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri
+        self.name = name
+        self.alias = alias
+        self.cache_dir = cache_dir
+
+    def current_version(self) -> str | None:
+        configure_tracking(self.tracking_uri, self.registry_uri)
+        mv = champion_version(self.name, self.alias)
+        return None if mv is None else str(mv.version)
+
+    def load(self, version: str) -> LoadedModel:
+        configure_tracking(self.tracking_uri, self.registry_uri)
+        loaded = load_registered_model(self.name, version, self.cache_dir)
+        remember_last_loaded(self.cache_dir, loaded)
+        return loaded
+
+    def load_last_known(self) -> LoadedModel | None:
+        """The local copy of the last model that loaded, for when the registry cannot be reached."""
+        pointer = self.cache_dir / "last_loaded.json"
+        if not pointer.exists():
+            return None
+        info = json.loads(pointer.read_text())
+        path = Path(info["path"])
+        return LoadedModel(ScoringModel.load(path), info["name"], info["version"], info.get("run_id"), path)
+
+
+def remember_last_loaded(cache_dir: Path, loaded: LoadedModel) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / "last_loaded.json.tmp"
+    tmp.write_text(
+        json.dumps({"name": loaded.name, "version": loaded.version, "run_id": loaded.run_id, "path": str(loaded.path)})
+    )
+    tmp.replace(cache_dir / "last_loaded.json")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """One immutable snapshot of what is served; swapped as a whole."""
+
+    loaded: LoadedModel
+    loaded_at: datetime
+
+
+class ModelHolder:
+    """Holds the served model; ``check`` loads a new champion and swaps it in one assignment."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.current: Serving | None = None
+        self.last_error: str | None = None
+        self.last_check_at: datetime | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> bool:
+        """Look at the alias; load and swap when it moved. Returns True when the model changed."""
+        with self._lock:
+            self.last_check_at = datetime.now(UTC)
+            try:
+                wanted = self.source.current_version()
+            except Exception as err:  # the registry is unreachable: keep serving
+                self.last_error = f"could not reach the model registry: {err}"
+                log.warning(self.last_error)
+                return self._fall_back_to_last_known()
+            if wanted is None:
+                self.last_error = "no model version carries the served alias"
+                return self._fall_back_to_last_known()
+            if self.current is not None and self.current.loaded.version == wanted:
+                self.last_error = None
+                return False
+            try:
+                loaded = self.source.load(wanted)
+                loaded.model.predict_proba(_probe_row(loaded.model))  # refuse a model that cannot score
+            except Exception as err:
+                kept = self.current.loaded.version if self.current else None
+                self.last_error = f"model version {wanted} failed to load and was refused ({err}); serving {kept}"
+                log.error(self.last_error)
+                return False
+            self.current = Serving(loaded, datetime.now(UTC))
+            self.last_error = None
+            log.info("now serving %s version %s", loaded.name, loaded.version)
+            return True
+
+    def _fall_back_to_last_known(self) -> bool:
+        if self.current is not None:
+            return False
+        last = getattr(self.source, "load_last_known", lambda: None)()
+        if last is None:
+            return False
+        self.current = Serving(last, datetime.now(UTC))
+        log.warning("serving the local copy of %s version %s", last.name, last.version)
+        return True
+
+
+def _probe_row(model: ScoringModel):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    return np.zeros((1, len(model.spec.feature_names)))

@@ -1,0 +1,151 @@
+"""The key store (and, later, the threshold store) through SQLAlchemy: SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+
+ROLES = ("crm", "marketing", "sales", "admin")
+KEY_PREFIX = "lsk_"
+
+metadata = MetaData()
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_hint", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get their folder created and WAL mode for concurrent readers."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+    metadata.create_all(engine)
+    return engine
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's name and role (never the key itself)."""
+
+    key_id: int
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: int
+    name: str
+    role: str
+    hint: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class UnknownRole(ValueError):
+    pass
+
+
+class KeyStore:
+    """API keys: only a SHA-256 hash is stored; look-ups are cached for a few seconds."""
+
+    def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
+        self.engine = engine
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, role: str, name: str | None = None) -> tuple[str, KeyInfo]:
+        """A new random key for ``role``; returns the key (shown once) and its record."""
+        if role not in ROLES:
+            raise UnknownRole(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        name = name or f"{role}-{now:%Y%m%d%H%M%S}"
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(api_keys).values(name=name, role=role, key_hash=hash_key(key), key_hint=key[:8], created_at=now)
+            )
+            key_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        return key, KeyInfo(key_id, name, role, key[:8], now, None)
+
+    def list(self) -> list[KeyInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
+        return [KeyInfo(r.id, r.name, r.role, r.key_hint, r.created_at, r.revoked_at) for r in rows]
+
+    def revoke(self, key_id_or_name: str) -> int:
+        """Revoke by id or name; returns how many keys were revoked."""
+        cond = api_keys.c.name == key_id_or_name
+        if key_id_or_name.isdigit():
+            cond = cond | (api_keys.c.id == int(key_id_or_name))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(api_keys).where(cond & api_keys.c.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+            )
+        with self._lock:
+            self._cache.clear()
+        return int(result.rowcount or 0)
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal for a presented key, or None (unknown or revoked)."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
+            ).first()
+        principal = None
+        if row is not None and hmac.compare_digest(row.key_hash, digest):
+            principal = Principal(row.id, row.name, row.role)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, principal)
+        return principal

@@ -1,0 +1,329 @@
+"""The scoring API through a real uvicorn process: scores, batch, keys, roles and every bad-input answer."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from models.registry import configure_tracking, set_alias
+from tests.api.conftest import ServedWorld, Server, start_server, stop_server
+from tests.conftest import make_config
+from training.data import load_crm_data
+from training.pipeline import train
+from training.score import score_chunks
+
+AS_OF = "2026-05-01T00:00:00+00:00"
+
+
+def lead_body(**overrides: object) -> dict:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    touches = [
+        {"occurred_at": (start + timedelta(days=2 * i)).isoformat(), "touch_type": t, "channel": "web"}
+        for i, t in enumerate(["web_visit", "email_open", "pricing_page", "webinar", "demo_request"] * 6)
+    ]
+    body = {
+        "lead_id": "api-1",
+        "created_at": start.isoformat(),
+        "attributes": {
+            "lead_source": "referral",
+            "industry": "software",
+            "company_size": "201-1000",
+            "job_level": "vp",
+        },
+        "touchpoints": touches,
+        "as_of": AS_OF,
+    }
+    body.update(overrides)
+    return body
+
+
+def test_score_answers_every_field(server: Server) -> None:
+    with server.client() as c:
+        r = c.post("/v1/score", json=lead_body(), headers=server.headers("crm"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {
+        "lead_id",
+        "probability",
+        "score",
+        "grade",
+        "qualified",
+        "fit",
+        "engagement",
+        "trend",
+        "reasons",
+        "model_version",
+        "threshold_version",
+    }
+    assert 0 < body["probability"] < 1 and 0 <= body["score"] <= 100 and body["grade"] in "ABCD"
+    assert body["trend"] in ("rising", "steady", "falling")
+    assert body["reasons"] and all(set(r) == {"feature", "description", "impact"} for r in body["reasons"])
+    assert all(r["description"] and "_" not in r["description"] for r in body["reasons"])
+    positive = [r for r in body["reasons"] if r["impact"] > 0]
+    assert positive == sorted(positive, key=lambda r: -r["impact"])
+
+
+def test_without_reasons_the_score_is_the_same(server: Server) -> None:
+    with server.client() as c:
+        full = c.post("/v1/score", json=lead_body(), headers=server.headers("crm")).json()
+        bare = c.post("/v1/score?explain=false", json=lead_body(), headers=server.headers("crm")).json()
+    assert bare["probability"] == full["probability"] and bare["reasons"] == [] and bare["fit"] is None
+
+
+def test_batch_answers_in_order(server: Server) -> None:
+    leads = [lead_body(lead_id=f"b{i}", touchpoints=lead_body()["touchpoints"][: i * 3]) for i in range(8)]
+    with server.client() as c:
+        r = c.post("/v1/score/batch", json={"leads": leads, "explain": False}, headers=server.headers("admin"))
+        singles = [c.post("/v1/score", json=lead, headers=server.headers("crm")).json() for lead in leads]
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["lead_id"] for x in results] == [f"b{i}" for i in range(8)]
+    assert [x["probability"] for x in results] == [s["probability"] for s in singles]
+
+
+def test_served_probability_equals_leadscore_score(server: Server, served_world: ServedWorld) -> None:
+    data = load_crm_data(served_world.data_dir)
+    as_of = pd.Timestamp(AS_OF)
+    open_ids = set(data.leads.lead_id) - set(data.outcomes.loc[data.outcomes.closed_at <= as_of, "lead_id"])
+    leads = data.leads[data.leads.lead_id.isin(open_ids) & (data.leads.created_at <= as_of)].iloc[:40]
+    batch = next(
+        score_chunks(
+            served_world.result.model,
+            leads,
+            data.touchpoints,
+            as_of,
+            served_world.result.model.default_cutoffs,
+            reasons=False,
+        )
+    )
+    bodies = []
+    for row in leads.itertuples(index=False):
+        touches = data.touchpoints[data.touchpoints.lead_id == row.lead_id]
+        attrs = {c: getattr(row, c) for c in leads.columns if c not in ("lead_id", "created_at")}
+        attrs = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in attrs.items()}
+        bodies.append(
+            {
+                "lead_id": row.lead_id,
+                "created_at": row.created_at.isoformat(),
+                "attributes": attrs,
+                "as_of": AS_OF,
+                "touchpoints": [
+                    {"occurred_at": t.occurred_at.isoformat(), "touch_type": t.touch_type, "channel": t.channel}
+                    for t in touches.itertuples()
+                ],
+            }
+        )
+    with server.client() as c:
+        served = c.post(
+            "/v1/score/batch", json={"leads": bodies, "explain": False}, headers=server.headers("crm")
+        ).json()
+    np.testing.assert_allclose([x["probability"] for x in served["results"]], batch["probability"], rtol=1e-12)
+    assert [x["qualified"] for x in served["results"]] == batch["qualified"].tolist()
+
+
+def test_model_info(server: Server, served_world: ServedWorld) -> None:
+    with server.client() as c:
+        r = c.get("/v1/model", headers=server.headers("marketing"))
+    body = r.json()
+    assert body["version"] == served_world.result.model_version
+    assert body["metrics"]["test_roc_auc"] == pytest.approx(served_world.result.metrics["test_roc_auc"])
+    assert body["data_fingerprint"]["sha256"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer lsk_not-a-key"}, 401), ({"Authorization": "Basic abc"}, 401)],
+)
+def test_missing_or_unknown_key_is_401(server: Server, headers: dict, status: int) -> None:
+    with server.client() as c:
+        for method, path in (
+            ("POST", "/v1/score"),
+            ("GET", "/v1/model"),
+            ("GET", "/metrics"),
+            ("POST", "/v1/admin/reload"),
+        ):
+            r = c.request(method, path, json=lead_body(), headers=headers)
+            assert r.status_code == status, (path, r.text)
+
+
+def test_health_needs_no_key(server: Server) -> None:
+    with server.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json()["ready"] is True
+
+
+@pytest.mark.parametrize("role", ["marketing", "sales"])
+def test_wrong_role_is_403(server: Server, role: str) -> None:
+    with server.client() as c:
+        assert c.post("/v1/score", json=lead_body(), headers=server.headers(role)).status_code == 403
+        assert c.post("/v1/admin/reload", headers=server.headers("crm")).status_code == 403
+
+
+def _422(server: Server, body: dict | str) -> list[dict]:
+    with server.client() as c:
+        content = body if isinstance(body, str) else json.dumps(body)
+        r = c.post("/v1/score", content=content, headers={**server.headers("crm"), "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    return r.json()["detail"]
+
+
+def test_422_names_the_offending_field(server: Server) -> None:
+    touches = lead_body()["touchpoints"]
+    cases = {
+        "wrong type": (
+            lead_body(touchpoints=[{**touches[0], "touch_type": 5}]),
+            ["body", "touchpoints", 0, "touch_type"],
+        ),
+        "unparseable time": (lead_body(created_at="last tuesday"), ["body", "created_at"]),
+        "before 1970": (
+            lead_body(touchpoints=[{**touches[0], "occurred_at": "1960-01-01T00:00:00Z"}]),
+            ["body", "touchpoints", 0, "occurred_at"],
+        ),
+        "years in the future": (
+            lead_body(touchpoints=[touches[0], {**touches[1], "occurred_at": "2091-01-01T00:00:00Z"}]),
+            ["body", "touchpoints", 1, "occurred_at"],
+        ),
+        "attribute not a scalar": (
+            lead_body(attributes={"industry": {"nested": 1}}),
+            ["body", "attributes", "industry"],
+        ),
+    }
+    for name, (body, loc) in cases.items():
+        detail = _422(server, body)
+        assert any(d["loc"][: len(loc)] == loc for d in detail), (name, detail)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_422(server: Server, literal: str) -> None:
+    text = json.dumps(lead_body()).replace(
+        '"touchpoints": [', f'"touchpoints": [{{"occurred_at": "{AS_OF}", "touch_type": "x", "value": {literal}}}, ', 1
+    )
+    detail = _422(server, text)
+    assert any(d["loc"][:4] == ["body", "touchpoints", 0, "value"] for d in detail)
+    text = json.dumps(lead_body(attributes={"annual_revenue_musd": 1.0})).replace("1.0", literal)
+    assert any(d["loc"][:2] == ["body", "attributes"] for d in _422(server, text))
+
+
+def test_batch_error_names_the_lead(server: Server) -> None:
+    leads = [lead_body(lead_id="ok"), lead_body(lead_id="bad", as_of="2150-01-01T00:00:00Z")]
+    with server.client() as c:
+        r = c.post("/v1/score/batch", json={"leads": leads}, headers=server.headers("crm"))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "leads", 1, "as_of"]
+
+
+def test_touches_after_as_of_are_ignored_and_unknown_types_score(server: Server) -> None:
+    base = lead_body()
+    later = {"occurred_at": "2026-06-01T00:00:00Z", "touch_type": "proposal", "channel": "sales"}
+    odd = {"occurred_at": "2026-04-01T00:00:00Z", "touch_type": "carrier pigeon", "channel": "sky"}
+    with server.client() as c:
+        a = c.post("/v1/score", json=base, headers=server.headers("crm")).json()
+        b = c.post(
+            "/v1/score", json={**base, "touchpoints": [*base["touchpoints"], later]}, headers=server.headers("crm")
+        ).json()
+        odd_r = c.post(
+            "/v1/score",
+            json={**base, "touchpoints": [*base["touchpoints"], odd], "attributes": {"industry": "alchemy"}},
+            headers=server.headers("crm"),
+        )
+    assert a["probability"] == b["probability"]
+    assert odd_r.status_code == 200
+
+
+def test_413_for_large_body_and_large_batch(server: Server) -> None:
+    with server.client() as c:
+        big = {"leads": [lead_body(lead_id=str(i)) for i in range(201)]}
+        assert c.post("/v1/score/batch", json=big, headers=server.headers("crm")).status_code == 413
+        huge = json.dumps(lead_body(attributes={"note": "x" * (3 * 1024 * 1024)}))
+        r = c.post("/v1/score", content=huge, headers={**server.headers("crm"), "Content-Type": "application/json"})
+        assert r.status_code == 413
+
+
+def test_metrics_are_exposed(server: Server) -> None:
+    with server.client() as c:
+        c.post("/v1/score", json=lead_body(), headers=server.headers("crm"))
+        text = c.get("/metrics", headers=server.headers("crm")).text
+    assert 'leadscore_requests_total{method="POST",route="/v1/score",status="200"}' in text
+    assert "leadscore_request_latency_seconds_bucket" in text and "leadscore_leads_qualified_total" in text
+    assert 'leadscore_model_version{name="leadscore"' in text
+
+
+def test_no_model_is_503(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, wait_ready=False)
+    try:
+        with srv.client() as c:
+            assert c.get("/readyz").status_code == 503
+            assert c.post("/v1/score", json=lead_body(), headers=srv.headers("crm")).status_code == 503
+            assert c.get("/healthz").status_code == 200
+    finally:
+        stop_server(srv)
+
+
+def test_reload_under_load_has_zero_failures_and_refuses_a_broken_model(tmp_path: Path, demo_dir: Path) -> None:
+    first = train(make_config(tmp_path, demo_dir, promote=True))
+    second = train(make_config(tmp_path, demo_dir, num_leaves=4, seed=7))
+    srv = start_server(tmp_path)
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with srv.client() as c:
+            while not stop.is_set():
+                r = c.post("/v1/score?explain=false", json=lead_body(), headers=srv.headers("crm"))
+                statuses.append(r.status_code)
+                versions.append(r.json().get("model_version", "?"))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        configure_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        set_alias("leadscore", "champion", second.model_version)
+        with srv.client() as c:
+            reloaded = c.post("/v1/admin/reload", headers=srv.headers("admin")).json()
+            assert reloaded == {"changed": True, "model_version": second.model_version, "error": None}
+            # A version whose artifacts cannot load is refused; the old one keeps serving.
+            broken = MlflowClient().create_model_version("leadscore", source=str(tmp_path / "nothing-here"))
+            set_alias("leadscore", "champion", broken.version)
+            refused = c.post("/v1/admin/reload", headers=srv.headers("admin")).json()
+            assert refused["changed"] is False and refused["model_version"] == second.model_version
+            assert "refused" in refused["error"]
+            ready = c.get("/readyz").json()
+            assert (
+                ready["ready"] and ready["model_version"] == second.model_version and "refused" in ready["last_error"]
+            )
+            metrics = c.get("/metrics", headers=srv.headers("crm")).text
+            assert "leadscore_model_reload_failures_total 1.0" in metrics
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        stop_server(srv)
+    assert statuses and set(statuses) == {200}
+    assert versions[0] == first.model_version and versions[-1] == second.model_version
+
+
+def test_revoked_key_stops_working(server: Server) -> None:
+    from serving.store import KeyStore, make_engine
+
+    store = KeyStore(make_engine(f"sqlite:///{server.home / 'leadscore.db'}"))
+    key, info = store.create("crm", "soon-revoked")
+    with server.client() as c:
+        assert c.post("/v1/score", json=lead_body(), headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        store.revoke(str(info.key_id))
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if c.post("/v1/score", json=lead_body(), headers={"Authorization": f"Bearer {key}"}).status_code == 401:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("revoked key still accepted after 10 s")
