@@ -160,9 +160,10 @@ def test_features_never_see_the_future_so_truncated_sources_train_the_same_model
     ).loc[full.index]
     pd.testing.assert_frame_equal(full, truncated)
     y = examples["label"].to_numpy()
-    fit = lambda F: fit_booster(
-        F[split.train], y[split.train], F[split.calibration], y[split.calibration], spec, config
-    )
+
+    def fit(F: np.ndarray) -> lgb.Booster:
+        return fit_booster(F[split.train], y[split.train], F[split.calibration], y[split.calibration], spec, config)
+
     a, b = fit(full.to_numpy(np.float64)), fit(truncated.to_numpy(np.float64))
     X_test = full.to_numpy(np.float64)[split.test]
     np.testing.assert_array_equal(a.predict(X_test), b.predict(X_test))

@@ -1,4 +1,4 @@
-"""The data contract: every bad-input kind is named (file, line, column), dropped and counted, or fails in strict mode."""
+"""The data contract: each bad-input kind is named (file, line, column), dropped and counted, or fails if strict."""
 
 from __future__ import annotations
 
