@@ -191,8 +191,27 @@ def score(
 
 
 def _active_cutoffs(loaded: object) -> object:
-    """The cut-offs in force for this model: the model's defaults until a threshold policy exists."""
-    return loaded.model.default_cutoffs  # type: ignore[attr-defined]
+    """The cut-offs in force for this model: the approved policy (mapped if set for another version), else defaults."""
+    from leadscore.settings import get_settings
+    from serving.model_source import RegistrySource
+    from serving.store import make_engine
+    from serving.thresholds import ThresholdService, ThresholdStore, tradeoff_of
+
+    settings = get_settings()
+    service = ThresholdService(ThresholdStore(make_engine(settings.resolved_database_url)))
+    source = RegistrySource(
+        settings.resolved_tracking_uri,
+        settings.resolved_registry_uri,
+        loaded.name,  # type: ignore[attr-defined]
+        settings.model_alias,
+        settings.model_cache_dir,
+    )
+
+    def tradeoff(version: str) -> object:
+        return tradeoff_of(loaded if version == loaded.version else source.fetch(version))  # type: ignore[attr-defined,arg-type]
+
+    force = service.in_force(loaded.name, loaded.version, loaded.model.default_cutoffs, tradeoff)  # type: ignore[attr-defined,arg-type]
+    return force.cutoffs
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (only hashes are stored).", no_args_is_help=True)
@@ -301,6 +320,198 @@ def demo(
     typer.echo(f"API docs: {url}/docs   health: {url}/healthz")
     if serve_after:
         serve(host=None, port=port, workers=None)
+
+
+threshold_app = typer.Typer(help="The qualified-lead threshold: trade-off, proposals, decisions.", no_args_is_help=True)
+app.add_typer(threshold_app, name="threshold")
+ApiKey = Annotated[str, typer.Option(envvar="LEADSCORE_API_KEY", help="Your API key (marketing or sales).")]
+
+
+class _ThresholdContext:
+    """The champion, the threshold store and service: the same code the server uses."""
+
+    def __init__(self) -> None:
+        from leadscore.settings import get_settings
+        from serving.model_source import RegistrySource
+        from serving.store import KeyStore, make_engine
+        from serving.thresholds import ThresholdService, ThresholdStore
+
+        self.settings = get_settings()
+        self.settings.ensure_home()
+        engine = make_engine(self.settings.resolved_database_url)
+        self.keys = KeyStore(engine)
+        self.store = ThresholdStore(engine)
+        self.service = ThresholdService(self.store)
+        self.source = RegistrySource(
+            self.settings.resolved_tracking_uri,
+            self.settings.resolved_registry_uri,
+            self.settings.model_name,
+            self.settings.model_alias,
+            self.settings.model_cache_dir,
+        )
+        version = self.source.current_version()
+        if version is None:
+            console.print(
+                f"[red]error:[/red] no model is aliased {self.settings.model_uri}; train with --promote first"
+            )
+            raise typer.Exit(2)
+        self.champion = self.source.fetch(version)
+
+    def tradeoff(self, version: str) -> object:
+        from serving.thresholds import tradeoff_of
+
+        return tradeoff_of(self.champion if version == self.champion.version else self.source.fetch(version))
+
+    def who(self, key: str) -> object:
+        principal = self.keys.authenticate(key)
+        if principal is None:
+            console.print("[red]error:[/red] unknown or revoked API key")
+            raise typer.Exit(2)
+        return principal
+
+
+def _print_policy(p: object) -> None:
+    typer.echo(
+        f"version {p.id}  {p.status:<10} cut-off {p.cutoff:.4f}  grades A>={p.grades.a:.4f} B>={p.grades.b:.4f} "  # type: ignore[attr-defined]
+        f"C>={p.grades.c:.4f}  model {p.model_name} v{p.model_version}  by {p.proposed_by} ({p.proposed_role})"  # type: ignore[attr-defined]
+        f"  {p.created_at:%Y-%m-%d %H:%M}  reason: {p.reason}"  # type: ignore[attr-defined]
+    )
+    for d in p.decisions:  # type: ignore[attr-defined]
+        typer.echo(f"    {d['decision']} by {d['by']} ({d['role']}) {d['at']:%Y-%m-%d %H:%M} {d['reason']}")
+
+
+def _service_errors(func):  # type: ignore[no-untyped-def]
+    """Domain errors of the threshold service become a message and exit code 2."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        from serving.errors import ServingError
+
+        try:
+            return func(*args, **kwargs)
+        except ServingError as err:
+            console.print(f"[red]error ({err.status_code}):[/red] {err.detail}")
+            raise typer.Exit(2) from err
+
+    return wrapper
+
+
+@threshold_app.command("show")
+@_service_errors
+def threshold_show() -> None:
+    """The active policy and the cut-offs in force for the champion."""
+    ctx = _ThresholdContext()
+    force = ctx.service.in_force(
+        ctx.champion.name,
+        ctx.champion.version,
+        ctx.champion.model.default_cutoffs,
+        ctx.tradeoff,  # type: ignore[arg-type]
+    )
+    c = force.cutoffs
+    source = f"policy version {force.version}" if force.policy else "the model's defaults (no policy approved yet)"
+    if force.mapped_from_model_version:
+        source += f", mapped from model version {force.mapped_from_model_version} by share of leads"
+    typer.echo(
+        f"model {ctx.champion.name} version {ctx.champion.version}: qualified at p >= {c.qualified:.4f}; "
+        f"A >= {c.a:.4f}, B >= {c.b:.4f}, C >= {c.c:.4f} ({source})"
+    )
+    if force.policy:
+        _print_policy(force.policy)
+
+
+@threshold_app.command("analyze")
+@_service_errors
+def threshold_analyze(
+    cutoff: Annotated[float | None, typer.Option(help="Figures at this probability cut-off.")] = None,
+    leads_per_week: Annotated[float | None, typer.Option(help="The cut-off for this sales capacity.")] = None,
+    min_precision: Annotated[float | None, typer.Option(help="The cut-off for this precision.")] = None,
+    min_recall: Annotated[float | None, typer.Option(help="The cut-off for this recall.")] = None,
+) -> None:
+    """Qualified per week, precision, recall, wins per week and lift (95% intervals) for a cut-off."""
+    given = [v for v in (cutoff, leads_per_week, min_precision, min_recall) if v is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of --cutoff, --leads-per-week, --min-precision, --min-recall")
+    ctx = _ThresholdContext()
+    trade = ctx.tradeoff(ctx.champion.version)
+    if cutoff is not None:
+        chosen = cutoff
+    elif leads_per_week is not None:
+        chosen = trade.cutoff_for_capacity(leads_per_week)  # type: ignore[attr-defined]
+    elif min_precision is not None:
+        chosen = trade.cutoff_for_precision(min_precision)  # type: ignore[attr-defined]
+    else:
+        chosen = trade.cutoff_for_recall(min_recall)  # type: ignore[attr-defined]
+    a = trade.analyze(chosen)  # type: ignore[attr-defined]
+    typer.echo(
+        f"cut-off {a.cutoff:.4f} (model version {ctx.champion.version}, inflow {a.leads_per_week:.0f} leads/week)"
+    )
+    for name in ("share_qualified", "qualified_per_week", "precision", "recall", "expected_wins_per_week", "lift"):
+        f = getattr(a, name)
+        typer.echo(f"  {name:<24} {f.value:10.4f}   95% [{f.low:.4f}, {f.high:.4f}]")
+
+
+@threshold_app.command("propose")
+@_service_errors
+def threshold_propose(
+    cutoff: Annotated[float, typer.Option(help="Probability at or above which a lead is qualified.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit history).")],
+    key: ApiKey,
+    grade_a: Annotated[float | None, typer.Option(help="Lower bound of grade A (default: current).")] = None,
+    grade_b: Annotated[float | None, typer.Option(help="Lower bound of grade B (default: current).")] = None,
+    grade_c: Annotated[float | None, typer.Option(help="Lower bound of grade C (default: current).")] = None,
+) -> None:
+    """Propose a threshold (marketing or sales key); the other side approves."""
+    from serving.thresholds import Grades
+
+    ctx = _ThresholdContext()
+    who = ctx.who(key)
+    current = ctx.service.in_force(
+        ctx.champion.name,
+        ctx.champion.version,
+        ctx.champion.model.default_cutoffs,
+        ctx.tradeoff,  # type: ignore[arg-type]
+    ).cutoffs
+    grades = Grades(grade_a or current.a, grade_b or current.b, grade_c or current.c)
+    policy = ctx.store.propose(who, ctx.champion.name, ctx.champion.version, cutoff, grades, reason)  # type: ignore[arg-type]
+    _print_policy(policy)
+
+
+@threshold_app.command("approve")
+@_service_errors
+def threshold_approve(
+    version: Annotated[int, typer.Argument(help="The proposal's version.")],
+    key: ApiKey,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit history).")] = "",
+) -> None:
+    """Approve a proposal from the other side; it is active at once."""
+    ctx = _ThresholdContext()
+    _print_policy(ctx.store.decide(version, ctx.who(key), True, reason))  # type: ignore[arg-type]
+
+
+@threshold_app.command("reject")
+@_service_errors
+def threshold_reject(
+    version: Annotated[int, typer.Argument(help="The proposal's version.")],
+    key: ApiKey,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit history).")] = "",
+) -> None:
+    """Reject a proposal from the other side."""
+    ctx = _ThresholdContext()
+    _print_policy(ctx.store.decide(version, ctx.who(key), False, reason))  # type: ignore[arg-type]
+
+
+@threshold_app.command("history")
+@_service_errors
+def threshold_history() -> None:
+    """Every policy ever proposed, with its decisions (append-only)."""
+    from leadscore.settings import get_settings
+    from serving.store import make_engine
+    from serving.thresholds import ThresholdStore
+
+    store = ThresholdStore(make_engine(get_settings().resolved_database_url))
+    for p in store.history():
+        _print_policy(p)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -5,70 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from leadscore.settings import Settings
-from serving.errors import Forbidden, NoModelLoaded, NotAuthenticated, PayloadTooLarge, install_error_handlers
+from models.threshold_analysis import TradeOff
+from serving.deps import Admin, AnyRole, Scorer, Served
+from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
 from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
-from serving.schemas import BatchIn, BatchOut, HealthOut, LeadIn, ModelOut, ReadyOut, ReloadOut, ScoreOut
+from serving.schemas import BatchIn, BatchOut, HealthOut, LeadIn, MeOut, ModelOut, ReadyOut, ReloadOut, ScoreOut
 from serving.scoring import Threshold, score_leads
-from serving.store import KeyStore, Principal, make_engine
+from serving.store import KeyStore, make_engine
+from serving.threshold_routes import router as threshold_router
+from serving.thresholds import InForce, ThresholdService, ThresholdStore, tradeoff_of
+
+STATIC = Path(__file__).parent / "static"
 
 log = logging.getLogger("leadscore.serving")
-bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
-
-
-class ThresholdSource:
-    """The cut-offs in force for a model version: the model's defaults until a policy is approved."""
-
-    def current(self, serving: Serving) -> Threshold:
-        return Threshold(serving.loaded.model.default_cutoffs, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Dependencies
-# ---------------------------------------------------------------------------------------------
-def get_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise NotAuthenticated("missing API key: send Authorization: Bearer <key>")
-    principal = request.app.state.keys.authenticate(credentials.credentials)
-    if principal is None:
-        raise NotAuthenticated("unknown or revoked API key")
-    return principal
-
-
-def require(*roles: str) -> Callable[[Principal], Principal]:
-    allowed = (*roles, "admin")
-
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if principal.role not in allowed:
-            raise Forbidden(f"role {principal.role!r} may not do this (needs one of: {', '.join(allowed)})")
-        return principal
-
-    return check
-
-
-def get_serving(request: Request) -> Serving:
-    current = request.app.state.holder.current
-    if current is None:
-        raise NoModelLoaded("no model is loaded yet (is a version aliased as champion?)")
-    return current
-
-
-AnyRole = Annotated[Principal, Depends(get_principal)]
-Scorer = Annotated[Principal, Depends(require("crm"))]
-Admin = Annotated[Principal, Depends(require())]
-Served = Annotated[Serving, Depends(get_serving)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +38,7 @@ def create_app(
     settings: Settings,
     model_source: ModelSource | None = None,
     keys: KeyStore | None = None,
-    thresholds: ThresholdSource | None = None,
+    thresholds: ThresholdStore | None = None,
 ) -> FastAPI:
     """Build the app; the model is loaded and the reload poller started in ``lifespan``."""
     source = model_source or RegistrySource(
@@ -92,8 +52,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.keys = keys or KeyStore(make_engine(settings.resolved_database_url))
-        app.state.thresholds = thresholds or ThresholdSource()
+        engine = None if keys and thresholds else make_engine(settings.resolved_database_url)
+        app.state.keys = keys or KeyStore(engine)  # type: ignore[arg-type]
+        app.state.threshold_store = thresholds or ThresholdStore(engine)  # type: ignore[arg-type]
+        app.state.thresholds = ThresholdService(app.state.threshold_store)
         holder = ModelHolder(source)
         app.state.holder = holder
         await asyncio.to_thread(_check_and_record, holder, metrics)
@@ -113,6 +75,34 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    tradeoffs: dict[str, TradeOff] = {}
+
+    def tradeoff(version: str) -> TradeOff:
+        """The trade-off of a model version, from the test predictions stored with it."""
+        if version not in tradeoffs:
+            current = app.state.holder.current
+            loaded = current.loaded if current and current.loaded.version == version else source.fetch(version)
+            tradeoffs[version] = tradeoff_of(loaded)
+        return tradeoffs[version]
+
+    def tradeoff_or_none(version: str) -> TradeOff | None:
+        try:
+            return tradeoff(version)
+        except Exception:  # an old model version that can no longer be fetched
+            log.exception("could not load the test predictions of model version %s", version)
+            return None
+
+    def in_force(serving: Serving) -> InForce:
+        return app.state.thresholds.in_force(
+            serving.loaded.name, serving.loaded.version, serving.loaded.model.default_cutoffs, tradeoff_or_none
+        )
+
+    def threshold_for(serving: Serving) -> Threshold:
+        force = in_force(serving)
+        return Threshold(force.cutoffs, force.version)
+
+    app.state.tradeoff = tradeoff
+    app.state.in_force = in_force
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
@@ -151,7 +141,7 @@ def create_app(
         explain: Annotated[bool, Query(description="Compute fit, engagement and reasons.")] = True,
     ) -> ScoreOut:
         """Score one lead from its attributes and touch history."""
-        threshold = request.app.state.thresholds.current(serving)
+        threshold = threshold_for(serving)
         (result,) = score_leads(serving, [lead], threshold, datetime.now(UTC), max_future, explain, batch=False)
         metrics.observe_scores([result.probability], [result.qualified])
         return result
@@ -163,7 +153,7 @@ def create_app(
         """Score up to the configured number of leads (10,000 by default), answers in order."""
         if len(body.leads) > settings.max_batch_leads:
             raise PayloadTooLarge(f"batch of {len(body.leads)} leads is over the limit of {settings.max_batch_leads}")
-        threshold = request.app.state.thresholds.current(serving)
+        threshold = threshold_for(serving)
         results = score_leads(serving, body.leads, threshold, datetime.now(UTC), max_future, body.explain, batch=True)
         metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
         return BatchOut(results=results)
@@ -196,6 +186,17 @@ def create_app(
             changed=changed, model_version=current.loaded.version if current else None, error=holder.last_error
         )
 
+    @app.get("/v1/me", response_model=MeOut, tags=["auth"])
+    async def me(who: AnyRole) -> MeOut:
+        """Who the key belongs to (name and role)."""
+        return MeOut(name=who.name, role=who.role)
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui() -> FileResponse:
+        """The threshold page for marketing ops and sales (static; every call it makes needs a key)."""
+        return FileResponse(STATIC / "threshold.html", media_type="text/html")
+
+    app.include_router(threshold_router)
     return app
 
 

@@ -23,6 +23,8 @@ class ModelSource(Protocol):
 
     def load(self, version: str) -> LoadedModel: ...
 
+    def fetch(self, version: str) -> LoadedModel: ...
+
 
 class RegistrySource:
     """The MLflow registry: the version behind ``name@alias``, downloaded into a local cache."""
@@ -39,9 +41,14 @@ class RegistrySource:
         mv = champion_version(self.name, self.alias)
         return None if mv is None else str(mv.version)
 
-    def load(self, version: str) -> LoadedModel:
+    def fetch(self, version: str) -> LoadedModel:
+        """Any registered version (e.g. the one an older policy was set for), from the local cache if there."""
         configure_tracking(self.tracking_uri, self.registry_uri)
-        loaded = load_registered_model(self.name, version, self.cache_dir)
+        return load_registered_model(self.name, version, self.cache_dir)
+
+    def load(self, version: str) -> LoadedModel:
+        """The version to serve; remembered as the local fallback copy."""
+        loaded = self.fetch(version)
         remember_last_loaded(self.cache_dir, loaded)
         return loaded
 

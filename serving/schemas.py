@@ -94,5 +94,94 @@ class ReloadOut(BaseModel):
     error: str | None
 
 
+class MeOut(BaseModel):
+    name: str
+    role: str
+
+
 class ErrorOut(BaseModel):
     detail: str | list[dict[str, object]]
+
+
+# ---- thresholds -------------------------------------------------------------------------------
+Probability = Annotated[float, Field(gt=0, lt=1)]
+
+
+class GradesIn(_Strict):
+    a: Probability = Field(description="Lower probability bound of grade A.")
+    b: Probability = Field(description="Lower probability bound of grade B.")
+    c: Probability = Field(description="Lower probability bound of grade C (D is below).")
+
+
+class ProposalIn(_Strict):
+    cutoff: Probability = Field(description="Probability at or above which a lead is qualified.")
+    grades: GradesIn | None = Field(None, description="Grade bounds; by default the current ones.")
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class DecisionIn(_Strict):
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+class DecisionOut(BaseModel):
+    decision: str
+    by: str
+    role: str
+    reason: str
+    at: datetime
+
+
+class PolicyOut(BaseModel):
+    version: int = Field(description="The policy's id; scoring answers carry it as threshold_version.")
+    model_name: str
+    model_version: str
+    cutoff: float
+    grades: dict[str, float]
+    status: Literal["proposed", "active", "rejected", "superseded"]
+    proposed_by: str
+    proposed_role: str
+    reason: str
+    origin: str
+    created_at: datetime
+    activated_at: datetime | None
+    decisions: list[DecisionOut]
+
+
+class ThresholdOut(BaseModel):
+    policy: PolicyOut | None = Field(description="The active policy (none until one is approved).")
+    threshold_version: int
+    model_version: str = Field(description="The served model these cut-offs apply to.")
+    cutoff: float = Field(description="The qualified cut-off in force for the served model.")
+    grades: dict[str, float]
+    mapped_from_model_version: str | None = Field(
+        description="Set when the policy was agreed for another model and is mapped to this one by share of leads."
+    )
+
+
+class FigureOut(BaseModel):
+    value: float
+    low: float
+    high: float
+
+
+class AnalysisOut(BaseModel):
+    cutoff: float
+    share_qualified: FigureOut
+    qualified_per_week: FigureOut
+    precision: FigureOut
+    recall: FigureOut
+    expected_wins_per_week: FigureOut
+    lift: FigureOut
+    leads_per_week: float
+    test_leads: int
+    test_wins: int
+    model_version: str
+
+
+class CurveOut(BaseModel):
+    model_version: str
+    points: list[AnalysisOut]
+
+
+class HistoryOut(BaseModel):
+    policies: list[PolicyOut]

@@ -57,6 +57,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
+    import serving.thresholds  # noqa: F401  (registers the threshold tables on the shared metadata)
+
     metadata.create_all(engine)
     return engine
 

@@ -1,0 +1,137 @@
+"""Threshold routes: the policy in force, the trade-off, proposals, decisions and history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from models.threshold_analysis import CutoffAnalysis
+from serving.deps import AnyRole, Served, require
+from serving.errors import InvalidLeadData
+from serving.schemas import AnalysisOut, CurveOut, DecisionIn, HistoryOut, PolicyOut, ProposalIn, ThresholdOut
+from serving.store import Principal
+from serving.thresholds import Grades, Policy
+
+router = APIRouter(prefix="/v1/threshold", tags=["threshold"])
+Side = Annotated[Principal, Depends(require("marketing", "sales", admin=False))]
+
+
+def policy_out(p: Policy) -> PolicyOut:
+    return PolicyOut(
+        version=p.id,
+        model_name=p.model_name,
+        model_version=p.model_version,
+        cutoff=p.cutoff,
+        grades={"a": p.grades.a, "b": p.grades.b, "c": p.grades.c},
+        status=p.status,  # type: ignore[arg-type]
+        proposed_by=p.proposed_by,
+        proposed_role=p.proposed_role,
+        reason=p.reason,
+        origin=p.origin,
+        created_at=p.created_at,
+        activated_at=p.activated_at,
+        decisions=p.decisions,  # type: ignore[arg-type]
+    )
+
+
+def analysis_out(a: CutoffAnalysis, version: str) -> AnalysisOut:
+    return AnalysisOut(**a.to_dict(), model_version=version)  # type: ignore[arg-type]
+
+
+@router.get("", response_model=ThresholdOut)
+def threshold(request: Request, serving: Served, _: AnyRole) -> ThresholdOut:
+    """The active policy and the cut-offs in force for the served model (any role)."""
+    force = request.app.state.in_force(serving)
+    c = force.cutoffs
+    return ThresholdOut(
+        policy=policy_out(force.policy) if force.policy else None,
+        threshold_version=force.version,
+        model_version=serving.loaded.version,
+        cutoff=c.qualified,
+        grades={"a": c.a, "b": c.b, "c": c.c},
+        mapped_from_model_version=force.mapped_from_model_version,
+    )
+
+
+@router.get("/analysis", response_model=AnalysisOut)
+def analysis(
+    request: Request,
+    serving: Served,
+    _: AnyRole,
+    cutoff: Annotated[float | None, Query(gt=0, lt=1, description="Figures at this cut-off.")] = None,
+    leads_per_week: Annotated[float | None, Query(gt=0, le=1e9, description="The cut-off for this capacity.")] = None,
+    min_precision: Annotated[float | None, Query(gt=0, le=1, description="The cut-off for this precision.")] = None,
+    min_recall: Annotated[float | None, Query(gt=0, le=1, description="The cut-off for this recall.")] = None,
+) -> AnalysisOut:
+    """Share qualified, qualified per week, precision, recall, wins per week and lift, with 95% intervals."""
+    given = {
+        k: v
+        for k, v in {
+            "cutoff": cutoff,
+            "leads_per_week": leads_per_week,
+            "min_precision": min_precision,
+            "min_recall": min_recall,
+        }.items()
+        if v is not None
+    }
+    if len(given) != 1:
+        raise InvalidLeadData("give exactly one of cutoff, leads_per_week, min_precision, min_recall", field=["query"])
+    trade = request.app.state.tradeoff(serving.loaded.version)
+    ((name, value),) = given.items()
+    chosen = {
+        "cutoff": lambda v: v,
+        "leads_per_week": trade.cutoff_for_capacity,
+        "min_precision": trade.cutoff_for_precision,
+        "min_recall": trade.cutoff_for_recall,
+    }[name](value)
+    return analysis_out(trade.analyze(chosen), serving.loaded.version)
+
+
+@router.get("/curve", response_model=CurveOut)
+def curve(request: Request, serving: Served, _: AnyRole) -> CurveOut:
+    """The whole trade-off table, for plotting."""
+    trade = request.app.state.tradeoff(serving.loaded.version)
+    return CurveOut(
+        model_version=serving.loaded.version, points=[analysis_out(a, serving.loaded.version) for a in trade.curve()]
+    )
+
+
+@router.get("/history", response_model=HistoryOut)
+def history(request: Request, _: AnyRole) -> HistoryOut:
+    """Every policy ever proposed, oldest first, with its decisions (append-only)."""
+    return HistoryOut(policies=[policy_out(p) for p in request.app.state.threshold_store.history()])
+
+
+@router.post("/proposals", response_model=PolicyOut, status_code=201)
+def propose(body: ProposalIn, request: Request, serving: Served, who: Side) -> PolicyOut:
+    """Propose a cut-off (marketing or sales); the other side decides."""
+    current = request.app.state.in_force(serving).cutoffs
+    grades = (
+        Grades(body.grades.a, body.grades.b, body.grades.c) if body.grades else Grades(current.a, current.b, current.c)
+    )
+    policy = request.app.state.threshold_store.propose(
+        who, serving.loaded.name, serving.loaded.version, body.cutoff, grades, body.reason
+    )
+    return policy_out(policy)
+
+
+def _decide(request: Request, policy_id: int, who: Principal, approve: bool, reason: str) -> PolicyOut:
+    policy = request.app.state.threshold_store.decide(policy_id, who, approve, reason)
+    request.app.state.thresholds.invalidate()
+    return policy_out(policy)
+
+
+PolicyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.post("/proposals/{policy_id}/approve", response_model=PolicyOut)
+def approve(policy_id: PolicyId, request: Request, who: Side, body: DecisionIn | None = None) -> PolicyOut:
+    """Approve (the other side only); the policy is active at once."""
+    return _decide(request, policy_id, who, True, body.reason if body else "")
+
+
+@router.post("/proposals/{policy_id}/reject", response_model=PolicyOut)
+def reject(policy_id: PolicyId, request: Request, who: Side, body: DecisionIn | None = None) -> PolicyOut:
+    """Reject (the other side only)."""
+    return _decide(request, policy_id, who, False, body.reason if body else "")

@@ -1,0 +1,263 @@
+"""The threshold workflow through the API of real server processes: propose, decide, audit, race, restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.registry import configure_tracking, set_alias
+from tests.api.conftest import Server, start_server, stop_server
+from tests.api.test_scoring_api import lead_body
+from tests.conftest import clean_env, make_config
+from training.pipeline import TrainResult, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[tuple[Server, TrainResult]]:
+    home = tmp_path_factory.mktemp("thresholds")
+    result = train(make_config(home, demo_dir, promote=True))
+    srv = start_server(home)
+    yield srv, result
+    stop_server(srv)
+
+
+def post(srv: Server, path: str, role: str, json: dict | None = None):  # type: ignore[no-untyped-def]
+    with srv.client() as c:
+        return c.post(path, json=json, headers=srv.headers(role))
+
+
+def get(srv: Server, path: str, role: str = "crm"):  # type: ignore[no-untyped-def]
+    with srv.client() as c:
+        return c.get(path, headers=srv.headers(role))
+
+
+def propose(srv: Server, role: str, cutoff: float, **extra: object) -> dict:
+    r = post(srv, "/v1/threshold/proposals", role, {"cutoff": cutoff, "reason": f"{role} wants {cutoff}", **extra})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_proposal_approved_by_the_other_side_is_active_at_once(world) -> None:
+    srv, _ = world
+    before = get(srv, "/v1/threshold").json()
+    made = propose(srv, "marketing", 0.2)
+    assert made["status"] == "proposed" and made["proposed_role"] == "marketing"
+    approved = post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales", {"reason": "capacity ok"})
+    assert approved.status_code == 200 and approved.json()["status"] == "active"
+    now = get(srv, "/v1/threshold").json()
+    assert now["threshold_version"] == made["version"] != before["threshold_version"]
+    assert now["cutoff"] == pytest.approx(0.2)
+    scored = post(srv, "/v1/score", "crm", lead_body()).json()
+    assert scored["threshold_version"] == made["version"]
+    assert scored["qualified"] == (scored["probability"] >= 0.2)
+    history = get(srv, "/v1/threshold/history", "marketing").json()["policies"]
+    mine = next(p for p in history if p["version"] == made["version"])
+    assert mine["decisions"][0]["role"] == "sales" and mine["decisions"][0]["reason"] == "capacity ok"
+
+
+def test_the_previous_policy_is_superseded_and_kept(world) -> None:
+    srv, _ = world
+    first = propose(srv, "sales", 0.15)
+    post(srv, f"/v1/threshold/proposals/{first['version']}/approve", "marketing")
+    second = propose(srv, "marketing", 0.25)
+    post(srv, f"/v1/threshold/proposals/{second['version']}/approve", "sales")
+    statuses = {p["version"]: p["status"] for p in get(srv, "/v1/threshold/history").json()["policies"]}
+    assert statuses[first["version"]] == "superseded" and statuses[second["version"]] == "active"
+    assert list(statuses.values()).count("active") == 1
+    # Rolling back = proposing the earlier cut-off again, which needs approval.
+    again = propose(srv, "sales", 0.15)
+    assert get(srv, "/v1/threshold").json()["threshold_version"] == second["version"]
+    post(srv, f"/v1/threshold/proposals/{again['version']}/approve", "marketing")
+    assert get(srv, "/v1/threshold").json()["cutoff"] == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize(
+    ("proposer", "decider", "status"),
+    [("marketing", "marketing", 403), ("sales", "sales", 403), ("marketing", "admin", 403), ("marketing", "crm", 403)],
+)
+def test_only_the_other_side_decides(world, proposer: str, decider: str, status: int) -> None:
+    srv, _ = world
+    made = propose(srv, proposer, 0.3)
+    assert post(srv, f"/v1/threshold/proposals/{made['version']}/approve", decider).status_code == status
+    assert post(srv, f"/v1/threshold/proposals/{made['version']}/reject", decider).status_code == status
+
+
+def test_errors(world) -> None:
+    srv, _ = world
+    assert post(srv, "/v1/threshold/proposals/999999/approve", "sales").status_code == 404
+    made = propose(srv, "marketing", 0.3)
+    assert post(srv, f"/v1/threshold/proposals/{made['version']}/reject", "sales").json()["status"] == "rejected"
+    assert post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales").status_code == 409
+    for cutoff in (0, 1, -0.5, 1.5):
+        r = post(srv, "/v1/threshold/proposals", "marketing", {"cutoff": cutoff, "reason": "x"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "cutoff"]
+    r = post(
+        srv,
+        "/v1/threshold/proposals",
+        "marketing",
+        {"cutoff": 0.3, "reason": "x", "grades": {"a": 0.1, "b": 0.2, "c": 0.05}},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "grades"]
+    assert post(srv, "/v1/threshold/proposals", "crm", {"cutoff": 0.3, "reason": "x"}).status_code == 403
+    assert post(srv, "/v1/threshold/proposals", "admin", {"cutoff": 0.3, "reason": "x"}).status_code == 403
+
+
+def test_two_approvals_racing_exactly_one_wins(world) -> None:
+    srv, _ = world
+    from serving.store import KeyStore, make_engine
+
+    store = KeyStore(make_engine(f"sqlite:///{srv.home / 'leadscore.db'}"))
+    sales_keys = [store.create("sales", f"racer-{i}")[0] for i in range(4)]
+    for _round in range(3):
+        made = propose(srv, "marketing", 0.12)
+        barrier = threading.Barrier(len(sales_keys))
+        codes: list[int] = []
+
+        def approve(key: str, version: int = made["version"]) -> None:
+            with srv.client() as c:
+                barrier.wait()
+                r = c.post(f"/v1/threshold/proposals/{version}/approve", headers={"Authorization": f"Bearer {key}"})
+                codes.append(r.status_code)
+
+        threads = [threading.Thread(target=approve, args=(k,)) for k in sales_keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes) == [200, 409, 409, 409]
+        policies = get(srv, "/v1/threshold/history").json()["policies"]
+        assert [p["status"] for p in policies].count("active") == 1
+
+
+def test_analysis_matches_a_direct_computation_on_the_stored_predictions(world) -> None:
+    srv, result = world
+    preds = pd.read_parquet(srv.home / "model-cache" / "leadscore" / result.model_version / "test_predictions.parquet")
+    inflow = result.model.meta["leads_per_week"]
+    for cutoff in (0.01, 0.05, 0.2):
+        a = get(srv, f"/v1/threshold/analysis?cutoff={cutoff}", "marketing").json()
+        chosen = preds[preds.probability >= cutoff]
+        assert a["share_qualified"]["value"] == pytest.approx(len(chosen) / len(preds))
+        assert a["qualified_per_week"]["value"] == pytest.approx(len(chosen) / len(preds) * inflow)
+        assert a["precision"]["value"] == pytest.approx(chosen.label.mean())
+        assert a["recall"]["value"] == pytest.approx(chosen.label.sum() / preds.label.sum())
+        assert a["expected_wins_per_week"]["value"] == pytest.approx(chosen.label.sum() / len(preds) * inflow)
+        assert a["lift"]["value"] == pytest.approx(chosen.label.mean() / preds.label.mean())
+        for name in ("share_qualified", "precision", "recall", "lift"):
+            assert a[name]["low"] <= a[name]["value"] <= a[name]["high"]
+
+
+def test_reverse_questions_pick_the_right_cutoff(world) -> None:
+    srv, result = world
+    preds = pd.read_parquet(srv.home / "model-cache" / "leadscore" / result.model_version / "test_predictions.parquet")
+    p = np.sort(preds.probability.to_numpy())[::-1]
+    cap = get(srv, "/v1/threshold/analysis?leads_per_week=50", "sales").json()
+    assert cap["qualified_per_week"]["value"] <= 50
+    lower = p[p < cap["cutoff"]]
+    if len(lower):  # one step lower would exceed the capacity
+        assert (preds.probability >= lower[0]).mean() * cap["leads_per_week"] > 50
+    prec = get(srv, "/v1/threshold/analysis?min_precision=0.3", "sales").json()
+    assert prec["precision"]["value"] >= 0.3
+    rec = get(srv, "/v1/threshold/analysis?min_recall=0.8", "sales").json()
+    assert rec["recall"]["value"] >= 0.8
+    higher = p[p > rec["cutoff"]]
+    if len(higher):
+        assert preds[preds.probability >= higher[-1]].label.sum() / preds.label.sum() < 0.8
+    assert get(srv, "/v1/threshold/analysis", "sales").status_code == 422
+    assert get(srv, "/v1/threshold/analysis?cutoff=0.1&min_recall=0.5", "sales").status_code == 422
+    curve = get(srv, "/v1/threshold/curve", "sales").json()["points"]
+    assert len(curve) > 20 and all(x["recall"]["value"] >= y["recall"]["value"] for x, y in zip(curve[1:], curve[:-1]))
+
+
+def test_every_process_and_a_restart_see_the_same_active_policy(world) -> None:
+    srv, _ = world
+    other = start_server(srv.home)
+    try:
+        made = propose(srv, "marketing", 0.33)
+        post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales")
+        deadline = time.monotonic() + 5
+        while get(other, "/v1/threshold").json()["threshold_version"] != made["version"]:
+            assert time.monotonic() < deadline, "the other process never saw the approval"
+            time.sleep(0.2)
+        assert post(other, "/v1/score", "crm", lead_body()).json()["threshold_version"] == made["version"]
+        history = get(srv, "/v1/threshold/history").json()
+    finally:
+        stop_server(other)
+    restarted = start_server(srv.home)
+    try:
+        assert get(restarted, "/v1/threshold/history").json() == history
+        assert get(restarted, "/v1/threshold").json()["threshold_version"] == made["version"]
+    finally:
+        stop_server(restarted)
+
+
+def test_a_new_champion_keeps_the_share_qualified_and_opens_a_proposal(world, demo_dir: Path, tmp_path: Path) -> None:
+    srv, result = world
+    made = propose(srv, "marketing", 0.1)
+    post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales")
+    old_share = get(srv, "/v1/threshold/analysis?cutoff=0.1", "sales").json()["share_qualified"]["value"]
+    newer = train(make_config(srv.home, demo_dir, num_leaves=5, seed=3))
+    configure_tracking(f"sqlite:///{srv.home / 'mlflow.db'}")
+    set_alias("leadscore", "champion", newer.model_version)
+    try:
+        assert post(srv, "/v1/admin/reload", "admin").json()["model_version"] == newer.model_version
+        now = get(srv, "/v1/threshold").json()
+        assert now["mapped_from_model_version"] == result.model_version
+        assert now["threshold_version"] == made["version"]
+        new_share = get(srv, f"/v1/threshold/analysis?cutoff={now['cutoff']}", "sales").json()["share_qualified"][
+            "value"
+        ]
+        assert new_share == pytest.approx(old_share, abs=0.01)
+        pending = [
+            p
+            for p in get(srv, "/v1/threshold/history").json()["policies"]
+            if p["status"] == "proposed"
+            and p["model_version"] == newer.model_version
+            and p["proposed_role"] == "system"
+        ]
+        assert len(pending) == 1 and pending[0]["cutoff"] == pytest.approx(now["cutoff"])
+        # A system proposal needs both sides.
+        first = post(srv, f"/v1/threshold/proposals/{pending[0]['version']}/approve", "marketing").json()
+        assert first["status"] == "proposed"
+        second = post(srv, f"/v1/threshold/proposals/{pending[0]['version']}/approve", "sales").json()
+        assert second["status"] == "active"
+        after = get(srv, "/v1/threshold").json()
+        assert after["mapped_from_model_version"] is None and after["threshold_version"] == pending[0]["version"]
+    finally:
+        set_alias("leadscore", "champion", result.model_version)
+        post(srv, "/v1/admin/reload", "admin")
+
+
+def test_the_cli_drives_the_same_workflow(world) -> None:
+    srv, _ = world
+    env = clean_env(LEADSCORE_HOME=str(srv.home))
+
+    def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+        extra = {"LEADSCORE_API_KEY": key} if key else {}
+        return subprocess.run(
+            [sys.executable, "-m", "leadscore", "threshold", *args],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            check=False,
+        )
+
+    out = cli("analyze", "--cutoff", "0.2")
+    assert out.returncode == 0 and "precision" in out.stdout and "95% [" in out.stdout
+    proposed = cli("propose", "--cutoff", "0.27", "--reason", "from the cli", key=srv.keys["sales"])
+    assert proposed.returncode == 0, proposed.stderr
+    version = int(proposed.stdout.split()[1])
+    own = cli("approve", str(version), key=srv.keys["sales"])
+    assert own.returncode == 2 and "403" in own.stderr
+    approved = cli("approve", str(version), "--reason", "ok", key=srv.keys["marketing"])
+    assert approved.returncode == 0 and "active" in approved.stdout
+    assert f"policy version {version}" in cli("show").stdout
+    assert "from the cli" in cli("history").stdout
+    assert get(srv, "/v1/threshold").json()["threshold_version"] == version

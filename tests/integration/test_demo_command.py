@@ -1,0 +1,37 @@
+"""The README's main job, minus the blocking server: demo data -> train -> promote -> keys."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from models.registry import configure_tracking
+from serving.store import KeyStore, make_engine
+from tests.conftest import clean_env
+
+
+def test_demo_builds_everything_under_one_home(tmp_path: Path) -> None:
+    home = tmp_path / "state"
+    proc = subprocess.run(
+        [sys.executable, "-m", "leadscore", "demo", "--leads", "4000", "--no-serve"],
+        capture_output=True,
+        text=True,
+        env=clean_env(LEADSCORE_HOME=str(home)),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    keys = {m[1]: m[2] for line in lines if (m := re.match(r"^\s+(\w+)\s+(lsk_\S+)$", line))}
+    assert set(keys) == {"crm", "marketing", "sales", "admin"}
+    assert any("/docs" in line for line in lines)
+    store = KeyStore(make_engine(f"sqlite:///{home / 'leadscore.db'}"))
+    assert {store.authenticate(k).role for k in keys.values()} == set(keys)  # type: ignore[union-attr]
+    configure_tracking(f"sqlite:///{home / 'mlflow.db'}")
+    assert MlflowClient().get_model_version_by_alias("leadscore", "champion").version is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # nothing written outside the home
+    assert {"mlflow.db", "leadscore.db", "mlartifacts", "demo-data"} <= {p.name for p in home.iterdir()}
