@@ -19,7 +19,8 @@ import pandas as pd
 from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
 
 NS_PER_DAY = 86_400 * 10**9
-NEVER_DAYS = 10_000.0  # "days since" a thing that never happened: long ago, so recency stays monotone
+NEVER_DAYS = 10_000.0
+CHUNK_ROWS = 400_000  # "days since" a thing that never happened: long ago, so recency stays monotone
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -245,6 +246,12 @@ def build_features(
     """
     n = len(leads)
     as_of_ns = _as_of_array(as_of, n)
+    if n > CHUNK_ROWS:  # bound the memory of the (row, touch) pairs; rows are independent
+        parts = [
+            build_features(leads.iloc[i : i + CHUNK_ROWS], touchpoints, as_of_ns[i : i + CHUNK_ROWS].view("M8[ns]"), spec)
+            for i in range(0, n, CHUNK_ROWS)
+        ]
+        return pd.concat(parts)
     created_ns = to_utc_ns(leads["created_at"]) if n else np.zeros(0, dtype=np.int64)
     age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
 

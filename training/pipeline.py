@@ -79,6 +79,7 @@ class TrainConfig:
     num_boost_round: int = 1000
     early_stopping_rounds: int = 50
     min_class_count: int = 50
+    max_baseline_rows: int = 250_000
     leads_per_week: float | None = None
     num_threads: int = 0
     tracking_uri: str | None = None
@@ -238,6 +239,18 @@ def choose_calibrator(margin: np.ndarray, y: np.ndarray, seed: int) -> tuple[Cal
     return Calibrator(best).fit(margin, y), scores
 
 
+def baseline_sample(
+    X: np.ndarray, y: np.ndarray, max_rows: int, seed: int, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_rows`` training rows for the linear baselines (stratified, seeded); they saturate early."""
+    if len(y) <= max_rows:
+        return X, y
+    keep, _ = train_test_split(np.arange(len(y)), train_size=max_rows, stratify=y, random_state=seed)
+    keep = np.sort(keep)
+    notes.append(f"baselines fitted on a stratified sample of {max_rows:,} of {len(y):,} training rows")
+    return X[keep], y[keep]
+
+
 def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> float:
     """New leads per week over the last 12 weeks of data (or the given figure)."""
     if config.leads_per_week:
@@ -299,7 +312,8 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         half_life_days=config.half_life_days,
     )
     features = build_features(examples[lead_cols], touches, examples["as_of"], spec)
-    X_all = features.to_numpy(dtype=np.float64)
+    X_all = features.to_numpy(dtype=np.float32)
+    del features
     X, y = X_all[split.train], y_all[split.train]
     X_cal, y_cal = X_all[split.calibration], y_all[split.calibration]
     X_test, y_test = X_all[split.test], y_all[split.test]
@@ -311,9 +325,10 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     p_test = model.predict_proba(X_test)
 
     progress("fitting baselines")
-    logreg = logistic_baseline(spec, config.seed).fit(X, y)
+    Xb, yb = baseline_sample(X, y, config.max_baseline_rows, config.seed, notes)
+    logreg = logistic_baseline(spec, config.seed).fit(Xb, yb)
     p_logreg = logreg.predict_proba(X_test)[:, 1]
-    rules = RulesBaseline(spec).fit(X, y, X_cal, y_cal)
+    rules = RulesBaseline(spec).fit(Xb, yb, X_cal, y_cal)
     p_rules = rules.predict_proba(X_test)
 
     progress("evaluating on the test window")
@@ -354,7 +369,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     return _track_and_register(
         config,
         model,
-        features.iloc[:5],
+        pd.DataFrame(X_test[:5], columns=spec.feature_names),
         predictions,
         table,
         segment_col,
