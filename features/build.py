@@ -248,7 +248,9 @@ def build_features(
     as_of_ns = _as_of_array(as_of, n)
     if n > CHUNK_ROWS:  # bound the memory of the (row, touch) pairs; rows are independent
         parts = [
-            build_features(leads.iloc[i : i + CHUNK_ROWS], touchpoints, as_of_ns[i : i + CHUNK_ROWS].view("M8[ns]"), spec)
+            build_features(
+                leads.iloc[i : i + CHUNK_ROWS], touchpoints, as_of_ns[i : i + CHUNK_ROWS].view("M8[ns]"), spec
+            )
             for i in range(0, n, CHUNK_ROWS)
         ]
         return pd.concat(parts)
