@@ -76,6 +76,7 @@ class TrainConfig:
     learning_rate: float = 0.05
     num_leaves: int = 15
     min_data_in_leaf: int = 100
+    max_bin: int = 63
     num_boost_round: int = 1000
     early_stopping_rounds: int = 50
     min_class_count: int = 50
@@ -191,6 +192,7 @@ def lightgbm_params(config: TrainConfig, spec: FeatureSpec) -> dict[str, Any]:
         "learning_rate": config.learning_rate,
         "num_leaves": config.num_leaves,
         "min_data_in_leaf": config.min_data_in_leaf,
+        "max_bin": config.max_bin,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
