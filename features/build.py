@@ -216,10 +216,15 @@ def _to_float(value: object) -> float:
     return number if math.isfinite(number) else float("nan")
 
 
-def _assemble(spec: FeatureSpec, touch_block: np.ndarray | None, age_days: np.ndarray, attrs: np.ndarray) -> np.ndarray:
-    parts = [] if touch_block is None else [touch_block]
-    parts += [age_days.reshape(-1, 1), attrs]
-    return np.hstack(parts).astype(np.float32)
+def _assemble(touch_block: np.ndarray | None, age_days: np.ndarray, attrs: np.ndarray) -> np.ndarray:
+    """One float32 matrix: touch features, days since created, attributes (no float64 copy of the whole)."""
+    n_touch = 0 if touch_block is None else touch_block.shape[1]
+    out = np.empty((len(age_days), n_touch + 1 + attrs.shape[1]), dtype=np.float32)
+    if touch_block is not None:
+        out[:, :n_touch] = touch_block
+    out[:, n_touch] = age_days
+    out[:, n_touch + 1 :] = attrs
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +284,7 @@ def build_features(
 
     columns = {name: leads[name].to_numpy(dtype=object) for name in _attribute_names(spec) if name in leads.columns}
     attrs = _attribute_features(spec, columns, n)
-    matrix = _assemble(spec, touch_block, age_days, attrs)
+    matrix = _assemble(touch_block, age_days, attrs)
     return pd.DataFrame(matrix, columns=spec.feature_names, index=leads.index)
 
 
@@ -336,7 +341,7 @@ def build_features_from_records(
     names = _attribute_names(spec)
     columns = {name: [lead.attributes.get(name) for lead in leads] for name in names}
     attrs = _attribute_features(spec, columns, n)
-    return _assemble(spec, touch_block, age_days, attrs)
+    return _assemble(touch_block, age_days, attrs)
 
 
 def _features_from_touch_arrays(
@@ -358,7 +363,26 @@ def _features_from_touch_arrays(
     groups = np.arange(n_groups)
     group_start = np.searchsorted(t_lead, groups, side="left")
     group_end = np.searchsorted(t_lead, groups, side="right")
-    return _touch_features(spec, row_group, as_of_ns, group_start, group_end, t_time, t_type, t_chan)
+    if len(row_group) <= CHUNK_ROWS:
+        return _touch_features(spec, row_group, as_of_ns, group_start, group_end, t_time, t_type, t_chan)
+    # Rows are independent: bound the memory of the (row, touch) pairs by working in chunks of rows.
+    first = _touch_features(
+        spec, row_group[:CHUNK_ROWS], as_of_ns[:CHUNK_ROWS], group_start, group_end, t_time, t_type, t_chan
+    )
+    out = np.empty((len(row_group), first.shape[1]), dtype=np.float32)
+    out[:CHUNK_ROWS] = first
+    for i in range(CHUNK_ROWS, len(row_group), CHUNK_ROWS):
+        out[i : i + CHUNK_ROWS] = _touch_features(
+            spec,
+            row_group[i : i + CHUNK_ROWS],
+            as_of_ns[i : i + CHUNK_ROWS],
+            group_start,
+            group_end,
+            t_time,
+            t_type,
+            t_chan,
+        )
+    return out
 
 
 def _attribute_names(spec: FeatureSpec) -> list[str]:

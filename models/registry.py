@@ -98,11 +98,13 @@ def log_scoring_model(
 
 
 def champion_version(name: str, alias: str = "champion") -> ModelVersion | None:
-    """The model version carrying ``alias``, or None."""
+    """The model version carrying ``alias``, or None; an unreachable registry raises."""
     try:
         return MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:

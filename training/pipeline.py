@@ -368,40 +368,50 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         "flat_export": asdict(data.flat) if data.flat else None,
         "seed": config.seed,
     }
-    return _track_and_register(
-        config,
-        model,
-        pd.DataFrame(X_test[:5], columns=spec.feature_names),
-        predictions,
-        table,
-        segment_col,
-        notes,
-        started,
-        examples,
-        split,
-        data,
-        progress,
-        p_logreg,
-        p_rules,
+    evaluation = Evaluation(
+        example=pd.DataFrame(X_test[:5], columns=spec.feature_names),
+        predictions=predictions,
+        table=table,
+        segment_col=segment_col,
+        p_logreg=p_logreg,
+        p_rules=p_rules,
     )
+    return _track_and_register(config, model, evaluation, Examples(examples, split, data), notes, started, progress)
+
+
+@dataclass
+class Evaluation:
+    """What the test window says about the model and its baselines."""
+
+    example: pd.DataFrame
+    predictions: pd.DataFrame
+    table: pd.DataFrame
+    segment_col: str | None
+    p_logreg: np.ndarray
+    p_rules: np.ndarray
+
+
+@dataclass
+class Examples:
+    """The labelled examples, how they were split, and the data they came from."""
+
+    rows: pd.DataFrame
+    split: Split
+    data: CRMData
 
 
 def _track_and_register(
     config: TrainConfig,
     model: ScoringModel,
-    example: pd.DataFrame,
-    predictions: pd.DataFrame,
-    table: pd.DataFrame,
-    segment_col: str | None,
+    evaluation: Evaluation,
+    examples: Examples,
     notes: list[str],
     started: float,
-    examples: pd.DataFrame,
-    split: Split,
-    data: CRMData,
     progress: Progress,
-    p_logreg: np.ndarray,
-    p_rules: np.ndarray,
 ) -> TrainResult:
+    example, predictions, table = evaluation.example, evaluation.predictions, evaluation.table
+    segment_col, p_logreg, p_rules = evaluation.segment_col, evaluation.p_logreg, evaluation.p_rules
+    split, data = examples.split, examples.data
     if config.tracking_uri:
         configure_tracking(config.tracking_uri, config.registry_uri)
     experiment_id = ensure_experiment(config.experiment, config.artifact_location)
@@ -481,7 +491,7 @@ def _track_and_register(
         )
         promoted, message = False, "not promoted (run with --promote to make it the champion)"
         if config.promote:
-            promoted, message = decide_promotion(config, model, version.version, examples, split, data)
+            promoted, message = decide_promotion(config, model, version.version, examples.rows, split, data)
             if promoted:
                 set_alias(config.model_name, "champion", version.version)
         mlflow.set_tag("promoted", str(promoted))

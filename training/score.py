@@ -35,9 +35,9 @@ def open_leads(data: CRMData, as_of: pd.Timestamp) -> tuple[pd.DataFrame, int, i
     closed = (closed_at <= as_of).fillna(False).to_numpy(dtype=bool)
     if data.has_time:
         not_created = (leads["created_at"] > as_of).to_numpy()
-    else:
+    else:  # a flat export: no times, so every lead in the file is scored
         not_created = np.zeros(len(leads), dtype=bool)
-        closed = leads["lead_id"].isin(data.outcomes["lead_id"]).to_numpy() & False
+        closed = np.zeros(len(leads), dtype=bool)
     keep = ~closed & ~not_created
     return leads.loc[keep], int(closed.sum()), int((not_created & ~closed).sum())
 

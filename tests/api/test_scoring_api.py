@@ -327,3 +327,21 @@ def test_revoked_key_stops_working(server: Server) -> None:
             time.sleep(0.5)
         else:
             pytest.fail("revoked key still accepted after 10 s")
+
+
+def test_unreachable_registry_at_start_serves_the_local_copy_of_the_last_model(server: Server, tmp_path: Path) -> None:
+    """The session server has loaded a model, so its home holds the local copy; now the registry is gone."""
+    extra = {
+        "LEADSCORE_TRACKING_URI": "http://127.0.0.1:9",  # nothing listens on the discard port
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+    }
+    srv = start_server(server.home, extra)
+    try:
+        with srv.client() as c:
+            ready = c.get("/readyz").json()
+            assert ready["ready"] and ready["model_version"] == "1"
+            assert "could not reach the model registry" in ready["last_error"]
+            assert c.post("/v1/score", json=lead_body(), headers=srv.headers("crm")).status_code == 200
+    finally:
+        stop_server(srv)

@@ -174,3 +174,14 @@ def test_spec_round_trips_through_json(demo) -> None:
     assert again == spec
     assert again.feature_names == spec.feature_names  # column order survives, not just content
     assert "attr_country" not in again.feature_names and again.excluded_columns == ("country",)
+
+
+def test_chunked_building_gives_the_same_features(demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    import features.build as build
+
+    spec = infer_spec(demo.leads, demo.touchpoints)
+    as_of = demo.end - pd.Timedelta(days=30)
+    whole = build_features(demo.leads, demo.touchpoints, as_of, spec)
+    monkeypatch.setattr(build, "CHUNK_ROWS", 97)
+    chunked = build_features(demo.leads, demo.touchpoints, as_of, spec)
+    pd.testing.assert_frame_equal(whole, chunked)

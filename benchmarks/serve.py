@@ -1,0 +1,296 @@
+"""Serving benchmark: our API against `mlflow models serve` of the same model and a constant FastAPI endpoint.
+
+Run by hand (needs `wrk` and `taskset`: `apt-get install wrk util-linux`):
+    .venv/bin/python benchmarks/serve.py [--home DIR] [--duration 10]
+
+Each server runs one uvicorn worker pinned to CPU 0; wrk runs pinned to CPU 1. For each target and
+concurrency 1 and 8 it reports requests/s and p50/p99 latency (wrk --latency). Without --home it builds a
+throw-away home: 20,000 demo leads, a trained champion, a crm key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+BIN = Path(sys.executable).parent
+TOUCH_TYPES = [
+    "web_visit",
+    "email_open",
+    "email_click",
+    "pricing_page",
+    "webinar",
+    "content_download",
+    "ad_click",
+    "call",
+    "meeting",
+    "demo_request",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def lead(i: int, as_of: datetime) -> dict:
+    start = as_of - timedelta(days=60)
+    touches = [
+        {
+            "occurred_at": (start + timedelta(days=2 * k, hours=i % 7)).isoformat(),
+            "touch_type": TOUCH_TYPES[(k + i) % 10],
+            "channel": ["web", "email", "paid_search"][k % 3],
+        }
+        for k in range(30)
+    ]
+    return {
+        "lead_id": f"bench-{i}",
+        "created_at": start.isoformat(),
+        "as_of": as_of.isoformat(),
+        "touchpoints": touches,
+        "attributes": {
+            "lead_source": "referral",
+            "industry": "software",
+            "company_size": "51-200",
+            "country": "US",
+            "job_level": "vp",
+            "annual_revenue_musd": 12.0,
+        },
+    }
+
+
+def wrk(url: str, body: str, concurrency: int, duration: int, headers: dict[str, str], workdir: Path) -> dict:
+    script = workdir / f"post-{abs(hash((url, body))) % 10**8}.lua"
+    lua_headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n{lua_headers}')
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "errors": int(non2xx[1]) if non2xx else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, help="An existing LEADSCORE_HOME with a champion (else one is built).")
+    parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
+    args = parser.parse_args()
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: apt-get install wrk util-linux")
+
+    tmp = Path(tempfile.mkdtemp(prefix="leadscore-bench-"))
+    home = args.home or tmp / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env.update(LEADSCORE_HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", LEADSCORE_LOG_LEVEL="warning")
+    if args.home is None:
+        print("building a home: 20,000 demo leads, trained champion ...", flush=True)
+        subprocess.run(
+            [BIN / "leadscore", "demo-data", "--out", str(tmp / "data")], env=env, check=True, capture_output=True
+        )
+        subprocess.run(
+            [BIN / "leadscore", "train", "--data", str(tmp / "data"), "--promote"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    key = (
+        subprocess.run(
+            [BIN / "leadscore", "keys", "create", "--role", "crm", "--name", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+
+    from features import LeadRecord, TouchRecord, build_features_from_records
+    from leadscore.settings import get_settings
+    from models.registry import configure_tracking, load_champion
+
+    os.environ.update(LEADSCORE_HOME=str(home))
+    settings = get_settings()
+    configure_tracking(settings.resolved_tracking_uri)
+    model = load_champion(settings.model_name, settings.model_alias, settings.model_cache_dir).model
+    as_of = datetime(2026, 5, 1, tzinfo=UTC)
+    leads = [lead(i, as_of) for i in range(1000)]
+
+    def feature_rows(items: list[dict]) -> list[list[float]]:
+        records = [
+            LeadRecord(
+                x["lead_id"],
+                datetime.fromisoformat(x["created_at"]),
+                x["attributes"],
+                [
+                    TouchRecord(datetime.fromisoformat(t["occurred_at"]), t["touch_type"], t["channel"])
+                    for t in x["touchpoints"]
+                ],
+            )
+            for x in items
+        ]
+        X = build_features_from_records(records, as_of, model.spec).astype(float)
+        return [[None if v != v else float(v) for v in row] for row in X]
+
+    names = model.spec.feature_names
+    one_row = json.dumps({"dataframe_split": {"columns": names, "data": feature_rows(leads[:1])}})
+    many_rows = json.dumps({"dataframe_split": {"columns": names, "data": feature_rows(leads)}})
+
+    const_app = tmp / "const_app.py"
+    const_app.write_text(
+        textwrap.dedent("""
+        from fastapi import FastAPI
+        app = FastAPI()
+        @app.post("/score")
+        async def score() -> dict:
+            return {"probability": 0.5}
+    """)
+    )
+    ports = {name: free_port() for name in ("leadscore", "mlflow", "constant")}
+    procs = {
+        "leadscore": subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                "0",
+                str(BIN / "leadscore"),
+                "serve",
+                "--port",
+                str(ports["leadscore"]),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        "mlflow": subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                "0",
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.model_name}@{settings.model_alias}",
+                "--env-manager",
+                "local",
+                "-p",
+                str(ports["mlflow"]),
+                "-w",
+                "1",
+            ],
+            env={**env, "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        "constant": subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                "0",
+                str(BIN / "uvicorn"),
+                "const_app:app",
+                "--port",
+                str(ports["constant"]),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    }
+    try:
+        wait_http(f"http://127.0.0.1:{ports['leadscore']}/readyz")
+        wait_http(f"http://127.0.0.1:{ports['mlflow']}/ping")
+        wait_http(f"http://127.0.0.1:{ports['constant']}/docs")
+        auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        plain = {"Content-Type": "application/json"}
+        ours = f"http://127.0.0.1:{ports['leadscore']}"
+        cases = [
+            ("leadscore /v1/score, 1 lead x 30 touches, with reasons", f"{ours}/v1/score", json.dumps(leads[0]), auth),
+            (
+                "leadscore /v1/score, 1 lead x 30 touches, no reasons",
+                f"{ours}/v1/score?explain=false",
+                json.dumps(leads[0]),
+                auth,
+            ),
+            (
+                "leadscore /v1/score/batch, 1,000 leads, no reasons",
+                f"{ours}/v1/score/batch",
+                json.dumps({"leads": leads, "explain": False}),
+                auth,
+            ),
+            ("mlflow models serve, 1 feature row", f"http://127.0.0.1:{ports['mlflow']}/invocations", one_row, plain),
+            (
+                "mlflow models serve, 1,000 feature rows",
+                f"http://127.0.0.1:{ports['mlflow']}/invocations",
+                many_rows,
+                plain,
+            ),
+            ("constant FastAPI endpoint (floor)", f"http://127.0.0.1:{ports['constant']}/score", "{}", plain),
+        ]
+        print(f"\n| target | c | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|")
+        for label, url, body, headers in cases:
+            for c in (1, 8):
+                r = wrk(url, body, c, args.duration, headers, tmp)
+                print(
+                    f"| {label} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |", flush=True
+                )
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
