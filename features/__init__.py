@@ -4,6 +4,7 @@ from features.build import (
     LeadRecord,
     TouchRecord,
     build_features,
+    build_features_at,
     build_features_from_records,
 )
 from features.spec import DEFAULT_TOUCH_TYPES, FeatureInfo, FeatureSpec, infer_spec
@@ -15,6 +16,7 @@ __all__ = [
     "LeadRecord",
     "TouchRecord",
     "build_features",
+    "build_features_at",
     "build_features_from_records",
     "infer_spec",
 ]

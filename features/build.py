@@ -8,6 +8,7 @@ explicitly; only touches at or before ``as_of`` count.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -303,45 +304,66 @@ def build_features_from_records(
     Returns:
         A float32 matrix, one row per lead, columns ``spec.feature_names``.
     """
+    times = [[as_of]] * len(leads) if isinstance(as_of, datetime) else [[t] for t in as_of]
+    return build_features_at(leads, times, spec)
+
+
+def build_features_at(
+    leads: Sequence[LeadRecord], times: Sequence[Sequence[datetime]], spec: FeatureSpec
+) -> np.ndarray:
+    """Features of each lead at several times (e.g. now and a week ago), reading its touches once.
+
+    Args:
+        leads: leads with their touches.
+        times: for each lead, the ``as_of`` times to build a row for (the same count for every lead).
+        spec: the feature spec.
+
+    Returns:
+        A float32 matrix of ``len(leads) * k`` rows, lead-major: lead 0 at each of its times, then lead 1, ...
+    """
     n = len(leads)
-    if isinstance(as_of, datetime):
-        as_of_ns = np.full(n, datetime_to_ns(as_of), dtype=np.int64)
-    else:
-        as_of_ns = np.array([datetime_to_ns(a) for a in as_of], dtype=np.int64)
-    created_ns = np.array([datetime_to_ns(lead.created_at) for lead in leads], dtype=np.int64)
+    k = len(times[0]) if n else 1
+    if any(len(t) != k for t in times):
+        raise ValueError("every lead needs the same number of as_of times")
+    as_of_ns = np.array([datetime_to_ns(t) for per_lead in times for t in per_lead], dtype=np.int64)
+    created_ns = np.repeat(np.array([datetime_to_ns(lead.created_at) for lead in leads], dtype=np.int64), k)
     age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
 
     touch_block = None
     if spec.use_touches:
-        type_lookup = {t: i for i, t in enumerate(spec.type_vocab)}
-        chan_lookup = {c: i for i, c in enumerate(spec.channel_vocab)}
+        type_lookup = _lookup(spec.type_vocab)
+        chan_lookup = _lookup(spec.channel_vocab)
         t_other, c_other = type_lookup[OTHER], chan_lookup[OTHER]
         lead_idx: list[int] = []
-        times: list[int] = []
+        t_ns: list[int] = []
         types: list[int] = []
         chans: list[int] = []
         for i, lead in enumerate(leads):
             for touch in lead.touchpoints:
                 lead_idx.append(i)
-                times.append(datetime_to_ns(touch.occurred_at))
+                t_ns.append(datetime_to_ns(touch.occurred_at))
                 types.append(type_lookup.get(normalize_label(touch.touch_type), t_other))
-                chans.append(
-                    c_other if touch.channel is None else chan_lookup.get(normalize_label(touch.channel), c_other)
-                )
+                channel = touch.channel
+                chans.append(c_other if channel is None else chan_lookup.get(normalize_label(channel), c_other))
         touch_block = _features_from_touch_arrays(
             spec,
-            np.arange(n, dtype=np.int64),
+            np.repeat(np.arange(n, dtype=np.int64), k),
             as_of_ns,
             n,
             np.array(lead_idx, dtype=np.int64),
-            np.array(times, dtype=np.int64),
+            np.array(t_ns, dtype=np.int64),
             np.array(types, dtype=np.int64),
             np.array(chans, dtype=np.int64),
         )
     names = _attribute_names(spec)
-    columns = {name: [lead.attributes.get(name) for lead in leads] for name in names}
-    attrs = _attribute_features(spec, columns, n)
+    columns = {name: [lead.attributes.get(name) for lead in leads for _ in range(k)] for name in names}
+    attrs = _attribute_features(spec, columns, n * k)
     return _assemble(touch_block, age_days, attrs)
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup(vocab: tuple[str, ...]) -> dict[str, int]:
+    return {label: i for i, label in enumerate(vocab)}
 
 
 def _features_from_touch_arrays(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -70,10 +71,17 @@ class FeatureInfo:
     attribute: str | None = None
 
 
+@functools.lru_cache(maxsize=8192)
+def _normalize_text(text: str) -> str:
+    return _NON_WORD.sub("_", text.strip().lower()).strip("_") or OTHER
+
+
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
 def normalize_label(value: object) -> str:
     """Normalise a touch type or channel label: lower case, words joined by underscores."""
-    text = str(value).strip().lower()
-    return re.sub(r"[^0-9a-z]+", "_", text).strip("_") or OTHER
+    return _normalize_text(value if isinstance(value, str) else str(value))
 
 
 def is_missing(value: object) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,7 +15,7 @@ from serving.store import Principal
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-def get_principal(
+async def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
@@ -26,11 +26,11 @@ def get_principal(
     return principal
 
 
-def require(*roles: str, admin: bool = True) -> Callable[[Principal], Principal]:
+def require(*roles: str, admin: bool = True) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting these roles (and admin, unless ``admin=False``)."""
     allowed = (*roles, "admin") if admin else roles
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in allowed:
             raise Forbidden(f"role {principal.role!r} may not do this (needs one of: {', '.join(allowed)})")
         return principal
@@ -38,7 +38,7 @@ def require(*roles: str, admin: bool = True) -> Callable[[Principal], Principal]
     return check
 
 
-def get_serving(request: Request) -> Serving:
+async def get_serving(request: Request) -> Serving:
     current = request.app.state.holder.current
     if current is None:
         raise NoModelLoaded("no model is loaded yet (is a version aliased as champion?)")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from features import LeadRecord, TouchRecord, build_features_from_records
+from features import LeadRecord, TouchRecord, build_features_at
 from models.scoring_model import GradeCutoffs
 from serving.errors import InvalidLeadData
 from serving.model_source import Serving
@@ -72,14 +72,15 @@ def score_leads(
     model = serving.loaded.model
     records = [to_record(lead) for lead in leads]
     as_of = [_utc(lead.as_of) if lead.as_of else now for lead in leads]
-    earlier = [t - timedelta(days=TREND_DAYS) for t in as_of]
-    X = build_features_from_records(records + records, as_of + earlier, model.spec).astype(np.float64)
+    times = [(t, t - timedelta(days=TREND_DAYS)) for t in as_of]
+    both = build_features_at(records, times, model.spec).astype(np.float64)  # rows: lead 0 now, lead 0 before, ...
     n = len(leads)
-    p_all = model.predict_proba(X)
-    p, p_before = p_all[:n], p_all[n:]
+    p_all = model.predict_proba(both)
+    p, p_before = p_all[0::2], p_all[1::2]
+    X = both[0::2]
     scores, scores_before = model.score(p), model.score(p_before)
     grades = threshold.cutoffs.grade(p)
-    explanations = model.explain(X[:n], [lead.attributes for lead in leads]) if explain else [None] * n
+    explanations = model.explain(X, [lead.attributes for lead in leads]) if explain else [None] * n
     version = serving.loaded.version
     out = []
     for i, lead in enumerate(leads):
