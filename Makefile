@@ -16,6 +16,8 @@ run: $(STAMP)
 	$(BIN)/leadscore demo
 
 test: $(STAMP) browser
+	$(BIN)/ruff check --quiet .
+	$(BIN)/mypy --no-error-summary features models training serving leadscore
 	$(BIN)/python -m pytest -q
 
 # The browser test of the threshold page drives Debian's headless Chromium; install it when missing.

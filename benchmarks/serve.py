@@ -274,7 +274,7 @@ def main() -> None:
             ),
             ("constant FastAPI endpoint (floor)", f"http://127.0.0.1:{ports['constant']}/score", "{}", plain),
         ]
-        print(f"\n| target | c | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|")
+        print("\n| target | c | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|")
         for label, url, body, headers in cases:
             for c in (1, 8):
                 r = wrk(url, body, c, args.duration, headers, tmp)

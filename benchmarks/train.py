@@ -49,9 +49,10 @@ def main() -> None:
         t2 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"leads={args.leads:,} demo data {t1 - t0:.1f} s; training (load -> registered) {t2 - t1:.1f} s")
+    m = result.metrics
     print(
-        f"peak memory {peak:.2f} GiB; test_roc_auc {result.metrics['test_roc_auc']:.4f} "
-        f"(logreg {result.metrics['baseline_logreg_test_roc_auc']:.4f}, rules {result.metrics['baseline_rules_test_roc_auc']:.4f})"
+        f"peak memory {peak:.2f} GiB; test_roc_auc {m['test_roc_auc']:.4f} "
+        f"(logreg {m['baseline_logreg_test_roc_auc']:.4f}, rules {m['baseline_rules_test_roc_auc']:.4f})"
     )
 
 

@@ -201,7 +201,7 @@ def _map_values(values: Sequence[object] | np.ndarray, func: Callable[[object], 
         return values.astype(np.float64)
     if len(values) <= 64:
         return np.array([func(v) for v in values], dtype=np.float64)
-    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    codes, uniques = pd.factorize(pd.Series(list(values), dtype=object), use_na_sentinel=True)
     mapped = np.array([func(u) for u in uniques] + [np.nan], dtype=np.float64)
     return mapped[codes]
 
@@ -265,10 +265,11 @@ def build_features(
 
     touch_block = None
     if spec.use_touches:
-        lead_keys = pd.Index(pd.unique(leads["lead_id"].astype(str)))
-        row_group = lead_keys.get_indexer(leads["lead_id"].astype(str)).astype(np.int64)
+        lead_ids = pd.Index(leads["lead_id"].astype(str))
+        lead_keys = pd.Index(pd.unique(lead_ids))
+        row_group = lead_keys.get_indexer(lead_ids).astype(np.int64)
         if touchpoints is not None and len(touchpoints):
-            t_lead = lead_keys.get_indexer(touchpoints["lead_id"].astype(str)).astype(np.int64)
+            t_lead = lead_keys.get_indexer(pd.Index(touchpoints["lead_id"].astype(str))).astype(np.int64)
             mine = t_lead >= 0
             t_lead = t_lead[mine]
             t_time = to_utc_ns(touchpoints["occurred_at"][mine])
@@ -414,7 +415,7 @@ def _attribute_names(spec: FeatureSpec) -> list[str]:
 def _as_of_array(as_of: object, n: int) -> np.ndarray:
     if isinstance(as_of, str | datetime | pd.Timestamp | np.datetime64):
         return np.full(n, to_utc_ns(as_of)[0], dtype=np.int64)
-    values = to_utc_ns(as_of)  # type: ignore[arg-type]
+    values = to_utc_ns(as_of)
     if len(values) != n:
         raise ValueError(f"as_of has {len(values)} values for {n} lead rows")
     return values

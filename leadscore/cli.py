@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from models.registry import LoadedModel
+    from models.scoring_model import GradeCutoffs
+    from models.threshold_analysis import TradeOff
 
 app = typer.Typer(
     help="Leadscore: calibrated lead scoring with reasons and an agreed qualified-lead threshold.",
@@ -116,7 +122,12 @@ def train(
     )
     try:
         with console.status("training") as status:
-            result = run_training(config, progress=lambda msg: (status.update(msg), console.log(msg)))
+
+            def progress(message: str) -> None:
+                status.update(message)
+                console.log(message)
+
+            result = run_training(config, progress=progress)
     except (NotEnoughData, DataValidationError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
@@ -190,7 +201,7 @@ def score(
     typer.echo(str(out))
 
 
-def _active_cutoffs(loaded: object) -> object:
+def _active_cutoffs(loaded: LoadedModel) -> GradeCutoffs:
     """The cut-offs in force for this model: the approved policy (mapped if set for another version), else defaults."""
     from leadscore.settings import get_settings
     from serving.model_source import RegistrySource
@@ -202,15 +213,15 @@ def _active_cutoffs(loaded: object) -> object:
     source = RegistrySource(
         settings.resolved_tracking_uri,
         settings.resolved_registry_uri,
-        loaded.name,  # type: ignore[attr-defined]
+        loaded.name,
         settings.model_alias,
         settings.model_cache_dir,
     )
 
-    def tradeoff(version: str) -> object:
-        return tradeoff_of(loaded if version == loaded.version else source.fetch(version))  # type: ignore[attr-defined,arg-type]
+    def tradeoff(version: str) -> TradeOff:
+        return tradeoff_of(loaded if version == loaded.version else source.fetch(version))
 
-    force = service.in_force(loaded.name, loaded.version, loaded.model.default_cutoffs, tradeoff)  # type: ignore[attr-defined,arg-type]
+    force = service.in_force(loaded.name, loaded.version, loaded.model.default_cutoffs, tradeoff)
     return force.cutoffs
 
 
@@ -380,12 +391,12 @@ def _print_policy(p: object) -> None:
         typer.echo(f"    {d['decision']} by {d['by']} ({d['role']}) {d['at']:%Y-%m-%d %H:%M} {d['reason']}")
 
 
-def _service_errors(func):  # type: ignore[no-untyped-def]
+def _service_errors(func: Callable[..., None]) -> Callable[..., None]:
     """Domain errors of the threshold service become a message and exit code 2."""
     import functools
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         from serving.errors import ServingError
 
         try:

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 
 from models.scoring_model import ScoringModel
 
@@ -26,7 +28,7 @@ class NoChampionModel(LookupError):
     """No model version carries the alias being served."""
 
 
-class LeadscorePyfunc(mlflow.pyfunc.PythonModel):
+class LeadscorePyfunc(PythonModel):
     """Pyfunc view of a :class:`ScoringModel`: feature frame in, calibrated probabilities out."""
 
     def load_context(self, context: Any) -> None:

@@ -104,8 +104,8 @@ def create_app(
     app.state.tradeoff = tradeoff
     app.state.in_force = in_force
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     max_future = timedelta(days=settings.max_future_days)
 
     @app.get("/healthz", response_model=HealthOut, tags=["ops"])

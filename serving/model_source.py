@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from models.registry import LoadedModel, champion_version, configure_tracking, load_registered_model
 from models.scoring_model import ScoringModel
 
@@ -129,7 +131,6 @@ class ModelHolder:
         return True
 
 
-def _probe_row(model: ScoringModel):  # type: ignore[no-untyped-def]
-    import numpy as np
+def _probe_row(model: ScoringModel) -> np.ndarray:
 
     return np.zeros((1, len(model.spec.feature_names)))

@@ -11,6 +11,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -270,7 +271,7 @@ def validate_touchpoints(
     check.flag(_blank(frame["touch_type"]), "touch_type", "missing touch_type")
     ids = frame["lead_id"].astype(str)
     check.flag(~ids.isin(leads["lead_id"]).to_numpy(), "lead_id", "touch point for an unknown lead")
-    updates: dict[str, object] = {"lead_id": ids, "occurred_at": occurred}
+    updates: dict[str, Any] = {"lead_id": ids, "occurred_at": occurred}
     if "value" in frame.columns:
         value = pd.to_numeric(frame["value"], errors="coerce")
         check.flag((value.isna() & frame["value"].notna()).to_numpy(), "value", "value is not a number")
@@ -299,7 +300,7 @@ def validate_outcomes(
         (closed < created).fillna(False).to_numpy(dtype=bool), "closed_at", "outcome dated before the lead was created"
     )
     check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "second outcome for the same lead (first kept)")
-    updates: dict[str, object] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
+    updates: dict[str, Any] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
     if "amount" in frame.columns:
         amount = pd.to_numeric(frame["amount"], errors="coerce")
         check.flag((amount.isna() & frame["amount"].notna()).to_numpy(), "amount", "amount is not a number")

@@ -322,7 +322,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
 
     progress(f"fitting LightGBM on {len(y):,} examples ({int(y.sum()):,} wins)")
     booster = fit_booster(X, y, X_cal, y_cal, spec, config)
-    calibrator, cal_scores = choose_calibrator(booster.predict(X_cal, raw_score=True), y_cal, config.seed)
+    calibrator, cal_scores = choose_calibrator(np.asarray(booster.predict(X_cal, raw_score=True)), y_cal, config.seed)
     model = ScoringModel(spec=spec, booster=booster, calibrator=calibrator)
     p_test = model.predict_proba(X_test)
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,8 @@ def score_chunks(
             ids = np.sort(part["lead_id"].to_numpy())
             lo = np.searchsorted(keys, ids, side="left")
             hi = np.searchsorted(keys, ids, side="right")
-            idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if len(ids) else []
+            ranges = [np.arange(a, b) for a, b in zip(lo, hi, strict=True)]
+            idx = np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
             touches = touches_by_lead.iloc[idx]
         X = build_features(part[lead_cols], touches, as_of, model.spec).to_numpy(dtype=np.float64)
         p = model.predict_proba(X)
@@ -79,7 +81,7 @@ def score_chunks(
             }
         )
         if reasons:
-            attrs = part.drop(columns=["lead_id", "created_at"]).to_dict("records")
+            attrs: list[dict[str, Any]] = part.drop(columns=["lead_id", "created_at"]).to_dict("records")  # type: ignore[assignment]
             explained = model.explain(X, attrs)
             out["fit"] = [e.fit for e in explained]
             out["engagement"] = [e.engagement for e in explained]

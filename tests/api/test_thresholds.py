@@ -121,7 +121,9 @@ def test_two_approvals_racing_exactly_one_wins(world) -> None:
         barrier = threading.Barrier(len(sales_keys))
         codes: list[int] = []
 
-        def approve(key: str, version: int = made["version"]) -> None:
+        def approve(
+            key: str, version: int = made["version"], barrier: threading.Barrier = barrier, codes: list[int] = codes
+        ) -> None:
             with srv.client() as c:
                 barrier.wait()
                 r = c.post(f"/v1/threshold/proposals/{version}/approve", headers={"Authorization": f"Bearer {key}"})
@@ -173,7 +175,9 @@ def test_reverse_questions_pick_the_right_cutoff(world) -> None:
     assert get(srv, "/v1/threshold/analysis", "sales").status_code == 422
     assert get(srv, "/v1/threshold/analysis?cutoff=0.1&min_recall=0.5", "sales").status_code == 422
     curve = get(srv, "/v1/threshold/curve", "sales").json()["points"]
-    assert len(curve) > 20 and all(x["recall"]["value"] >= y["recall"]["value"] for x, y in zip(curve[1:], curve[:-1]))
+    assert len(curve) > 20 and all(
+        x["recall"]["value"] >= y["recall"]["value"] for x, y in zip(curve[1:], curve[:-1], strict=True)
+    )
 
 
 def test_every_process_and_a_restart_see_the_same_active_policy(world) -> None:
