@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from features import LeadRecord, TouchRecord
+
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -48,3 +50,20 @@ def frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.Da
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
+
+
+def records_from_frames(leads: pd.DataFrame, touchpoints: pd.DataFrame) -> list[LeadRecord]:
+    """The serving-side records of leads and their touches, as a CRM would send them."""
+    by_lead = {k: g for k, g in touchpoints.groupby("lead_id")}
+    records = []
+    for row in leads.itertuples(index=False):
+        touches = by_lead.get(row.lead_id, touchpoints.iloc[:0])
+        records.append(
+            LeadRecord(
+                row.lead_id,
+                row.created_at.to_pydatetime(),
+                {c: getattr(row, c) for c in leads.columns if c not in ("lead_id", "created_at")},
+                [TouchRecord(t.occurred_at.to_pydatetime(), t.touch_type, t.channel) for t in touches.itertuples()],
+            )
+        )
+    return records

@@ -11,6 +11,7 @@ import pytest
 
 from features import LeadRecord, TouchRecord, build_features_from_records
 from tests.conftest import TrainedWorld
+from tests.factories import records_from_frames
 from training.data import load_crm_data
 
 
@@ -19,19 +20,7 @@ def sample_leads(trained: TrainedWorld) -> tuple[list[LeadRecord], object]:
     data = load_crm_data(trained.data_dir)
     as_of = (data.end_time - pd.Timedelta(days=30)).to_pydatetime()
     leads = data.leads[data.leads.created_at <= as_of].sample(300, random_state=0)
-    by_lead = {k: g for k, g in data.touchpoints.groupby("lead_id")}
-    records = []
-    for row in leads.itertuples(index=False):
-        touches = by_lead.get(row.lead_id, data.touchpoints.iloc[:0])
-        records.append(
-            LeadRecord(
-                row.lead_id,
-                row.created_at.to_pydatetime(),
-                {c: getattr(row, c) for c in leads.columns if c not in ("lead_id", "created_at")},
-                [TouchRecord(t.occurred_at.to_pydatetime(), t.touch_type, t.channel) for t in touches.itertuples()],
-            )
-        )
-    return records, as_of
+    return records_from_frames(leads, data.touchpoints), as_of
 
 
 def probabilities(trained: TrainedWorld, leads: list[LeadRecord], as_of) -> np.ndarray:

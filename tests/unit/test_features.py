@@ -19,7 +19,7 @@ from features import (
     infer_spec,
 )
 from features.build import NEVER_DAYS
-from tests.factories import T0, days, frame, make_lead, make_touch
+from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
 
 SPEC = FeatureSpec(
@@ -151,18 +151,7 @@ def test_records_path_equals_frame_path(demo) -> None:
     spec = infer_spec(demo.leads, demo.touchpoints)
     as_of = (demo.end - pd.Timedelta(days=60)).to_pydatetime()
     sample = demo.leads.iloc[:300]
-    by_lead = {k: g for k, g in demo.touchpoints.groupby("lead_id")}
-    records = []
-    for row in sample.itertuples(index=False):
-        touches = by_lead.get(row.lead_id, demo.touchpoints.iloc[:0])
-        records.append(
-            LeadRecord(
-                row.lead_id,
-                row.created_at.to_pydatetime(),
-                {c: getattr(row, c) for c in sample.columns if c not in ("lead_id", "created_at")},
-                [TouchRecord(t.occurred_at.to_pydatetime(), t.touch_type, t.channel) for t in touches.itertuples()],
-            )
-        )
+    records = records_from_frames(sample, demo.touchpoints)
     from_frames = build_features(sample, demo.touchpoints, as_of, spec).to_numpy()
     np.testing.assert_array_equal(build_features_from_records(records, as_of, spec), from_frames)
 
