@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +15,22 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/leadscore demo
 
-test: $(STAMP) browser
+test: $(STAMP) system-deps
 	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy --no-error-summary features models training serving leadscore
 	$(BIN)/python -m pytest -q
 
-# The browser test of the threshold page drives Debian's headless Chromium; install it when missing.
-browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-		echo "installing chromium and chromium-driver for the browser test"; \
+# Tests drive Debian's headless Chromium (the threshold page) and a throw-away PostgreSQL server (the
+# production backends); install them with apt-get when missing.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	(command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1) || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing for the tests"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 lint: $(STAMP)
