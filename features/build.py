@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,32 @@ NS_PER_DAY = 86_400 * 10**9
 NEVER_DAYS = 10_000.0
 CHUNK_ROWS = 400_000  # "days since" a thing that never happened: long ago, so recency stays monotone
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class TouchLike(Protocol):
+    """What the records path reads of a touch (a :class:`TouchRecord`, or the API's request model)."""
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+    @property
+    def touch_type(self) -> str: ...
+
+    @property
+    def channel(self) -> str | None: ...
+
+
+class LeadLike(Protocol):
+    """What the records path reads of a lead (a :class:`LeadRecord`, or the API's request model)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def attributes(self) -> Mapping[str, object]: ...
+
+    @property
+    def touchpoints(self) -> Sequence[TouchLike]: ...
 
 
 @dataclass(frozen=True)
@@ -291,7 +318,7 @@ def build_features(
 
 
 def build_features_from_records(
-    leads: Sequence[LeadRecord],
+    leads: Sequence[LeadLike],
     as_of: datetime | Sequence[datetime],
     spec: FeatureSpec,
 ) -> np.ndarray:
@@ -309,9 +336,7 @@ def build_features_from_records(
     return build_features_at(leads, times, spec)
 
 
-def build_features_at(
-    leads: Sequence[LeadRecord], times: Sequence[Sequence[datetime]], spec: FeatureSpec
-) -> np.ndarray:
+def build_features_at(leads: Sequence[LeadLike], times: Sequence[Sequence[datetime]], spec: FeatureSpec) -> np.ndarray:
     """Features of each lead at several times (e.g. now and a week ago), reading its touches once.
 
     Args:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from features import LeadRecord, TouchRecord, build_features_at
+from features import build_features_at
 from models.scoring_model import GradeCutoffs
 from serving.errors import InvalidLeadData
 from serving.model_source import Serving
@@ -48,15 +48,6 @@ def check_times(lead: LeadIn, now: datetime, max_future: timedelta, path: list[s
         check(touch.occurred_at, ["touchpoints", i, "occurred_at"])
 
 
-def to_record(lead: LeadIn) -> LeadRecord:
-    return LeadRecord(
-        lead_id=lead.lead_id,
-        created_at=lead.created_at,
-        attributes=lead.attributes,
-        touchpoints=[TouchRecord(t.occurred_at, t.touch_type, t.channel) for t in lead.touchpoints],
-    )
-
-
 def score_leads(
     serving: Serving,
     leads: list[LeadIn],
@@ -70,10 +61,9 @@ def score_leads(
     for i, lead in enumerate(leads):
         check_times(lead, now, max_future, ["body", "leads", i] if batch else ["body"])
     model = serving.loaded.model
-    records = [to_record(lead) for lead in leads]
     as_of = [_utc(lead.as_of) if lead.as_of else now for lead in leads]
     times = [(t, t - timedelta(days=TREND_DAYS)) for t in as_of]
-    both = build_features_at(records, times, model.spec).astype(np.float64)  # rows: lead 0 now, lead 0 before, ...
+    both = build_features_at(leads, times, model.spec).astype(np.float64)  # rows: lead 0 now, lead 0 before, ...
     n = len(leads)
     p_all = model.predict_proba(both)
     p, p_before = p_all[0::2], p_all[1::2]
