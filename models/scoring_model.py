@@ -49,6 +49,11 @@ class GradeCutoffs:
         return np.select([p >= self.a, p >= self.b, p >= self.c], ["A", "B", "C"], default="D")
 
 
+def _threads(X: np.ndarray) -> int:
+    """One thread for a handful of rows (thread start-up costs more than it saves), all cores otherwise."""
+    return 1 if len(X) < 64 else 0
+
+
 def _group_key(info: FeatureInfo) -> str:
     """Features that say the same thing in different windows are explained together."""
     if info.kind in ("count", "flag") and info.touch_type:
@@ -77,11 +82,12 @@ class ScoringModel:
         keys = [_group_key(i) for i in self._infos]
         self._groups = sorted(set(keys))
         self._group_of = np.array([self._groups.index(k) for k in keys])
+        self._members = [np.flatnonzero(self._group_of == g) for g in range(len(self._groups))]
         self._reference = np.asarray(self.meta.get("score_reference", []), dtype=np.float64)
 
     # ---- prediction -----------------------------------------------------------------------
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
+        return np.asarray(self.booster.predict(X, raw_score=True, num_threads=_threads(X)), dtype=np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probability of a won deal within the horizon."""
@@ -105,7 +111,7 @@ class ScoringModel:
     # ---- explanations ---------------------------------------------------------------------
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """LightGBM's own per-feature contributions to the raw margin (last column: the bias)."""
-        return np.asarray(self.booster.predict(X, pred_contrib=True), dtype=np.float64)
+        return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=_threads(X)), dtype=np.float64)
 
     def explain(
         self, X: np.ndarray, raw_attributes: Sequence[dict[str, Any]] | None = None, top: int = 3
@@ -140,8 +146,7 @@ class ScoringModel:
         return out
 
     def _describe_group(self, group: int, x: np.ndarray, contrib: np.ndarray, attrs: dict[str, Any]) -> str:
-        members = np.flatnonzero(self._group_of == group)
-        infos = [self._infos[m] for m in members]
+        members = self._members[group]
         key = self._groups[group]
         if key in TOUCH_PHRASES:
             flag = [m for m in members if self._infos[m].kind == "flag"]
@@ -159,7 +164,6 @@ class ScoringModel:
             raw = vocab[int(value)] if not np.isnan(value) and int(value) < len(vocab) else None
         elif info.kind == "attribute" and raw is None and not np.isnan(x[strongest]):
             raw = float(x[strongest])
-        del infos
         return describe(info, float(x[strongest]), raw)
 
     # ---- persistence ----------------------------------------------------------------------
