@@ -216,7 +216,7 @@ def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object
     for name, vocab in spec.categorical_attributes.items():
         values = columns.get(name)
         if values is not None:
-            lookup = {v: float(i) for i, v in enumerate(vocab)}
+            lookup = _lookup(vocab)
             out[:, j] = _map_values(values, lambda v, lookup=lookup: lookup.get(category_key(v), np.nan))  # type: ignore[misc]
         j += 1
     return out
@@ -444,8 +444,3 @@ def _as_of_array(as_of: object, n: int) -> np.ndarray:
     if len(values) != n:
         raise ValueError(f"as_of has {len(values)} values for {n} lead rows")
     return values
-
-
-def is_finite_number(value: object) -> bool:
-    """True for real numbers that are not NaN or infinite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from models.registry import LoadedModel
     from models.scoring_model import GradeCutoffs
     from models.threshold_analysis import TradeOff
+    from serving.store import KeyStore, Principal
+    from serving.thresholds import InForce, Policy
+    from training.data import FlatExportOptions
 
 app = typer.Typer(
     help="Leadscore: calibrated lead scoring with reasons and an agreed qualified-lead threshold.",
@@ -54,7 +57,7 @@ def _flat_options(
     label_column: str | None,
     positive_label: str,
     exclude_columns: str | None,
-) -> object:
+) -> FlatExportOptions | None:
     from training.data import FlatExportOptions
 
     if not (id_column or label_column or time_column or exclude_columns):
@@ -107,7 +110,7 @@ def train(
     settings.ensure_home()
     config = TrainConfig(
         data=data,
-        flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),  # type: ignore[arg-type]
+        flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),
         strict=strict,
         horizon_days=horizon_days,
         experiment=experiment or settings.experiment,
@@ -180,7 +183,7 @@ def score(
         loaded = load_model_uri(model or settings.model_uri, settings.model_cache_dir)
         dataset = load_crm_data(
             data,
-            flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),  # type: ignore[arg-type]
+            flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),
             strict=strict,
         )
     except (NoChampionModel, DataValidationError) as err:
@@ -203,33 +206,14 @@ def score(
 
 def _active_cutoffs(loaded: LoadedModel) -> GradeCutoffs:
     """The cut-offs in force for this model: the approved policy (mapped if set for another version), else defaults."""
-    from leadscore.settings import get_settings
-    from serving.model_source import RegistrySource
-    from serving.store import make_engine
-    from serving.thresholds import ThresholdService, ThresholdStore, tradeoff_of
-
-    settings = get_settings()
-    service = ThresholdService(ThresholdStore(make_engine(settings.resolved_database_url)))
-    source = RegistrySource(
-        settings.resolved_tracking_uri,
-        settings.resolved_registry_uri,
-        loaded.name,
-        settings.model_alias,
-        settings.model_cache_dir,
-    )
-
-    def tradeoff(version: str) -> TradeOff:
-        return tradeoff_of(loaded if version == loaded.version else source.fetch(version))
-
-    force = service.in_force(loaded.name, loaded.version, loaded.model.default_cutoffs, tradeoff)
-    return force.cutoffs
+    return _ThresholdContext(model=loaded).in_force().cutoffs
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (only hashes are stored).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
-def _key_store() -> object:
+def _key_store() -> KeyStore:
     from leadscore.settings import get_settings
     from serving.store import KeyStore, make_engine
 
@@ -247,7 +231,7 @@ def keys_create(
     from serving.store import UnknownRole
 
     try:
-        key, info = _key_store().create(role, name)  # type: ignore[attr-defined]
+        key, info = _key_store().create(role, name)
     except UnknownRole as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
@@ -260,7 +244,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (id, name, role, hint, created, revoked); never the keys themselves."""
-    for k in _key_store().list():  # type: ignore[attr-defined]
+    for k in _key_store().list():
         revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
         typer.echo(f"{k.key_id}\t{k.name}\t{k.role}\t{k.hint}...\t{k.created_at:%Y-%m-%d %H:%M}\t{revoked}")
 
@@ -268,7 +252,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")]) -> None:
     """Revoke a key by id or name (servers stop accepting it within seconds)."""
-    n = _key_store().revoke(key)  # type: ignore[attr-defined]
+    n = _key_store().revoke(key)
     if n == 0:
         console.print(f"[red]error:[/red] no active key with id or name {key!r}")
         raise typer.Exit(1)
@@ -325,7 +309,7 @@ def demo(
 
     store = _key_store()
     for role in ROLES:
-        key, _ = store.create(role, f"demo-{role}")  # type: ignore[attr-defined]
+        key, _ = store.create(role, f"demo-{role}")
         typer.echo(f"  {role:<10} {key}")
     url = f"http://{settings.host}:{port or settings.port}"
     typer.echo(f"API docs: {url}/docs   health: {url}/healthz")
@@ -339,9 +323,9 @@ ApiKey = Annotated[str, typer.Option(envvar="LEADSCORE_API_KEY", help="Your API 
 
 
 class _ThresholdContext:
-    """The champion, the threshold store and service: the same code the server uses."""
+    """The threshold store and service over the same code the server uses; the model is looked up when needed."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: LoadedModel | None = None) -> None:
         from leadscore.settings import get_settings
         from serving.model_source import RegistrySource
         from serving.store import KeyStore, make_engine
@@ -356,24 +340,35 @@ class _ThresholdContext:
         self.source = RegistrySource(
             self.settings.resolved_tracking_uri,
             self.settings.resolved_registry_uri,
-            self.settings.model_name,
+            model.name if model else self.settings.model_name,
             self.settings.model_alias,
             self.settings.model_cache_dir,
         )
-        version = self.source.current_version()
-        if version is None:
-            console.print(
-                f"[red]error:[/red] no model is aliased {self.settings.model_uri}; train with --promote first"
-            )
-            raise typer.Exit(2)
-        self.champion = self.source.fetch(version)
+        self._model = model
 
-    def tradeoff(self, version: str) -> object:
+    @property
+    def champion(self) -> LoadedModel:
+        """The model given, else the one behind the served alias (exit 2 when there is none)."""
+        if self._model is None:
+            version = self.source.current_version()
+            if version is None:
+                console.print(
+                    f"[red]error:[/red] no model is aliased {self.settings.model_uri}; train with --promote first"
+                )
+                raise typer.Exit(2)
+            self._model = self.source.fetch(version)
+        return self._model
+
+    def tradeoff(self, version: str) -> TradeOff:
         from serving.thresholds import tradeoff_of
 
         return tradeoff_of(self.champion if version == self.champion.version else self.source.fetch(version))
 
-    def who(self, key: str) -> object:
+    def in_force(self) -> InForce:
+        model = self.champion
+        return self.service.in_force(model.name, model.version, model.model.default_cutoffs, self.tradeoff)
+
+    def who(self, key: str) -> Principal:
         principal = self.keys.authenticate(key)
         if principal is None:
             console.print("[red]error:[/red] unknown or revoked API key")
@@ -381,13 +376,13 @@ class _ThresholdContext:
         return principal
 
 
-def _print_policy(p: object) -> None:
+def _print_policy(p: Policy) -> None:
     typer.echo(
-        f"version {p.id}  {p.status:<10} cut-off {p.cutoff:.4f}  grades A>={p.grades.a:.4f} B>={p.grades.b:.4f} "  # type: ignore[attr-defined]
-        f"C>={p.grades.c:.4f}  model {p.model_name} v{p.model_version}  by {p.proposed_by} ({p.proposed_role})"  # type: ignore[attr-defined]
-        f"  {p.created_at:%Y-%m-%d %H:%M}  reason: {p.reason}"  # type: ignore[attr-defined]
+        f"version {p.id}  {p.status:<10} cut-off {p.cutoff:.4f}  grades A>={p.grades.a:.4f} B>={p.grades.b:.4f} "
+        f"C>={p.grades.c:.4f}  model {p.model_name} v{p.model_version}  by {p.proposed_by} ({p.proposed_role})"
+        f"  {p.created_at:%Y-%m-%d %H:%M}  reason: {p.reason}"
     )
-    for d in p.decisions:  # type: ignore[attr-defined]
+    for d in p.decisions:
         typer.echo(f"    {d['decision']} by {d['by']} ({d['role']}) {d['at']:%Y-%m-%d %H:%M} {d['reason']}")
 
 
@@ -413,12 +408,7 @@ def _service_errors(func: Callable[..., None]) -> Callable[..., None]:
 def threshold_show() -> None:
     """The active policy and the cut-offs in force for the champion."""
     ctx = _ThresholdContext()
-    force = ctx.service.in_force(
-        ctx.champion.name,
-        ctx.champion.version,
-        ctx.champion.model.default_cutoffs,
-        ctx.tradeoff,  # type: ignore[arg-type]
-    )
+    force = ctx.in_force()
     c = force.cutoffs
     source = f"policy version {force.version}" if force.policy else "the model's defaults (no policy approved yet)"
     if force.mapped_from_model_version:
@@ -448,12 +438,13 @@ def threshold_analyze(
     if cutoff is not None:
         chosen = cutoff
     elif leads_per_week is not None:
-        chosen = trade.cutoff_for_capacity(leads_per_week)  # type: ignore[attr-defined]
+        chosen = trade.cutoff_for_capacity(leads_per_week)
     elif min_precision is not None:
-        chosen = trade.cutoff_for_precision(min_precision)  # type: ignore[attr-defined]
+        chosen = trade.cutoff_for_precision(min_precision)
     else:
-        chosen = trade.cutoff_for_recall(min_recall)  # type: ignore[attr-defined]
-    a = trade.analyze(chosen)  # type: ignore[attr-defined]
+        assert min_recall is not None
+        chosen = trade.cutoff_for_recall(min_recall)
+    a = trade.analyze(chosen)
     typer.echo(
         f"cut-off {a.cutoff:.4f} (model version {ctx.champion.version}, inflow {a.leads_per_week:.0f} leads/week)"
     )
@@ -477,14 +468,9 @@ def threshold_propose(
 
     ctx = _ThresholdContext()
     who = ctx.who(key)
-    current = ctx.service.in_force(
-        ctx.champion.name,
-        ctx.champion.version,
-        ctx.champion.model.default_cutoffs,
-        ctx.tradeoff,  # type: ignore[arg-type]
-    ).cutoffs
+    current = ctx.in_force().cutoffs
     grades = Grades(grade_a or current.a, grade_b or current.b, grade_c or current.c)
-    policy = ctx.store.propose(who, ctx.champion.name, ctx.champion.version, cutoff, grades, reason)  # type: ignore[arg-type]
+    policy = ctx.store.propose(who, ctx.champion.name, ctx.champion.version, cutoff, grades, reason)
     _print_policy(policy)
 
 
@@ -497,7 +483,7 @@ def threshold_approve(
 ) -> None:
     """Approve a proposal from the other side; it is active at once."""
     ctx = _ThresholdContext()
-    _print_policy(ctx.store.decide(version, ctx.who(key), True, reason))  # type: ignore[arg-type]
+    _print_policy(ctx.store.decide(version, ctx.who(key), True, reason))
 
 
 @threshold_app.command("reject")
@@ -509,19 +495,14 @@ def threshold_reject(
 ) -> None:
     """Reject a proposal from the other side."""
     ctx = _ThresholdContext()
-    _print_policy(ctx.store.decide(version, ctx.who(key), False, reason))  # type: ignore[arg-type]
+    _print_policy(ctx.store.decide(version, ctx.who(key), False, reason))
 
 
 @threshold_app.command("history")
 @_service_errors
 def threshold_history() -> None:
     """Every policy ever proposed, with its decisions (append-only)."""
-    from leadscore.settings import get_settings
-    from serving.store import make_engine
-    from serving.thresholds import ThresholdStore
-
-    store = ThresholdStore(make_engine(get_settings().resolved_database_url))
-    for p in store.history():
+    for p in _ThresholdContext().store.history():
         _print_policy(p)
 
 

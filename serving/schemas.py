@@ -99,10 +99,6 @@ class MeOut(BaseModel):
     role: str
 
 
-class ErrorOut(BaseModel):
-    detail: str | list[dict[str, object]]
-
-
 # ---- thresholds -------------------------------------------------------------------------------
 Probability = Annotated[float, Field(gt=0, lt=1)]
 
