@@ -272,7 +272,12 @@ def main() -> None:
                 many_rows,
                 plain,
             ),
-            ("constant FastAPI endpoint (floor)", f"http://127.0.0.1:{ports['constant']}/score", "{}", plain),
+            (
+                "constant FastAPI endpoint (floor), same 1-lead body",
+                f"http://127.0.0.1:{ports['constant']}/score",
+                json.dumps(leads[0]),
+                plain,
+            ),
         ]
         print("\n| target | c | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|")
         for label, url, body, headers in cases:

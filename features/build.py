@@ -86,11 +86,23 @@ def to_utc_ns(values: pd.Series | pd.Index | Sequence[object] | object) -> np.nd
 
 
 def datetime_to_ns(value: datetime) -> int:
-    """A datetime as int64 nanoseconds since the epoch (naive means UTC), exact to the microsecond."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - _EPOCH
+    """A datetime as nanoseconds since the epoch (naive means UTC), exact to the microsecond."""
+    delta = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def datetimes_to_ns(values: Sequence[datetime]) -> np.ndarray:
+    """Many datetimes as int64 nanoseconds since the epoch (naive means UTC), exact to the microsecond.
+
+    ``timestamp()`` less the microseconds is within a microsecond of a whole second, so rounding it
+    recovers the exact second; no per-value Python arithmetic (this runs on every served touch).
+    """
+    if len(values) <= 8:
+        return np.array([datetime_to_ns(v) for v in values], dtype=np.int64)
+    seconds = np.array([(v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp() for v in values])
+    micros = np.array([v.microsecond for v in values], dtype=np.int64)
+    whole = np.rint(seconds - micros * 1e-6).astype(np.int64)
+    return whole * 10**9 + micros * 1000
 
 
 def encode_labels(values: pd.Series, vocab: Sequence[str]) -> np.ndarray:
@@ -152,56 +164,60 @@ def _touch_features(
     p_chan = chan[pair_touch]
 
     blocks: list[np.ndarray] = []
-    type_key = pair_row * n_types + p_type
-    for window in spec.type_windows_days:
-        weights = None if window is None else (age <= window).astype(np.float64)
-        counts = np.bincount(type_key, weights=weights, minlength=n * n_types).reshape(n, n_types)
+    by_type = _window_counts(pair_row, p_type, n_types, age, spec.type_windows_days, n)
+    for counts in by_type:
         blocks += [counts, counts.sum(axis=1, keepdims=True)]
-    chan_key = pair_row * n_chan + p_chan
-    all_time_channels = None
-    for window in spec.channel_windows_days:
-        weights = None if window is None else (age <= window).astype(np.float64)
-        counts = np.bincount(chan_key, weights=weights, minlength=n * n_chan).reshape(n, n_chan)
-        blocks.append(counts)
-        if window is None:
-            all_time_channels = counts
-    if all_time_channels is None:
-        all_time_channels = np.bincount(chan_key, minlength=n * n_chan).reshape(n, n_chan)
+    windows = (*spec.channel_windows_days, None)  # all-time counts too, for the distinct channels
+    by_channel = _window_counts(pair_row, p_chan, n_chan, age, windows, n)
+    blocks += by_channel[:-1]
 
     # Pairs are grouped by row and sorted by time inside a row: first pair = oldest, last = newest.
     rows = np.arange(n)
     first = np.searchsorted(pair_row, rows, side="left")
     last = np.searchsorted(pair_row, rows, side="right") - 1
     has = last >= first
-    since_last = np.full(n, NEVER_DAYS)
-    since_first = np.full(n, NEVER_DAYS)
-    since_last[has] = age[last[has]]
-    since_first[has] = age[first[has]]
+    since = np.full((n, 2), NEVER_DAYS)
+    since[has] = age[np.column_stack([last, first])[has]]
     decayed = np.bincount(
-        pair_row,
-        weights=spec.type_weights()[p_type] * np.exp2(-age / spec.half_life_days),
-        minlength=n,
+        pair_row, weights=spec.type_weights[p_type] * np.exp2(-age / spec.half_life_days), minlength=n
     )
     v = spec.velocity_window_days
-    recent = np.bincount(pair_row, weights=(age <= v).astype(np.float64), minlength=n)
-    before = np.bincount(pair_row, weights=((age > v) & (age <= 2 * v)).astype(np.float64), minlength=n)
-    distinct = (all_time_channels > 0).sum(axis=1).astype(np.float64)
-    blocks.append(np.column_stack([since_last, since_first, decayed, recent - before, distinct]))
+    recent_before = _window_counts(pair_row, np.zeros_like(pair_row), 1, age, (v, 2 * v), n)
+    distinct = (by_channel[-1] > 0).sum(axis=1)
+    blocks.append(np.column_stack([since, decayed, recent_before[0] - (recent_before[1] - recent_before[0]), distinct]))
 
-    flag_cols = []
-    for t in spec.high_intent:
-        code = spec.type_vocab.index(t) if t in spec.type_vocab else -1
-        sel = p_type == code
-        rows_t = pair_row[sel]
-        col = np.full(n, NEVER_DAYS)
-        if len(rows_t):
-            newest = np.searchsorted(rows_t, rows, side="right") - 1
-            present = (newest >= 0) & (rows_t[np.clip(newest, 0, None)] == rows)
-            col[present] = age[sel][newest[present]]
-        flag_cols.append(col)
-    if flag_cols:
-        blocks.append(np.column_stack(flag_cols))
+    if spec.high_intent:
+        newest = np.full(n * n_types, NEVER_DAYS)  # age of the newest touch of each (row, type)
+        np.minimum.at(newest, pair_row * n_types + p_type, age)
+        codes = [spec.type_vocab.index(t) if t in spec.type_vocab else -1 for t in spec.high_intent]
+        flags = np.full((n, len(codes)), NEVER_DAYS)
+        known_codes = [j for j, code in enumerate(codes) if code >= 0]
+        flags[:, known_codes] = newest.reshape(n, n_types)[:, [codes[j] for j in known_codes]]
+        blocks.append(flags)
     return np.hstack(blocks)
+
+
+def _window_counts(
+    pair_row: np.ndarray,
+    category: np.ndarray,
+    n_categories: int,
+    age: np.ndarray,
+    windows: Sequence[int | None],
+    n: int,
+) -> list[np.ndarray]:
+    """Counts of pairs per (row, category) with ``age <= window``, for each window (None: all), in one pass.
+
+    Each pair falls into the bucket of the smallest window that holds it; counts per bucket are summed
+    cumulatively, so nested windows cost one ``bincount`` in all.
+    """
+    edges = sorted({w for w in windows if w is not None})
+    bucket = np.searchsorted(np.asarray(edges, dtype=np.float64), age, side="left")  # age == edge: inside
+    n_buckets = len(edges) + 1
+    counts = np.bincount(
+        (pair_row * n_buckets + bucket) * n_categories + category, minlength=n * n_buckets * n_categories
+    )
+    cumulative = np.cumsum(counts.reshape(n, n_buckets, n_categories), axis=1)
+    return [cumulative[:, n_buckets - 1 if w is None else edges.index(w), :] for w in windows]
 
 
 def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:
@@ -336,6 +352,38 @@ def build_features_from_records(
     return build_features_at(leads, times, spec)
 
 
+@dataclass(frozen=True)
+class RecordColumns:
+    """Leads and their touches as columns: what the records path reads, built once per request.
+
+    Times are int64 nanoseconds since the epoch (UTC). Touches are listed lead by lead; ``touch_lead``
+    names each touch's lead (its index in the input).
+    """
+
+    created_ns: np.ndarray
+    attributes: Mapping[str, list[object]]
+    touch_lead: np.ndarray
+    touch_ns: np.ndarray
+    touch_type: list[str]
+    touch_channel: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.created_ns)
+
+
+def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordColumns:
+    """The columns of ``leads`` that ``spec`` reads (touches and the spec's attributes)."""
+    touches = [touch for lead in leads for touch in lead.touchpoints]
+    return RecordColumns(
+        created_ns=datetimes_to_ns([lead.created_at for lead in leads]),
+        attributes={name: [lead.attributes.get(name) for lead in leads] for name in _attribute_names(spec)},
+        touch_lead=np.repeat(np.arange(len(leads), dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
+        touch_ns=datetimes_to_ns([touch.occurred_at for touch in touches]),
+        touch_type=[touch.touch_type for touch in touches],
+        touch_channel=[touch.channel for touch in touches],
+    )
+
+
 def build_features_at(leads: Sequence[LeadLike], times: Sequence[Sequence[datetime]], spec: FeatureSpec) -> np.ndarray:
     """Features of each lead at several times (e.g. now and a week ago), reading its touches once.
 
@@ -347,44 +395,66 @@ def build_features_at(leads: Sequence[LeadLike], times: Sequence[Sequence[dateti
     Returns:
         A float32 matrix of ``len(leads) * k`` rows, lead-major: lead 0 at each of its times, then lead 1, ...
     """
-    n = len(leads)
-    k = len(times[0]) if n else 1
+    k = len(times[0]) if len(leads) else 1
     if any(len(t) != k for t in times):
         raise ValueError("every lead needs the same number of as_of times")
-    as_of_ns = np.array([datetime_to_ns(t) for per_lead in times for t in per_lead], dtype=np.int64)
-    created_ns = np.repeat(np.array([datetime_to_ns(lead.created_at) for lead in leads], dtype=np.int64), k)
-    age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
+    as_of_ns = datetimes_to_ns([t for per_lead in times for t in per_lead]).reshape(len(leads), k)
+    return build_features_from_columns(columns_of_records(leads, spec), as_of_ns, spec)
 
+
+def build_features_from_columns(columns: RecordColumns, as_of_ns: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Features of each lead of ``columns`` at each of its ``as_of`` times.
+
+    Args:
+        columns: the leads and touches, see :func:`columns_of_records`.
+        as_of_ns: ``(leads, k)`` int64 nanoseconds: the times to build rows for, per lead.
+        spec: the feature spec.
+
+    Returns:
+        A float32 matrix of ``leads * k`` rows, lead-major (lead 0 at each of its times, then lead 1, ...).
+    """
+    n, k = as_of_ns.shape
+    if n != len(columns):
+        raise ValueError(f"as_of has {n} rows for {len(columns)} leads")
+    flat_as_of = as_of_ns.reshape(-1)
+    age_days = (flat_as_of - np.repeat(columns.created_ns, k)).astype(np.float64) / NS_PER_DAY
     touch_block = None
     if spec.use_touches:
-        type_lookup = _lookup(spec.type_vocab)
-        chan_lookup = _lookup(spec.channel_vocab)
-        t_other, c_other = type_lookup[OTHER], chan_lookup[OTHER]
-        lead_idx: list[int] = []
-        t_ns: list[int] = []
-        types: list[int] = []
-        chans: list[int] = []
-        for i, lead in enumerate(leads):
-            for touch in lead.touchpoints:
-                lead_idx.append(i)
-                t_ns.append(datetime_to_ns(touch.occurred_at))
-                types.append(type_lookup.get(normalize_label(touch.touch_type), t_other))
-                channel = touch.channel
-                chans.append(c_other if channel is None else chan_lookup.get(normalize_label(channel), c_other))
         touch_block = _features_from_touch_arrays(
             spec,
             np.repeat(np.arange(n, dtype=np.int64), k),
-            as_of_ns,
+            flat_as_of,
             n,
-            np.array(lead_idx, dtype=np.int64),
-            np.array(t_ns, dtype=np.int64),
-            np.array(types, dtype=np.int64),
-            np.array(chans, dtype=np.int64),
+            columns.touch_lead,
+            columns.touch_ns,
+            _encode_list(columns.touch_type, spec.type_vocab),
+            _encode_list(columns.touch_channel, spec.channel_vocab),
         )
-    names = _attribute_names(spec)
-    columns = {name: [lead.attributes.get(name) for lead in leads for _ in range(k)] for name in names}
-    attrs = _attribute_features(spec, columns, n * k)
-    return _assemble(touch_block, age_days, attrs)
+    attrs = _attribute_features(spec, columns.attributes, n)
+    return _assemble(touch_block, age_days, np.repeat(attrs, k, axis=0) if k > 1 else attrs)
+
+
+def _encode_list(values: list[str] | list[str | None], vocab: tuple[str, ...]) -> np.ndarray:
+    """Codes of labels in ``vocab`` (unknown or missing: ``other``), as :func:`encode_labels` gives."""
+    if len(values) > 64:
+        return encode_labels(pd.Series(values, dtype=object), vocab)
+    codes = _raw_lookup(vocab)
+    if len(codes) > 10_000:  # bound the memo of raw labels
+        codes.clear()
+    return np.array([codes[v] if v in codes else _remember(codes, v, vocab) for v in values], dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_lookup(vocab: tuple[str, ...]) -> dict[str | None, int]:
+    """Memo of raw label -> code for one vocabulary (the scoring server sees the same labels again and again)."""
+    return {}
+
+
+def _remember(codes: dict[str | None, int], value: str | None, vocab: tuple[str, ...]) -> int:
+    lookup = _lookup(vocab)
+    code = lookup[OTHER] if value is None else lookup.get(normalize_label(value), lookup[OTHER])
+    codes[value] = code
+    return code
 
 
 @functools.lru_cache(maxsize=64)

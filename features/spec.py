@@ -148,7 +148,9 @@ class FeatureSpec:
     def channel_vocab(self) -> tuple[str, ...]:
         return (*self.channels, OTHER)
 
+    @functools.cached_property
     def type_weights(self) -> np.ndarray:
+        """Weight of each touch type of the vocabulary (for the decayed engagement feature)."""
         return np.array(
             [self.touch_weights.get(t, self.touch_weights.get(OTHER, 0.5)) for t in self.type_vocab],
             dtype=np.float64,

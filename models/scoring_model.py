@@ -18,6 +18,7 @@ from models.reasons import TOUCH_PHRASES, describe
 
 FORMAT_VERSION = 1
 GRADES = ("A", "B", "C", "D")
+_GRADES_UP = np.array(["D", "C", "B", "A"])
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class GradeCutoffs:
     qualified: float
 
     def grade(self, p: np.ndarray) -> np.ndarray:
-        return np.select([p >= self.a, p >= self.b, p >= self.c], ["A", "B", "C"], default="D")
+        bounds = np.array([self.c, self.b, self.a])
+        return _GRADES_UP[np.searchsorted(bounds, p, side="right")]  # p >= bound: at or above it
 
 
 def _threads(X: np.ndarray) -> int:

