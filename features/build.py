@@ -18,11 +18,10 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from features.kernel import NS_PER_DAY, engagement_kernel
 from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
 
-NS_PER_DAY = 86_400 * 10**9
-NEVER_DAYS = 10_000.0
-CHUNK_ROWS = 400_000  # "days since" a thing that never happened: long ago, so recency stays monotone
+CHUNK_ROWS = 400_000  # rows per chunk of training snapshots (bounds the memory of one block)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -146,78 +145,26 @@ def _touch_features(
     ``row_group[i]`` names the lead of row i; that lead's touches are ``[group_start, group_end)`` of the
     touch arrays, sorted by time.
     """
-    n = len(row_group)
-    n_types = len(spec.type_vocab)
-    n_chan = len(spec.channel_vocab)
-    starts = group_start[row_group]
-    lengths = group_end[row_group] - starts
-    total = int(lengths.sum())
-    pair_row = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    offsets = np.cumsum(lengths) - lengths
-    pair_touch = np.arange(total, dtype=np.int64) - np.repeat(offsets - starts, lengths)
-    pair_time = time[pair_touch]
-    known = pair_time <= as_of[pair_row]  # the point-in-time rule
-    pair_row = pair_row[known]
-    pair_touch = pair_touch[known]
-    age = (as_of[pair_row] - pair_time[known]).astype(np.float64) / NS_PER_DAY
-    p_type = ttype[pair_touch]
-    p_chan = chan[pair_touch]
-
-    blocks: list[np.ndarray] = []
-    by_type = _window_counts(pair_row, p_type, n_types, age, spec.type_windows_days, n)
-    for counts in by_type:
-        blocks += [counts, counts.sum(axis=1, keepdims=True)]
-    windows = (*spec.channel_windows_days, None)  # all-time counts too, for the distinct channels
-    by_channel = _window_counts(pair_row, p_chan, n_chan, age, windows, n)
-    blocks += by_channel[:-1]
-
-    # Pairs are grouped by row and sorted by time inside a row: first pair = oldest, last = newest.
-    rows = np.arange(n)
-    first = np.searchsorted(pair_row, rows, side="left")
-    last = np.searchsorted(pair_row, rows, side="right") - 1
-    has = last >= first
-    since = np.full((n, 2), NEVER_DAYS)
-    since[has] = age[np.column_stack([last, first])[has]]
-    decayed = np.bincount(
-        pair_row, weights=spec.type_weights[p_type] * np.exp2(-age / spec.half_life_days), minlength=n
+    windows = np.array([-1.0 if w is None else float(w) for w in spec.type_windows_days])
+    channel_windows = np.array([-1.0 if w is None else float(w) for w in spec.channel_windows_days])
+    high_intent = np.array([spec.type_vocab.index(t) if t in spec.type_vocab else -1 for t in spec.high_intent])
+    return engagement_kernel(
+        row_group,
+        as_of,
+        group_start,
+        group_end,
+        time,
+        ttype,
+        chan,
+        windows,
+        channel_windows,
+        high_intent.astype(np.int64),
+        spec.type_weights,
+        len(spec.type_vocab),
+        len(spec.channel_vocab),
+        float(spec.half_life_days),
+        float(spec.velocity_window_days),
     )
-    v = spec.velocity_window_days
-    recent_before = _window_counts(pair_row, np.zeros_like(pair_row), 1, age, (v, 2 * v), n)
-    distinct = (by_channel[-1] > 0).sum(axis=1)
-    blocks.append(np.column_stack([since, decayed, recent_before[0] - (recent_before[1] - recent_before[0]), distinct]))
-
-    if spec.high_intent:
-        newest = np.full(n * n_types, NEVER_DAYS)  # age of the newest touch of each (row, type)
-        np.minimum.at(newest, pair_row * n_types + p_type, age)
-        codes = [spec.type_vocab.index(t) if t in spec.type_vocab else -1 for t in spec.high_intent]
-        flags = np.full((n, len(codes)), NEVER_DAYS)
-        known_codes = [j for j, code in enumerate(codes) if code >= 0]
-        flags[:, known_codes] = newest.reshape(n, n_types)[:, [codes[j] for j in known_codes]]
-        blocks.append(flags)
-    return np.hstack(blocks)
-
-
-def _window_counts(
-    pair_row: np.ndarray,
-    category: np.ndarray,
-    n_categories: int,
-    age: np.ndarray,
-    windows: Sequence[int | None],
-    n: int,
-) -> list[np.ndarray]:
-    """Counts of pairs per (row, category) with ``age <= window``, for each window (None: all), in one pass.
-
-    Each pair falls into the bucket of the smallest window that holds it; counts per bucket are summed
-    cumulatively, so nested windows cost one ``bincount`` in all.
-    """
-    edges = sorted({w for w in windows if w is not None})
-    bucket = np.searchsorted(np.asarray(edges, dtype=np.float64), age, side="left")  # age == edge: inside
-    n_buckets = len(edges) + 1
-    counts = np.bincount(
-        (pair_row * n_buckets + bucket) * n_categories + category, minlength=n * n_buckets * n_categories
-    )
-    cumulative = np.cumsum(counts.reshape(n, n_buckets, n_categories), axis=1)
-    return [cumulative[:, n_buckets - 1 if w is None else edges.index(w), :] for w in windows]
 
 
 def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:

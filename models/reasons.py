@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from features.build import NEVER_DAYS
+from features.kernel import NEVER_DAYS
 from features.spec import FeatureInfo
 
 TOUCH_PHRASES = {

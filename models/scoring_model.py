@@ -11,7 +11,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from features.build import NEVER_DAYS
+from features.kernel import NEVER_DAYS
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
 from models.reasons import TOUCH_PHRASES, describe

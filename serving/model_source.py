@@ -6,12 +6,13 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from features import LeadRecord, TouchRecord, build_features_at
 from models.registry import LoadedModel, champion_version, configure_tracking, load_registered_model
 from models.scoring_model import ScoringModel
 
@@ -109,7 +110,7 @@ class ModelHolder:
                 return False
             try:
                 loaded = self.source.load(wanted)
-                loaded.model.predict_proba(_probe_row(loaded.model))  # refuse a model that cannot score
+                probe(loaded.model)  # refuse a model that cannot score
             except Exception as err:
                 kept = self.current.loaded.version if self.current else None
                 self.last_error = f"model version {wanted} failed to load and was refused ({err}); serving {kept}"
@@ -126,11 +127,20 @@ class ModelHolder:
         last = getattr(self.source, "load_last_known", lambda: None)()
         if last is None:
             return False
+        try:
+            probe(last.model)
+        except Exception as err:
+            self.last_error = f"{self.last_error}; the local copy of version {last.version} cannot score ({err})"
+            log.error(self.last_error)
+            return False
         self.current = Serving(last, datetime.now(UTC))
         log.warning("serving the local copy of %s version %s", last.name, last.version)
         return True
 
 
-def _probe_row(model: ScoringModel) -> np.ndarray:
-
-    return np.zeros((1, len(model.spec.feature_names)))
+def probe(model: ScoringModel) -> None:
+    """Score one made-up lead end to end: proves the model scores, and compiles the feature kernel now
+    (about a second, once per process) rather than in the first request."""
+    as_of = datetime(2026, 1, 1, tzinfo=UTC)
+    lead = LeadRecord("probe", as_of - timedelta(days=30), {}, [TouchRecord(as_of - timedelta(days=1), "web_visit")])
+    model.predict_proba(build_features_at([lead], [[as_of, as_of - timedelta(days=7)]], model.spec).astype(np.float64))

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from features.build import NS_PER_DAY, RecordColumns, build_features_from_columns, columns_of_records, datetimes_to_ns
+from features.build import RecordColumns, build_features_from_columns, columns_of_records, datetimes_to_ns
+from features.kernel import NS_PER_DAY
 from models.scoring_model import GradeCutoffs
 from serving.errors import InvalidLeadData
 from serving.model_source import Serving

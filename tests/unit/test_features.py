@@ -18,7 +18,8 @@ from features import (
     build_features_from_records,
     infer_spec,
 )
-from features.build import NEVER_DAYS, datetimes_to_ns, to_utc_ns
+from features.build import datetimes_to_ns, to_utc_ns
+from features.kernel import NEVER_DAYS
 from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
 
