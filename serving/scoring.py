@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from serving.schemas import LeadIn, ReasonOut, ScoreOut
 
 TREND_DAYS = 7
 TREND_POINTS = 5  # score points that make a trend
+Trend = Literal["rising", "steady", "falling"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,10 @@ def score_leads(
     scores, scores_before = model.score(p_all).reshape(n, 2).T
     grades = threshold.cutoffs.grade(p).tolist()
     qualified = (p >= threshold.cutoffs.qualified).tolist()
-    delta = scores - scores_before
-    trends = np.where(delta >= TREND_POINTS, "rising", np.where(delta <= -TREND_POINTS, "falling", "steady")).tolist()
+    trends: list[Trend] = [
+        "rising" if d >= TREND_POINTS else "falling" if d <= -TREND_POINTS else "steady"
+        for d in (scores - scores_before).tolist()
+    ]
     explanations = model.explain(both[0::2], [lead.attributes for lead in leads]) if explain else None
     version = serving.loaded.version
     probabilities, score_list = p.tolist(), scores.tolist()
