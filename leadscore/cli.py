@@ -267,21 +267,28 @@ def serve(
 ) -> None:
     """Serve the champion model over HTTP (FastAPI + uvicorn)."""
     import os
+    import shutil
 
     import uvicorn
 
     from leadscore.settings import get_settings
 
     settings = get_settings()
-    settings.ensure_home()
+    home = settings.ensure_home()
     # Worker processes build their own app from the environment: pass the resolved choices on.
-    os.environ["LEADSCORE_HOME"] = str(settings.home.resolve())
+    os.environ["LEADSCORE_HOME"] = str(home.resolve())
+    n_workers = workers or settings.workers
+    if n_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shared = home / "prometheus"  # each worker's metric values, added up by /metrics; emptied per start
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
     uvicorn.run(
         "serving.app:app_from_env",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=n_workers,
         log_level=settings.log_level,
         access_log=False,
     )

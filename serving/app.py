@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import FileResponse, Response
 
 from leadscore.settings import Settings
@@ -146,7 +146,7 @@ def create_app(
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def prometheus(_: AnyRole) -> Response:
         """Prometheus metrics (any role)."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
         "/v1/score",

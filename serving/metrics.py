@@ -1,12 +1,18 @@
-"""Prometheus metrics of one app instance (own registry, so tests and apps never share counters)."""
+"""Prometheus metrics of one app instance (own registry, so tests and apps never share counters).
+
+With several worker processes (``leadscore serve --workers N`` sets ``PROMETHEUS_MULTIPROC_DIR``), every
+worker writes its values to files there and ``/metrics`` adds them all up, whichever worker answers.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -14,7 +20,9 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 class Metrics:
     def __init__(self) -> None:
+        self.shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = CollectorRegistry()
+        self._served: tuple[str, str] | None = None
         self.requests = Counter(
             "leadscore_requests_total", "HTTP requests", ("route", "method", "status"), registry=self.registry
         )
@@ -38,9 +46,10 @@ class Metrics:
         self.qualified = Counter("leadscore_leads_qualified_total", "Leads scored as qualified", registry=self.registry)
         self.model_version = Gauge(
             "leadscore_model_version",
-            "Served model version (value 1 on the served one)",
+            "Served model version (1 on the version served, 0 on versions served before)",
             ("name", "version"),
             registry=self.registry,
+            multiprocess_mode="max",  # 1 while any worker serves that version
         )
         self.reload_failures = Counter(
             "leadscore_model_reload_failures_total", "Model versions refused on reload", registry=self.registry
@@ -53,8 +62,19 @@ class Metrics:
         self.qualified.inc(sum(qualified))
 
     def set_model(self, name: str, version: str) -> None:
-        self.model_version.clear()
+        # Not ``clear()``: labels cannot be removed in multiprocess mode, so earlier versions go to 0.
+        if self._served is not None and self._served != (name, version):
+            self.model_version.labels(*self._served).set(0)
         self.model_version.labels(name, version).set(1)
+        self._served = (name, version)
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``: this process's registry, or every worker's values added up."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.shared_dir)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -312,6 +314,28 @@ def test_metrics_are_exposed(server: Server) -> None:
     assert 'leadscore_requests_total{method="POST",route="/v1/score",status="200"}' in text
     assert "leadscore_request_latency_seconds_bucket" in text and "leadscore_leads_qualified_total" in text
     assert 'leadscore_model_version{name="leadscore"' in text
+
+
+def test_metrics_add_up_every_worker(served_world: ServedWorld) -> None:
+    srv = start_server(served_world.home, {"LEADSCORE_WORKERS": "2"})
+    sent = 40
+
+    def score(_: int) -> int:
+        with srv.client() as c:  # a new connection each time, so both workers answer some
+            return c.post("/v1/score", json=lead_body(), headers=srv.headers("crm")).status_code
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(score, range(sent))) == {200}
+        pids = {path.stem.rsplit("_", 1)[-1] for path in (served_world.home / "prometheus").glob("*.db")}
+        assert len(pids) >= 2, pids  # every worker writes its own values
+        for _ in range(8):  # whichever worker answers the scrape, it reports the sum over workers
+            with srv.client() as c:
+                text = c.get("/metrics", headers=srv.headers("crm")).text
+            scored = re.search(r"^leadscore_leads_scored_total (\S+)$", text, re.M)
+            assert scored is not None and float(scored[1]) == sent, text[:2000]
+    finally:
+        stop_server(srv)
 
 
 def test_no_model_is_503(tmp_path: Path) -> None:
