@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, Response
 
 from leadscore.settings import Settings
 from models.threshold_analysis import TradeOff
-from serving.bodies import json_response, openapi_components, request_body, response_body
+from serving.bodies import document_structs, json_response, request_body, response_body
 from serving.deps import SCORING_SECURITY, Admin, AnyRole, ScoringCall, Served, scoring_call
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
@@ -224,21 +224,8 @@ def create_app(
         return FileResponse(STATIC / "threshold.html", media_type="text/html")
 
     app.include_router(threshold_router)
-    _document_msgspec_bodies(app, LeadIn, BatchIn, ScoreOut, BatchOut)
+    document_structs(app, LeadIn, BatchIn, ScoreOut, BatchOut)
     return app
-
-
-def _document_msgspec_bodies(app: FastAPI, *structs: type) -> None:
-    """Add the msgspec structs' schemas to ``/openapi.json`` (FastAPI only knows pydantic models)."""
-    components = openapi_components(*structs)
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _check_and_record(holder: ModelHolder, metrics: Metrics) -> bool:

@@ -2,7 +2,7 @@
 
 The scoring routes decode and encode their bodies with msgspec (see serving/schemas.py for why). This
 module is the glue: :func:`json_body` is the dependency that decodes a request body (a 422 naming the
-offending field on bad input), :func:`json_response` encodes an answer, and :func:`openapi_components` /
+offending field on bad input), :func:`json_response` encodes an answer, and :func:`document_structs` /
 :func:`request_body` / :func:`response_body` document the same structs in ``/openapi.json``.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-from fastapi import Request
+from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from serving.errors import InvalidLeadData
@@ -132,10 +132,21 @@ def _first_non_finite(node: object, path: list[str | int]) -> list[str | int] | 
 # ---------------------------------------------------------------------------------------------
 # OpenAPI
 # ---------------------------------------------------------------------------------------------
-def openapi_components(*structs: type) -> dict[str, Any]:
-    """JSON schemas of ``structs`` (and what they refer to), keyed by name for ``components.schemas``."""
+def document_structs(app: FastAPI, *structs: type) -> None:
+    """Add the JSON schemas of ``structs`` (and what they refer to) to the app's ``/openapi.json``.
+
+    FastAPI only documents pydantic models; routes refer to these with :func:`request_body` and
+    :func:`response_body`.
+    """
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
-    return components
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def request_body(struct: type) -> dict[str, Any]:
