@@ -186,28 +186,19 @@ def main() -> None:
     """)
     )
     ports = {name: free_port() for name in ("leadscore", "mlflow", "constant")}
+
+    def pinned(command: list[str], **kwargs: object) -> subprocess.Popen:
+        """A server process on CPU 0 (wrk runs on CPU 1), its output discarded."""
+        return subprocess.Popen(
+            ["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs
+        )
+
     procs = {
-        "leadscore": subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "0",
-                str(BIN / "leadscore"),
-                "serve",
-                "--port",
-                str(ports["leadscore"]),
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        "leadscore": pinned(
+            [str(BIN / "leadscore"), "serve", "--port", str(ports["leadscore"]), "--workers", "1"], env=env
         ),
-        "mlflow": subprocess.Popen(
+        "mlflow": pinned(
             [
-                "taskset",
-                "-c",
-                "0",
                 str(BIN / "mlflow"),
                 "models",
                 "serve",
@@ -221,14 +212,9 @@ def main() -> None:
                 "1",
             ],
             env={**env, "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         ),
-        "constant": subprocess.Popen(
+        "constant": pinned(
             [
-                "taskset",
-                "-c",
-                "0",
                 str(BIN / "uvicorn"),
                 "const_app:app",
                 "--port",
@@ -240,8 +226,6 @@ def main() -> None:
             ],
             cwd=tmp,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         ),
     }
     try:

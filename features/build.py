@@ -21,7 +21,7 @@ import pandas as pd
 from features.kernel import NS_PER_DAY, engagement_kernel
 from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
 
-CHUNK_ROWS = 400_000  # rows per chunk of training snapshots (bounds the memory of one block)
+CHUNK_ROWS = 400_000  # rows per kernel call on training snapshots (bounds its float64 block)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -242,14 +242,6 @@ def build_features(
     """
     n = len(leads)
     as_of_ns = _as_of_array(as_of, n)
-    if n > CHUNK_ROWS:  # bound the memory of the (row, touch) pairs; rows are independent
-        parts = [
-            build_features(
-                leads.iloc[i : i + CHUNK_ROWS], touchpoints, as_of_ns[i : i + CHUNK_ROWS].view("M8[ns]"), spec
-            )
-            for i in range(0, n, CHUNK_ROWS)
-        ]
-        return pd.concat(parts)
     created_ns = to_utc_ns(leads["created_at"]) if n else np.zeros(0, dtype=np.int64)
     age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
 
@@ -430,7 +422,7 @@ def _features_from_touch_arrays(
     group_end = np.searchsorted(t_lead, groups, side="right")
     if len(row_group) <= CHUNK_ROWS:
         return _touch_features(spec, row_group, as_of_ns, group_start, group_end, t_time, t_type, t_chan)
-    # Rows are independent: bound the memory of the (row, touch) pairs by working in chunks of rows.
+    # Rows are independent: the kernel's float64 block is built a chunk of rows at a time, kept as float32.
     first = _touch_features(
         spec, row_group[:CHUNK_ROWS], as_of_ns[:CHUNK_ROWS], group_start, group_end, t_time, t_type, t_chan
     )
