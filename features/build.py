@@ -12,17 +12,19 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from features.kernel import NS_PER_DAY, engagement_kernel
+from features.kernel import NS_PER_DAY, engagement_kernel, group_touches
 from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
 
 CHUNK_ROWS = 400_000  # rows per kernel call on training snapshots (bounds its float64 block)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_MICROS = np.iinfo(np.int64).max // 1000  # the last microsecond int64 nanoseconds can hold
 
 
 class TouchLike(Protocol):
@@ -86,22 +88,22 @@ def to_utc_ns(values: pd.Series | pd.Index | Sequence[object] | object) -> np.nd
 
 def datetime_to_ns(value: datetime) -> int:
     """A datetime as nanoseconds since the epoch (naive means UTC), exact to the microsecond."""
-    delta = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+    return ((value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND * 1000
 
 
 def datetimes_to_ns(values: Sequence[datetime]) -> np.ndarray:
     """Many datetimes as int64 nanoseconds since the epoch (naive means UTC), exact to the microsecond.
 
-    ``timestamp()`` less the microseconds is within a microsecond of a whole second, so rounding it
-    recovers the exact second; no per-value Python arithmetic (this runs on every served touch).
+    Times outside int64 nanoseconds (before 1677 or after 2262) are held at those bounds, which every
+    range check reads as too early or too late; they never wrap around.
     """
-    if len(values) <= 8:
-        return np.array([datetime_to_ns(v) for v in values], dtype=np.int64)
-    seconds = np.array([(v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp() for v in values])
-    micros = np.array([v.microsecond for v in values], dtype=np.int64)
-    whole = np.rint(seconds - micros * 1e-6).astype(np.int64)
-    return whole * 10**9 + micros * 1000
+    try:
+        micros = [(v - _EPOCH) // _MICROSECOND for v in values]  # whole microseconds: exact
+    except TypeError:  # a naive datetime among them (UTC)
+        micros = [((v if v.tzinfo else v.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND for v in values]
+    if micros and (min(micros) < -_MAX_MICROS or max(micros) > _MAX_MICROS):
+        micros = [min(max(m, -_MAX_MICROS), _MAX_MICROS) for m in micros]
+    return np.array(micros, dtype=np.int64) * 1000
 
 
 def encode_labels(values: pd.Series, vocab: Sequence[str]) -> np.ndarray:
@@ -111,15 +113,6 @@ def encode_labels(values: pd.Series, vocab: Sequence[str]) -> np.ndarray:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     mapped = np.array([lookup.get(normalize_label(u), other) for u in uniques] + [other], dtype=np.int64)
     return mapped[codes]  # code -1 (missing) picks the trailing ``other``
-
-
-def dedupe_sorted_touches(lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray) -> np.ndarray:
-    """Mask keeping the first of identical touches (same lead, time, type and channel), input sorted."""
-    keep = np.ones(len(lead), dtype=bool)
-    if len(lead) > 1:
-        same = (lead[1:] == lead[:-1]) & (time[1:] == time[:-1]) & (ttype[1:] == ttype[:-1]) & (chan[1:] == chan[:-1])
-        keep[1:] = ~same
-    return keep
 
 
 def _sort_touches(lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray) -> np.ndarray:
@@ -145,9 +138,7 @@ def _touch_features(
     ``row_group[i]`` names the lead of row i; that lead's touches are ``[group_start, group_end)`` of the
     touch arrays, sorted by time.
     """
-    windows = np.array([-1.0 if w is None else float(w) for w in spec.type_windows_days])
-    channel_windows = np.array([-1.0 if w is None else float(w) for w in spec.channel_windows_days])
-    high_intent = np.array([spec.type_vocab.index(t) if t in spec.type_vocab else -1 for t in spec.high_intent])
+    windows, channel_windows, high_intent = spec.kernel_windows
     return engagement_kernel(
         row_group,
         as_of,
@@ -158,7 +149,7 @@ def _touch_features(
         chan,
         windows,
         channel_windows,
-        high_intent.astype(np.int64),
+        high_intent,
         spec.type_weights,
         len(spec.type_vocab),
         len(spec.channel_vocab),
@@ -169,19 +160,22 @@ def _touch_features(
 
 def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:
     """Numeric attributes as numbers (unparseable -> NaN); categories as codes (unknown -> NaN)."""
-    out = np.full((n, len(spec.numeric_attributes) + len(spec.categorical_attributes)), np.nan)
-    j = 0
-    for name in spec.numeric_attributes:
-        values = columns.get(name)
-        if values is not None:
-            out[:, j] = _map_values(values, _to_float)
-        j += 1
+    encoders: list[tuple[str, Callable[[object], float]]] = [(name, _to_float) for name in spec.numeric_attributes]
     for name, vocab in spec.categorical_attributes.items():
+        lookup = _lookup(vocab)
+        encoders.append((name, lambda v, lookup=lookup: lookup.get(category_key(v), math.nan)))  # type: ignore[misc]
+    if n <= 64:  # a few served leads: one array from Python lists beats an array operation per column
+        missing = [math.nan] * n
+        rows = [
+            [encode(v) for v in values] if (values := columns.get(name)) is not None else missing
+            for name, encode in encoders
+        ]
+        return np.array(rows, dtype=np.float64).reshape(len(encoders), n).T
+    out = np.full((n, len(encoders)), np.nan)
+    for j, (name, encode) in enumerate(encoders):
         values = columns.get(name)
         if values is not None:
-            lookup = _lookup(vocab)
-            out[:, j] = _map_values(values, lambda v, lookup=lookup: lookup.get(category_key(v), np.nan))  # type: ignore[misc]
-        j += 1
+            out[:, j] = _map_values(values, encode)
     return out
 
 
@@ -413,13 +407,7 @@ def _features_from_touch_arrays(
 ) -> np.ndarray:
     """Sort, de-duplicate and group the touches, then compute the engagement block."""
     order = _sort_touches(t_lead, t_time, t_type, t_chan)
-    t_lead, t_time, t_type, t_chan = t_lead[order], t_time[order], t_type[order], t_chan[order]
-    keep = dedupe_sorted_touches(t_lead, t_time, t_type, t_chan)
-    if not keep.all():
-        t_lead, t_time, t_type, t_chan = t_lead[keep], t_time[keep], t_type[keep], t_chan[keep]
-    groups = np.arange(n_groups)
-    group_start = np.searchsorted(t_lead, groups, side="left")
-    group_end = np.searchsorted(t_lead, groups, side="right")
+    t_time, t_type, t_chan, group_start, group_end = group_touches(order, t_lead, t_time, t_type, t_chan, n_groups)
     if len(row_group) <= CHUNK_ROWS:
         return _touch_features(spec, row_group, as_of_ns, group_start, group_end, t_time, t_type, t_chan)
     # Rows are independent: the kernel's float64 block is built a chunk of rows at a time, kept as float32.

@@ -99,3 +99,42 @@ def engagement_kernel(
             else:
                 out[i, misc_at + 5 + h] = NEVER_DAYS
     return out
+
+
+@numba.njit(nogil=True, cache=False)
+def group_touches(
+    order: np.ndarray, lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Touches taken in ``order`` (by lead, time, type, channel), identical ones kept once, and each lead's range.
+
+    Returns the touches' times, types and channels, then ``group_start`` and ``group_end``: lead ``g``'s
+    touches are ``[group_start[g], group_end[g])`` (an empty range for a lead without touches). One pass,
+    so that a served lead does not pay a dozen small array operations for it.
+    """
+    m = order.shape[0]
+    out_time = np.empty(m, dtype=np.int64)
+    out_type = np.empty(m, dtype=np.int64)
+    out_chan = np.empty(m, dtype=np.int64)
+    group_start = np.zeros(n_groups, dtype=np.int64)
+    group_end = np.zeros(n_groups, dtype=np.int64)
+    kept = 0
+    previous = -1
+    for i in range(m):
+        j = order[i]
+        if previous >= 0 and (
+            lead[j] == lead[previous]
+            and time[j] == time[previous]
+            and ttype[j] == ttype[previous]
+            and chan[j] == chan[previous]
+        ):
+            continue  # the same touch sent twice counts once
+        g = lead[j]
+        if previous < 0 or g != lead[previous]:
+            group_start[g] = kept
+        out_time[kept] = time[j]
+        out_type[kept] = ttype[j]
+        out_chan[kept] = chan[j]
+        kept += 1
+        group_end[g] = kept
+        previous = j
+    return out_time[:kept], out_type[:kept], out_chan[:kept], group_start, group_end

@@ -139,12 +139,12 @@ class FeatureSpec:
     excluded_columns: tuple[str, ...] = ()
 
     # ---- derived vocabularies -------------------------------------------------------------
-    @property
+    @functools.cached_property
     def type_vocab(self) -> tuple[str, ...]:
         """Touch types with the trailing ``other`` bucket."""
         return (*self.touch_types, OTHER)
 
-    @property
+    @functools.cached_property
     def channel_vocab(self) -> tuple[str, ...]:
         return (*self.channels, OTHER)
 
@@ -154,6 +154,16 @@ class FeatureSpec:
         return np.array(
             [self.touch_weights.get(t, self.touch_weights.get(OTHER, 0.5)) for t in self.type_vocab],
             dtype=np.float64,
+        )
+
+    @functools.cached_property
+    def kernel_windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Type windows, channel windows (days; ``-1`` = all time) and high-intent type codes (``-1``: not
+        in the vocabulary), as the feature kernel reads them."""
+        return (
+            np.array([-1.0 if w is None else float(w) for w in self.type_windows_days]),
+            np.array([-1.0 if w is None else float(w) for w in self.channel_windows_days]),
+            np.array([self.type_vocab.index(t) if t in self.type_vocab else -1 for t in self.high_intent], np.int64),
         )
 
     # ---- columns --------------------------------------------------------------------------

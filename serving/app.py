@@ -9,16 +9,24 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from leadscore.settings import Settings
 from models.threshold_analysis import TradeOff
-from serving.bodies import document_structs, json_response, request_body, response_body
-from serving.deps import SCORING_SECURITY, Admin, AnyRole, ScoringCall, Served, scoring_call
+from serving.bodies import (
+    DirectRoute,
+    document_structs,
+    flag_parameter,
+    json_response,
+    query_flag,
+    request_body,
+    response_body,
+)
+from serving.deps import SCORING_SECURITY, Admin, AnyRole, Served, scoring_call
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
 from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
@@ -148,42 +156,57 @@ def create_app(
         """Prometheus metrics (any role)."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post(
-        "/v1/score",
-        tags=["scoring"],
-        openapi_extra={**request_body(LeadIn), **SCORING_SECURITY},
-        responses={**response_body(ScoreOut, "The lead's score."), 422: {"model": ErrorOut}},
-    )
-    async def score(
-        call: Annotated[ScoringCall[LeadIn], Depends(scoring_call(LeadIn))],
-        explain: Annotated[bool, Query(description="Compute fit, engagement and reasons.")] = True,
-    ) -> Response:
+    # The two scoring routes are the hot path: direct routes (see serving/bodies.py), documented here.
+    score_call, batch_call = scoring_call(LeadIn), scoring_call(BatchIn)
+    errors = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
+
+    async def score(request: Request) -> Response:
         """Score one lead from its attributes and touch history (roles crm, admin)."""
-        serving, lead = call.serving, call.body
-        threshold = threshold_for(serving)
-        (result,) = score_leads(serving, [lead], threshold, datetime.now(UTC), max_future, explain, batch=False)
+        call = await score_call(request)
+        explain = query_flag(request, "explain", default=True)
+        threshold = threshold_for(call.serving)
+        (result,) = score_leads(call.serving, [call.body], threshold, datetime.now(UTC), max_future, explain, False)
         metrics.observe_scores([result.probability], [result.qualified])
         return json_response(result)
 
-    @app.post(
+    async def score_batch(request: Request) -> Response:
+        """Score up to the configured number of leads (10,000 by default), answers in order (roles crm, admin)."""
+        call = await batch_call(request)
+        leads = call.body.leads
+        if len(leads) > settings.max_batch_leads:
+            raise PayloadTooLarge(f"batch of {len(leads)} leads is over the limit of {settings.max_batch_leads}")
+        threshold = threshold_for(call.serving)
+        now, explain = datetime.now(UTC), call.body.explain
+        results = await run_in_threadpool(score_leads, call.serving, leads, threshold, now, max_future, explain, True)
+        metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
+        return json_response(BatchOut(results=results))
+
+    app.router.add_api_route(
+        "/v1/score",
+        score,
+        methods=["POST"],
+        route_class_override=DirectRoute,
+        tags=["scoring"],
+        openapi_extra={
+            **request_body(LeadIn),
+            **flag_parameter("explain", True, "Compute fit, engagement and reasons."),
+            **SCORING_SECURITY,
+        },
+        responses={**response_body(ScoreOut, "The lead's score."), **errors},
+    )
+    app.router.add_api_route(
         "/v1/score/batch",
+        score_batch,
+        methods=["POST"],
+        route_class_override=DirectRoute,
         tags=["scoring"],
         openapi_extra={**request_body(BatchIn), **SCORING_SECURITY},
         responses={
             **response_body(BatchOut, "One answer per lead, in order."),
+            **errors,
             413: {"description": "Too many leads", "model": ErrorOut},
-            422: {"model": ErrorOut},
         },
     )
-    def score_batch(call: Annotated[ScoringCall[BatchIn], Depends(scoring_call(BatchIn))]) -> Response:
-        """Score up to the configured number of leads (10,000 by default), answers in order (roles crm, admin)."""
-        serving, body = call.serving, call.body
-        if len(body.leads) > settings.max_batch_leads:
-            raise PayloadTooLarge(f"batch of {len(body.leads)} leads is over the limit of {settings.max_batch_leads}")
-        threshold = threshold_for(serving)
-        results = score_leads(serving, body.leads, threshold, datetime.now(UTC), max_future, body.explain, batch=True)
-        metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
-        return json_response(BatchOut(results=results))
 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"])
     async def model_info(serving: Served, _: AnyRole) -> ModelOut:

@@ -70,10 +70,11 @@ class ScoringCall(Generic[T]):
 
 
 def scoring_call(struct: type[T]) -> Callable[[Request], Awaitable[ScoringCall[T]]]:
-    """One dependency for the scoring routes: key (401), role crm or admin (403), model (503), body (422).
+    """The scoring routes' checks in one step: key (401), role crm or admin (403), model (503), body (422).
 
-    The scoring routes are the hot path, and FastAPI's dependency resolution costs about as much per
-    dependency as a cheap check itself, so they are resolved in one step, in the same order as elsewhere.
+    The scoring routes are the hot path and are served as direct routes (serving/bodies.py), without
+    FastAPI's dependency resolution, which cost about as much per dependency as a cheap check itself; they
+    call this instead. The checks and their order are the same as the dependencies of the other routes.
     """
     decode = json_body(struct)
     allowed = ("crm", "admin")

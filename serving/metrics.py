@@ -23,6 +23,7 @@ class Metrics:
         self.shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = CollectorRegistry()
         self._served: tuple[str, str] | None = None
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self.requests = Counter(
             "leadscore_requests_total", "HTTP requests", ("route", "method", "status"), registry=self.registry
         )
@@ -54,6 +55,20 @@ class Metrics:
         self.reload_failures = Counter(
             "leadscore_model_reload_failures_total", "Model versions refused on reload", registry=self.registry
         )
+
+    def observe_request(self, route: str, method: str, status: int, start: float) -> None:
+        """Count and time one request (``start``: its ``perf_counter``)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a few microseconds: look each combination up once
+            error = self.errors.labels(route, str(status)) if status >= 400 else None
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route), error)
+            self._children[key] = children
+        requests, latency, error = children
+        requests.inc()
+        latency.observe(time.perf_counter() - start)
+        if error is not None:
+            error.inc()
 
     def observe_scores(self, probabilities: list[float], qualified: list[bool]) -> None:
         for p in probabilities:
@@ -103,11 +118,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(name, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
-            if status >= 400:
-                self.metrics.errors.labels(name, str(status)).inc()
+            self.metrics.observe_request(getattr(route, "path", None) or "unmatched", scope["method"], status, start)
 
 
 class BodySizeLimit:

@@ -9,7 +9,13 @@ from typing import Literal
 
 import numpy as np
 
-from features.build import RecordColumns, build_features_from_columns, columns_of_records, datetimes_to_ns
+from features.build import (
+    RecordColumns,
+    build_features_from_columns,
+    columns_of_records,
+    datetime_to_ns,
+    datetimes_to_ns,
+)
 from features.kernel import NS_PER_DAY
 from models.scoring_model import GradeCutoffs
 from serving.errors import InvalidLeadData
@@ -33,7 +39,10 @@ def check_times(
     columns: RecordColumns, as_of_ns: np.ndarray, now: datetime, max_future: timedelta, batch: bool
 ) -> None:
     """422 naming the first field with a time before 1970 or more than ``max_future`` after ``now``."""
-    latest = datetimes_to_ns([now + max_future])[0]
+    latest = datetime_to_ns(now + max_future)
+    everything = np.concatenate((columns.created_ns, as_of_ns, columns.touch_ns))
+    if len(everything) == 0 or (everything.min() >= 0 and everything.max() <= latest):
+        return  # the usual case: one check over all of them
     lead_path: Callable[[int], list[str | int]] = (lambda i: ["body", "leads", i]) if batch else (lambda i: ["body"])
     fields = (
         (columns.created_ns, lambda i: [*lead_path(i), "created_at"]),
@@ -66,15 +75,13 @@ def score_leads(
     """Score leads with the served model; each lead also at ``as_of - 7 days`` for its trend."""
     model = serving.loaded.model
     columns = columns_of_records(leads, model.spec)
-    now_ns = datetimes_to_ns([now])[0]
-    given = [i for i, lead in enumerate(leads) if lead.as_of is not None]
-    as_of_ns = np.full(len(leads), now_ns, dtype=np.int64)
-    if given:
-        as_of_ns[given] = datetimes_to_ns([leads[i].as_of for i in given])  # type: ignore[misc]
+    as_of_ns = datetimes_to_ns([now if lead.as_of is None else lead.as_of for lead in leads])
     check_times(columns, as_of_ns, now, max_future, batch)
-    times = np.column_stack([as_of_ns, as_of_ns - TREND_DAYS * NS_PER_DAY])
-    both = build_features_from_columns(columns, times, model.spec).astype(np.float64)  # lead 0 now, before, ...
     n = len(leads)
+    times = np.empty((n, 2), dtype=np.int64)  # lead i now, and a week before (its trend)
+    times[:, 0] = as_of_ns
+    times[:, 1] = as_of_ns - TREND_DAYS * NS_PER_DAY
+    both = build_features_from_columns(columns, times, model.spec)  # lead 0 now, before, lead 1 now, ...
     p_all = model.predict_proba(both)
     p = p_all[0::2]
     scores, scores_before = model.score(p_all).reshape(n, 2).T
