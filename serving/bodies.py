@@ -45,7 +45,7 @@ class DirectRoute(APIRoute):
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return self.endpoint  # type: ignore[return-value]
+        return self.endpoint
 
 
 def query_flag(request: Request, name: str, default: bool) -> bool:

@@ -10,8 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from features import LeadRecord, TouchRecord, build_features_at
 from models.registry import LoadedModel, champion_version, configure_tracking, load_registered_model
 from models.scoring_model import ScoringModel
@@ -139,8 +137,9 @@ class ModelHolder:
 
 
 def probe(model: ScoringModel) -> None:
-    """Score one made-up lead end to end: proves the model scores, and compiles the feature kernel now
-    (about a second, once per process) rather than in the first request."""
+    """Score one made-up lead end to end, as a request is scored: proves the model scores, and compiles
+    the feature kernel and sets up LightGBM's single-row path now (a few seconds, once per process)
+    rather than in the first request."""
     as_of = datetime(2026, 1, 1, tzinfo=UTC)
     lead = LeadRecord("probe", as_of - timedelta(days=30), {}, [TouchRecord(as_of - timedelta(days=1), "web_visit")])
-    model.predict_proba(build_features_at([lead], [[as_of, as_of - timedelta(days=7)]], model.spec).astype(np.float64))
+    model.predict_proba(build_features_at([lead], [[as_of, as_of - timedelta(days=7)]], model.spec))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
 import numpy as np
 
@@ -24,7 +23,6 @@ from serving.schemas import LeadIn, ReasonOut, ScoreOut
 
 TREND_DAYS = 7
 TREND_POINTS = 5  # score points that make a trend
-Trend = Literal["rising", "steady", "falling"]
 
 
 @dataclass(frozen=True)
@@ -83,30 +81,23 @@ def score_leads(
     times[:, 1] = as_of_ns - TREND_DAYS * NS_PER_DAY
     both = build_features_from_columns(columns, times, model.spec)  # lead 0 now, before, lead 1 now, ...
     p_all = model.predict_proba(both)
-    p = p_all[0::2]
-    scores, scores_before = model.score(p_all).reshape(n, 2).T
-    grades = threshold.cutoffs.grade(p).tolist()
-    qualified = (p >= threshold.cutoffs.qualified).tolist()
-    trends: list[Trend] = [
-        "rising" if d >= TREND_POINTS else "falling" if d <= -TREND_POINTS else "steady"
-        for d in (scores - scores_before).tolist()
-    ]
+    probabilities, scores = p_all[0::2].tolist(), model.score(p_all).tolist()  # plain floats from here on
     explanations = model.explain(both[0::2], [lead.attributes for lead in leads]) if explain else None
-    version = serving.loaded.version
-    probabilities, score_list = p.tolist(), scores.tolist()
+    version, cutoffs = serving.loaded.version, threshold.cutoffs
     out = []
     for i, lead in enumerate(leads):
         e = explanations[i] if explanations else None
+        p, score, change = probabilities[i], scores[2 * i], scores[2 * i] - scores[2 * i + 1]
         out.append(
             ScoreOut(
                 lead_id=lead.lead_id,
-                probability=probabilities[i],
-                score=score_list[i],
-                grade=grades[i],
-                qualified=qualified[i],
+                probability=p,
+                score=score,
+                grade=cutoffs.grade_of(p),
+                qualified=p >= cutoffs.qualified,
                 fit=e.fit if e else None,
                 engagement=e.engagement if e else None,
-                trend=trends[i],
+                trend="rising" if change >= TREND_POINTS else "falling" if change <= -TREND_POINTS else "steady",
                 reasons=[ReasonOut(feature=r.feature, description=r.description, impact=r.impact) for r in e.reasons]
                 if e
                 else [],

@@ -192,6 +192,11 @@ def test_422_names_the_offending_field(server: Server) -> None:
             lead_body(touchpoints=[touches[0], {**touches[1], "occurred_at": "2091-01-01T00:00:00Z"}]),
             ["body", "touchpoints", 1, "occurred_at"],
         ),
+        "year 9999": (
+            lead_body(touchpoints=[touches[0], {**touches[1], "occurred_at": "9999-12-31T23:59:59Z"}]),
+            ["body", "touchpoints", 1, "occurred_at"],
+        ),
+        "year 1": (lead_body(created_at="0001-01-01T00:00:00Z"), ["body", "created_at"]),
         "attribute not a scalar": (
             lead_body(attributes={"industry": {"nested": 1}}),
             ["body", "attributes", "industry"],
@@ -256,6 +261,17 @@ def test_batch_error_names_the_lead(server: Server) -> None:
                 headers={**server.headers("crm"), "Content-Type": "application/json"},
             )
             assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (loc, r.text)
+
+
+def test_explain_is_a_boolean_query_flag(server: Server) -> None:
+    with server.client() as c:
+        bad = c.post("/v1/score?explain=perhaps", json=lead_body(), headers=server.headers("crm"))
+        crm = server.headers("crm")
+        off = [c.post(f"/v1/score?explain={v}", json=lead_body(), headers=crm) for v in ("false", "0")]
+        on = c.post("/v1/score?explain=yes", json=lead_body(), headers=server.headers("crm"))
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "explain"], bad.text
+    assert all(r.status_code == 200 and r.json()["reasons"] == [] and r.json()["fit"] is None for r in off)
+    assert on.status_code == 200 and on.json()["reasons"] and on.json()["fit"] is not None
 
 
 def test_the_key_is_checked_before_the_body(server: Server) -> None:

@@ -18,7 +18,7 @@ from features import (
     build_features_from_records,
     infer_spec,
 )
-from features.build import datetimes_to_ns, to_utc_ns
+from features.build import datetime_to_ns, datetimes_to_ns, to_utc_ns
 from features.kernel import NEVER_DAYS
 from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
@@ -166,15 +166,20 @@ def test_spec_round_trips_through_json(demo) -> None:
     assert "attr_country" not in again.feature_names and again.excluded_columns == ("country",)
 
 
-def test_chunked_building_gives_the_same_features(demo, monkeypatch: pytest.MonkeyPatch) -> None:
-    import features.build as build
-
-    spec = infer_spec(demo.leads, demo.touchpoints)
-    as_of = demo.end - pd.Timedelta(days=30)
-    whole = build_features(demo.leads, demo.touchpoints, as_of, spec)
-    monkeypatch.setattr(build, "CHUNK_ROWS", 97)
-    chunked = build_features(demo.leads, demo.touchpoints, as_of, spec)
-    pd.testing.assert_frame_equal(whole, chunked)
+def test_records_path_counts_duplicates_once_whatever_the_order() -> None:
+    a, b = make_lead(lead_id="a"), make_lead(lead_id="b", lead_source="paid_search")
+    touches = [
+        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="email"),
+        make_touch(lead_id="b", occurred_at=T0 + days(1)),
+        make_touch(lead_id="a", occurred_at=T0 + days(1)),
+        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="email"),  # again
+        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="web"),  # differs
+    ]
+    as_of = T0 + days(4)
+    records = records_from_frames(frame([a, b]), frame(touches))
+    expected = features_of([a, b], [touches[i] for i in (2, 0, 4, 1)], as_of)
+    np.testing.assert_array_equal(build_features_from_records(records, as_of, SPEC), expected.to_numpy())
+    assert expected.iloc[0]["n_email_open_all"] == 2 and expected.iloc[0]["n_touches_all"] == 3
 
 
 @given(
@@ -192,3 +197,9 @@ def test_vectorised_timestamps_are_exact_to_the_microsecond(values) -> None:
     expected = [int(to_utc_ns(t)[0]) for t in times]  # pandas, one at a time
     assert datetimes_to_ns(times).tolist() == expected
     assert datetimes_to_ns([datetime(1970, 1, 1, tzinfo=UTC)]).tolist() == [0]
+
+
+def test_times_beyond_int64_nanoseconds_are_held_at_the_bounds_not_wrapped() -> None:
+    far = datetimes_to_ns([datetime(9999, 12, 31, tzinfo=UTC), datetime(1, 1, 1), datetime(2262, 4, 11, tzinfo=UTC)])
+    bound = np.iinfo(np.int64).max // 1000 * 1000  # the last whole microsecond int64 nanoseconds hold
+    assert far.tolist() == [bound, -bound, datetime_to_ns(datetime(2262, 4, 11, tzinfo=UTC))]
