@@ -96,12 +96,21 @@ def datetimes_to_ns(values: Sequence[datetime]) -> np.ndarray:
     Times outside int64 nanoseconds (before 1677 or after 2262) are held at those bounds, which every
     range check reads as too early or too late; they never wrap around.
     """
+    return _as_ns(_micros(values))
+
+
+def _micros(values: Sequence[datetime]) -> list[int]:
+    """Whole microseconds since the epoch (exact), held within what int64 nanoseconds can hold."""
     try:
-        micros = [(v - _EPOCH) // _MICROSECOND for v in values]  # whole microseconds: exact
+        micros = [(v - _EPOCH) // _MICROSECOND for v in values]
     except TypeError:  # a naive datetime among them (UTC)
         micros = [((v if v.tzinfo else v.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND for v in values]
     if micros and (min(micros) < -_MAX_MICROS or max(micros) > _MAX_MICROS):
         micros = [min(max(m, -_MAX_MICROS), _MAX_MICROS) for m in micros]
+    return micros
+
+
+def _as_ns(micros: list[int]) -> np.ndarray:
     return np.array(micros, dtype=np.int64) * 1000
 
 
@@ -300,7 +309,8 @@ class RecordColumns:
     """Leads and their touches as columns: what the records path reads, built once per request.
 
     Times are int64 nanoseconds since the epoch (UTC). Touches are listed lead by lead; ``touch_lead``
-    names each touch's lead (its index in the input).
+    names each touch's lead (its index in the input). ``time_range_ns`` is the earliest and the latest of
+    the created and touch times (``(0, 0)`` with neither), for range checks.
     """
 
     created_ns: np.ndarray
@@ -309,6 +319,7 @@ class RecordColumns:
     touch_ns: np.ndarray
     touch_type: list[str]
     touch_channel: list[str | None]
+    time_range_ns: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         return len(self.created_ns)
@@ -317,15 +328,18 @@ class RecordColumns:
 def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordColumns:
     """The columns of ``leads`` that ``spec`` reads (touches and the spec's attributes)."""
     touches = [touch for lead in leads for touch in lead.touchpoints]
+    created, touched = _micros([lead.created_at for lead in leads]), _micros([touch.occurred_at for touch in touches])
+    every = created + touched
     return RecordColumns(
-        created_ns=datetimes_to_ns([lead.created_at for lead in leads]),
+        created_ns=_as_ns(created),
         attributes={name: [lead.attributes.get(name) for lead in leads] for name in _attribute_names(spec)},
         touch_lead=np.zeros(len(touches), dtype=np.int64)
         if len(leads) == 1
         else np.repeat(np.arange(len(leads), dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
-        touch_ns=datetimes_to_ns([touch.occurred_at for touch in touches]),
+        touch_ns=_as_ns(touched),
         touch_type=[touch.touch_type for touch in touches],
         touch_channel=[touch.channel for touch in touches],
+        time_range_ns=(min(every) * 1000, max(every) * 1000) if every else (0, 0),
     )
 
 

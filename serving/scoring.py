@@ -38,9 +38,12 @@ def check_times(
 ) -> None:
     """422 naming the first field with a time before 1970 or more than ``max_future`` after ``now``."""
     latest = datetime_to_ns(now + max_future)
-    everything = np.concatenate((columns.created_ns, as_of_ns, columns.touch_ns))
-    if len(everything) == 0 or (everything.min() >= 0 and everything.max() <= latest):
-        return  # the usual case: one check over all of them
+    earliest_seen, latest_seen = columns.time_range_ns
+    as_of = as_of_ns.tolist()
+    if as_of:
+        earliest_seen, latest_seen = min(earliest_seen, *as_of), max(latest_seen, *as_of)
+    if earliest_seen >= 0 and latest_seen <= latest:
+        return  # the usual case: every time is in range
     lead_path: Callable[[int], list[str | int]] = (lambda i: ["body", "leads", i]) if batch else (lambda i: ["body"])
     fields = (
         (columns.created_ns, lambda i: [*lead_path(i), "created_at"]),
