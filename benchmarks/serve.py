@@ -4,8 +4,9 @@ Run by hand (needs `wrk` and `taskset`: `apt-get install wrk util-linux`):
     .venv/bin/python benchmarks/serve.py [--home DIR] [--duration 10]
 
 Each server runs one uvicorn worker pinned to CPU 0; wrk runs pinned to CPU 1. For each target and
-concurrency 1 and 8 it reports requests/s and p50/p99 latency (wrk --latency). Without --home it builds a
-throw-away home: 20,000 demo leads, a trained champion, a crm key.
+concurrency 1 and 8 it reports requests/s and p50/p99 latency (wrk --latency), after a 2-second warm-up
+run that is not counted, then checks the issue's targets against the figures of this same run. Without
+--home it builds a throw-away home: 20,000 demo leads, a trained champion, a crm key.
 """
 
 from __future__ import annotations
@@ -106,6 +107,26 @@ def wrk(url: str, body: str, concurrency: int, duration: int, headers: dict[str,
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "errors": int(non2xx[1]) if non2xx else 0}
+
+
+def print_targets(results: dict[tuple[str, int], dict]) -> None:
+    """The issue's targets, checked against the figures of this run (not against remembered anchors)."""
+    with_reasons, bare = (results["reasons", 1], results["reasons", 8]), (results["bare", 1], results["bare", 8])
+    mlflow, floor = (results["mlflow", 1], results["mlflow", 8]), (results["floor", 1], results["floor", 8])
+    batch = results["batch", 1]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT MET"
+
+    print("\ntargets (this run):")
+    for i, c in enumerate((1, 8)):
+        ratio = bare[i]["rps"] / floor[i]["rps"]
+        print(f"  c={c}: one lead, no reasons >= 0.5x the constant endpoint: {ratio:.2f}x  {verdict(ratio >= 0.5)}")
+        ratio = with_reasons[i]["rps"] / mlflow[i]["rps"]
+        print(f"  c={c}: one lead, with reasons >= 5x mlflow's one row: {ratio:.1f}x  {verdict(ratio >= 5)}")
+    for name, r in (("with reasons", with_reasons[1]), ("no reasons", bare[1])):
+        print(f"  c=8: one lead, {name}, p99 < 20 ms: {r['p99']:.2f} ms  {verdict(r['p99'] < 20)}")
+    print(f"  c=1: 1,000-lead batch, no reasons, p50 < 60 ms: {batch['p50']:.2f} ms  {verdict(batch['p50'] < 60)}")
 
 
 def main() -> None:
@@ -235,41 +256,41 @@ def main() -> None:
         auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         plain = {"Content-Type": "application/json"}
         ours = f"http://127.0.0.1:{ports['leadscore']}"
-        cases = [
-            ("leadscore /v1/score, 1 lead x 30 touches, with reasons", f"{ours}/v1/score", json.dumps(leads[0]), auth),
-            (
+        mlflow_url = f"http://127.0.0.1:{ports['mlflow']}/invocations"
+        one = json.dumps(leads[0])
+        cases = {  # key: (label, url, body, headers)
+            "reasons": ("leadscore /v1/score, 1 lead x 30 touches, with reasons", f"{ours}/v1/score", one, auth),
+            "bare": (
                 "leadscore /v1/score, 1 lead x 30 touches, no reasons",
                 f"{ours}/v1/score?explain=false",
-                json.dumps(leads[0]),
+                one,
                 auth,
             ),
-            (
+            "batch": (
                 "leadscore /v1/score/batch, 1,000 leads, no reasons",
                 f"{ours}/v1/score/batch",
                 json.dumps({"leads": leads, "explain": False}),
                 auth,
             ),
-            ("mlflow models serve, 1 feature row", f"http://127.0.0.1:{ports['mlflow']}/invocations", one_row, plain),
-            (
-                "mlflow models serve, 1,000 feature rows",
-                f"http://127.0.0.1:{ports['mlflow']}/invocations",
-                many_rows,
-                plain,
-            ),
-            (
+            "mlflow": ("mlflow models serve, 1 feature row", mlflow_url, one_row, plain),
+            "mlflow_batch": ("mlflow models serve, 1,000 feature rows", mlflow_url, many_rows, plain),
+            "floor": (
                 "constant FastAPI endpoint (floor), same 1-lead body",
                 f"http://127.0.0.1:{ports['constant']}/score",
-                json.dumps(leads[0]),
+                one,
                 plain,
             ),
-        ]
+        }
         print("\n| target | c | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|")
-        for label, url, body, headers in cases:
+        results: dict[tuple[str, int], dict] = {}
+        for name, (label, url, body, headers) in cases.items():
             for c in (1, 8):
-                r = wrk(url, body, c, args.duration, headers, tmp)
+                wrk(url, body, c, 2, headers, tmp)  # warm-up, not counted
+                r = results[name, c] = wrk(url, body, c, args.duration, headers, tmp)
                 print(
                     f"| {label} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |", flush=True
                 )
+        print_targets(results)
     finally:
         for p in procs.values():
             p.terminate()
