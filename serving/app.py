@@ -27,6 +27,7 @@ from serving.bodies import (
     request_body,
     response_body,
 )
+from serving.coalescer import ScoreCoalescer
 from serving.deps import SCORING_SECURITY, Admin, AnyRole, Served, scoring_call
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
@@ -138,14 +139,19 @@ def create_app(
     score_call, batch_call = scoring_call(LeadIn), scoring_call(BatchIn)
     errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
 
+    def score_many(serving: Serving, leads: list[LeadIn], explain: bool) -> list[ScoreOut]:
+        threshold = threshold_for(serving)
+        results = score_leads(serving, leads, threshold, datetime.now(UTC), max_future, explain, batch=False)
+        metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
+        return results
+
+    coalescer = ScoreCoalescer(score_many, metrics.gathered.observe)
+
     async def score(request: Request) -> Response:
         """Score one lead from its attributes and touch history (roles crm, admin)."""
         call = await score_call(request)
         explain = query_flag(request, "explain", default=True)
-        threshold = threshold_for(call.serving)
-        (result,) = score_leads(call.serving, [call.body], threshold, datetime.now(UTC), max_future, explain, False)
-        metrics.observe_scores([result.probability], [result.qualified])
-        return json_response(result)
+        return json_response(await coalescer.score(call.serving, call.body, explain))
 
     async def score_batch(request: Request) -> Response:
         """Score up to the configured number of leads (10,000 by default), answers in order (roles crm, admin)."""

@@ -44,6 +44,12 @@ class Metrics:
             registry=self.registry,
         )
         self.scored = Counter("leadscore_leads_scored_total", "Leads scored", registry=self.registry)
+        self.gathered = Histogram(
+            "leadscore_score_gathered_requests",
+            "Concurrent /v1/score requests scored together in one model call (when the server gathers them)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
         self.qualified = Counter("leadscore_leads_qualified_total", "Leads scored as qualified", registry=self.registry)
         self.model_version = Gauge(
             "leadscore_model_version",

@@ -263,6 +263,32 @@ def test_batch_error_names_the_lead(server: Server) -> None:
             assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (loc, r.text)
 
 
+def test_concurrent_requests_get_the_answers_they_get_one_by_one(server: Server) -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    bodies = [
+        lead_body(lead_id=f"conc-{i}", touchpoints=lead_body()["touchpoints"][: 3 * i], created_at=start.isoformat())
+        for i in range(10)
+    ]
+    bodies[4] = lead_body(lead_id="conc-bad", created_at="1960-01-01T00:00:00Z")
+    crm = server.headers("crm")
+
+    def post(body: dict) -> tuple[int, dict]:
+        with server.client() as c:
+            r = c.post("/v1/score?explain=false", json=body, headers=crm)
+            return r.status_code, r.json()
+
+    alone = [post(b) for b in bodies]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        for _ in range(3):
+            assert list(pool.map(post, bodies)) == alone
+    assert alone[4][0] == 422 and alone[4][1]["detail"][0]["loc"] == ["body", "created_at"]
+    assert [s for s, _ in alone].count(200) == 9 and len({a["probability"] for s, a in alone if s == 200}) > 1
+    with server.client() as c:
+        text = c.get("/metrics", headers=crm).text
+    gathered = re.search(r"^leadscore_score_gathered_requests_count (\S+)$", text, re.M)
+    assert gathered and float(gathered[1]) >= 1  # 40 requests: gathering was tried at least once
+
+
 def test_explain_is_a_boolean_query_flag(server: Server) -> None:
     with server.client() as c:
         bad = c.post("/v1/score?explain=perhaps", json=lead_body(), headers=server.headers("crm"))
