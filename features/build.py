@@ -278,7 +278,7 @@ def build_features(
                 type=encode_labels(touchpoints["touch_type"][mine], spec.type_vocab),
                 channel=encode_labels(channel, spec.channel_vocab),
             )
-    columns = {name: leads[name].to_numpy(dtype=object) for name in _attribute_names(spec) if name in leads.columns}
+    columns = {name: leads[name].to_numpy(dtype=object) for name in spec.attribute_names if name in leads.columns}
     attrs = _attribute_features(spec, columns, n)
     rows = RowIndex(group=row_group, as_of=as_of_ns, attr_row=np.arange(n, dtype=np.int64), n_groups=n_groups)
     matrix = _feature_matrix(spec, rows, touches, created_ns, attrs)
@@ -332,7 +332,7 @@ def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordCo
     every = created + touched
     return RecordColumns(
         created_ns=_as_ns(created),
-        attributes={name: [lead.attributes.get(name) for lead in leads] for name in _attribute_names(spec)},
+        attributes={name: [lead.attributes.get(name) for lead in leads] for name in spec.attribute_names},
         touch_lead=np.zeros(len(touches), dtype=np.int64)
         if len(leads) == 1
         else np.repeat(np.arange(len(leads), dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
@@ -394,7 +394,8 @@ def _encode_list(values: list[str] | list[str | None], vocab: tuple[str, ...]) -
     codes = _raw_lookup(vocab)
     if len(codes) > 10_000:  # bound the memo of raw labels
         codes.clear()
-    return np.array([codes[v] if v in codes else _remember(codes, v, vocab) for v in values], dtype=np.int64)
+    known = codes.get
+    return np.array([c if (c := known(v)) is not None else _remember(codes, v, vocab) for v in values], dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -413,10 +414,6 @@ def _remember(codes: dict[str | None, int], value: str | None, vocab: tuple[str,
 @functools.lru_cache(maxsize=64)
 def _lookup(vocab: tuple[str, ...]) -> dict[str, int]:
     return {label: i for i, label in enumerate(vocab)}
-
-
-def _attribute_names(spec: FeatureSpec) -> list[str]:
-    return [*spec.numeric_attributes, *spec.categorical_attributes]
 
 
 def _as_of_array(as_of: object, n: int) -> np.ndarray:

@@ -157,6 +157,11 @@ class FeatureSpec:
         )
 
     @functools.cached_property
+    def attribute_names(self) -> tuple[str, ...]:
+        """The lead columns the features read: numeric attributes, then categorical ones."""
+        return (*self.numeric_attributes, *self.categorical_attributes)
+
+    @functools.cached_property
     def kernel_windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Type windows, channel windows (days; ``-1`` = all time) and high-intent type codes (``-1``: not
         in the vocabulary), as the feature kernel reads them."""

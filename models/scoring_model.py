@@ -154,6 +154,8 @@ class ScoringModel:
         self._members = [np.flatnonzero(self._group_of == g) for g in range(len(self._groups))]
         self._reference = np.asarray(self.meta.get("score_reference", []), dtype=np.float64)
         self._rows: SingleRowPredictor | None = None
+        cutoffs = self.meta.get("default_cutoffs") or {"a": 0.5, "b": 0.2, "c": 0.05, "qualified": 0.2}
+        self._default_cutoffs = GradeCutoffs(**cutoffs)
 
     # ---- prediction -----------------------------------------------------------------------
     def margin(self, X: np.ndarray) -> np.ndarray:
@@ -180,8 +182,8 @@ class ScoringModel:
 
     @property
     def default_cutoffs(self) -> GradeCutoffs:
-        c = self.meta.get("default_cutoffs") or {"a": 0.5, "b": 0.2, "c": 0.05, "qualified": 0.2}
-        return GradeCutoffs(**c)
+        """The cut-offs chosen at training (from the test window), until a policy sets others."""
+        return self._default_cutoffs
 
     # ---- explanations ---------------------------------------------------------------------
     def contributions(self, X: np.ndarray) -> np.ndarray:

@@ -140,15 +140,22 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length: int | None = None
+        chunked = False
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    length = int(value)
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    await _reject(send, self.limit)
-                    return
+                    length = None
+            elif key == b"transfer-encoding":
+                chunked = True
+        if length is not None and length > self.limit:
+            await _reject(send, self.limit)
+            return
+        if length is not None and not chunked:  # the server delivers exactly that many bytes: nothing to count
+            await self.app(scope, receive, send)
+            return
         received = 0
         rejected = False
 

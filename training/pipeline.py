@@ -6,7 +6,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -351,23 +351,26 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         }
     )
     fingerprint = data.fingerprint()
-    model.meta = {
-        "model_name": config.model_name,
-        "trained_at": datetime.now(UTC).isoformat(),
-        "horizon_days": config.horizon_days,
-        "split": split.kind,
-        "windows": split.windows,
-        "data_fingerprint": fingerprint,
-        "metrics": metrics,
-        "calibration": {"method": calibrator.method, "cv_log_loss": cal_scores},
-        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
-        "score_reference": score_reference(p_test),
-        "default_cutoffs": default_cutoffs(p_test),
-        "leads_per_week": inflow,
-        "test_rows": len(y_test),
-        "flat_export": asdict(data.flat) if data.flat else None,
-        "seed": config.seed,
-    }
+    model = replace(  # a new instance, so what it derives from its meta (score reference, cut-offs) is set
+        model,
+        meta={
+            "model_name": config.model_name,
+            "trained_at": datetime.now(UTC).isoformat(),
+            "horizon_days": config.horizon_days,
+            "split": split.kind,
+            "windows": split.windows,
+            "data_fingerprint": fingerprint,
+            "metrics": metrics,
+            "calibration": {"method": calibrator.method, "cv_log_loss": cal_scores},
+            "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+            "score_reference": score_reference(p_test),
+            "default_cutoffs": default_cutoffs(p_test),
+            "leads_per_week": inflow,
+            "test_rows": len(y_test),
+            "flat_export": asdict(data.flat) if data.flat else None,
+            "seed": config.seed,
+        },
+    )
     evaluation = Evaluation(
         example=pd.DataFrame(X_test[:5], columns=spec.feature_names),
         predictions=predictions,

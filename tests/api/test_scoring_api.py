@@ -347,6 +347,12 @@ def test_413_for_large_body_and_large_batch(server: Server) -> None:
         huge = json.dumps(lead_body(attributes={"note": "x" * (3 * 1024 * 1024)}))
         r = c.post("/v1/score", content=huge, headers={**server.headers("crm"), "Content-Type": "application/json"})
         assert r.status_code == 413
+        streamed = (huge[i : i + 65536].encode() for i in range(0, len(huge), 65536))  # chunked: no length
+        r = c.post("/v1/score", content=streamed, headers={**server.headers("crm"), "Content-Type": "application/json"})
+        assert r.status_code == 413 and "larger than" in r.text
+        small = (part.encode() for part in (json.dumps(lead_body())[:50], json.dumps(lead_body())[50:]))
+        r = c.post("/v1/score", content=small, headers={**server.headers("crm"), "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
 
 
 def test_metrics_are_exposed(server: Server) -> None:
