@@ -62,7 +62,7 @@ class GradeCutoffs:
         return _GRADE_ORDER[bisect.bisect_right((self.c, self.b, self.a), p)]
 
 
-FAST_ROWS = 8  # up to this many float32 rows go through LightGBM's single-row fast path
+FAST_ROWS = 16  # up to this many float32 rows go through LightGBM's single-row fast path (measured crossover ~24)
 
 
 class SingleRowPredictor:

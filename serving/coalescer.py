@@ -4,9 +4,9 @@ Under concurrent load, requests queue in the event loop while one is being score
 leads in one call costs little more than scoring one (most of a lone lead's cost is the fixed cost of the
 call: array set-up, the compiled feature call, LightGBM), so :class:`ScoreCoalescer` lets every request
 that reaches the loop in the same turn join one call. A lone request would only pay for the extra turn of
-the event loop (~20 us), so the coalescer watches what its calls find: while they find company it keeps
-gathering; when a call finds a single request it scores directly again, and tries gathering once more
-every ``probe_every`` requests. Each request still gets its own answer or its own error.
+the event loop (~20 us), so it is scored at once, unless another request was already scored in the same
+turn of the loop (requests are queueing): then the coalescer starts gathering, and goes on while its calls
+find company. Each request still gets its own answer or its own error.
 """
 
 from __future__ import annotations
@@ -39,34 +39,36 @@ class ScoreCoalescer:
         score: scores leads with a served model, in order (``explain``: with fit, engagement and reasons);
             raises for bad input.
         observe: told the number of requests each gathered call scored.
-        probe_every: while scoring directly, gather again after this many requests.
     """
 
-    def __init__(self, score: ScoreMany, observe: Callable[[int], None], probe_every: int = 16) -> None:
+    def __init__(self, score: ScoreMany, observe: Callable[[int], None]) -> None:
         self._score = score
         self._observe = observe
-        self.probe_every = probe_every
         self._waiting: list[_Waiting] = []
         self._gathering = False
-        self._direct = 0
+        self._scored_this_turn = False
 
     async def score(self, serving: Serving, lead: LeadIn, explain: bool) -> ScoreOut:
         """The answer for one lead (raises what scoring it alone would raise)."""
-        if not self._waiting and not self._gathering:
-            self._direct += 1
-            if self._direct < self.probe_every:
-                return self._score(serving, [lead], explain)[0]
-            self._direct = 0
         loop = asyncio.get_running_loop()
+        if not self._waiting and not self._gathering:
+            if not self._scored_this_turn:  # alone so far in this turn of the loop: score it now
+                self._scored_this_turn = True
+                loop.call_soon(self._end_turn)
+                return self._score(serving, [lead], explain)[0]
+            self._gathering = True  # a second request in the same turn: they are queueing
         answer: asyncio.Future[ScoreOut] = loop.create_future()
         self._waiting.append(_Waiting(serving, lead, explain, answer))
         if len(self._waiting) == 1:
             loop.call_soon(self._flush)  # after every request already in this turn of the loop has joined
         return await answer
 
+    def _end_turn(self) -> None:
+        self._scored_this_turn = False
+
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
-        self._gathering = len(waiting) > 1
+        self._gathering = len(waiting) > 1  # found alone: back to scoring at once
         self._observe(len(waiting))
         groups: dict[tuple[int, bool], list[_Waiting]] = {}
         for w in waiting:

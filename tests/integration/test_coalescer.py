@@ -55,8 +55,8 @@ class Recorder:
     def alone(self, item: LeadIn, explain: bool = False) -> ScoreOut:
         return self.score(self.serving, [item], explain)[0]
 
-    def coalescer(self, probe_every: int = 16) -> ScoreCoalescer:
-        return ScoreCoalescer(self.score, self.gathered.append, probe_every)
+    def coalescer(self) -> ScoreCoalescer:
+        return ScoreCoalescer(self.score, self.gathered.append)
 
 
 @pytest.fixture()
@@ -64,25 +64,36 @@ def recorder(trained: TrainedWorld) -> Recorder:
     return Recorder(trained)
 
 
+async def one_by_one(coalescer: ScoreCoalescer, serving: Serving, leads: list[LeadIn]) -> list[ScoreOut]:
+    """Requests that reach the loop in turns of their own, as from one client after another."""
+    answers = []
+    for item in leads:
+        answers.append(await coalescer.score(serving, item, False))
+        await asyncio.sleep(0)  # the next request comes in a later turn of the event loop
+    return answers
+
+
 def test_requests_waiting_together_are_scored_in_one_call_with_their_own_answers(recorder: Recorder) -> None:
     leads = [lead(i) for i in range(8)]
     expected = [recorder.alone(x) for x in leads]
     recorder.calls.clear()
-    coalescer = recorder.coalescer(probe_every=1)  # always try to gather, as under load
+    coalescer = recorder.coalescer()
 
-    async def together() -> list[ScoreOut]:
-        return await asyncio.gather(*(coalescer.score(recorder.serving, x, False) for x in leads))
+    async def twice_eight_at_once() -> list[list[ScoreOut]]:
+        return [await asyncio.gather(*(coalescer.score(recorder.serving, x, False) for x in leads)) for _ in range(2)]
 
-    answers = asyncio.run(together())
-    assert recorder.calls == [8] and recorder.gathered == [8]  # one call for all eight
-    assert answers == expected
-    assert len({a.probability for a in answers}) > 1  # different leads, different answers, in their order
+    first, second = asyncio.run(twice_eight_at_once())
+    # The first is scored at once; the second in the same turn shows requests queueing, so the other seven
+    # are gathered into one call; the next eight find the coalescer gathering: one call for all eight.
+    assert recorder.calls == [1, 7, 8] and recorder.gathered == [7, 8]
+    assert first == expected and second == expected
+    assert len({a.probability for a in first}) > 1  # different leads, different answers, in their order
 
 
 def test_a_bad_lead_among_waiting_ones_gets_its_own_error_and_the_others_their_answers(recorder: Recorder) -> None:
-    leads = [lead(i) for i in range(5)]
+    leads = [lead(i) for i in range(6)]
     leads[2] = lead(2, created_at="1960-01-01T00:00:00Z")
-    coalescer = recorder.coalescer(probe_every=1)
+    coalescer = recorder.coalescer()
 
     async def together() -> list[ScoreOut | BaseException]:
         calls = (coalescer.score(recorder.serving, x, False) for x in leads)
@@ -91,12 +102,13 @@ def test_a_bad_lead_among_waiting_ones_gets_its_own_error_and_the_others_their_a
     answers = asyncio.run(together())
     error = answers[2]
     assert isinstance(error, InvalidLeadData) and error.field == ["body", "created_at"]
-    assert [answers[i] for i in (0, 1, 3, 4)] == [recorder.alone(leads[i]) for i in (0, 1, 3, 4)]
+    assert recorder.gathered == [5]
+    assert [answers[i] for i in (0, 1, 3, 4, 5)] == [recorder.alone(leads[i]) for i in (0, 1, 3, 4, 5)]
 
 
 def test_explained_and_plain_requests_waiting_together_get_what_they_asked(recorder: Recorder) -> None:
     leads = [lead(i) for i in range(6)]
-    coalescer = recorder.coalescer(probe_every=1)
+    coalescer = recorder.coalescer()
 
     async def together() -> list[ScoreOut]:
         return await asyncio.gather(*(coalescer.score(recorder.serving, x, i % 2 == 0) for i, x in enumerate(leads)))
@@ -104,31 +116,24 @@ def test_explained_and_plain_requests_waiting_together_get_what_they_asked(recor
     answers = asyncio.run(together())
     assert [bool(a.reasons) for a in answers] == [True, False] * 3
     assert answers == [recorder.alone(x, i % 2 == 0) for i, x in enumerate(leads)]
+    assert recorder.gathered == [5]
 
 
-def test_a_lone_request_is_scored_directly_and_gathering_is_tried_again_now_and_then(recorder: Recorder) -> None:
-    coalescer = recorder.coalescer()
-
-    async def one_by_one() -> list[ScoreOut]:
-        return [await coalescer.score(recorder.serving, lead(i), False) for i in range(40)]
-
-    answers = asyncio.run(one_by_one())
-    assert [a.lead_id for a in answers] == [f"c-{i}" for i in range(40)]
-    assert recorder.gathered == [1, 1]  # tried at the 16th and 32nd request, found nobody waiting
-    assert recorder.calls == [1] * 40
+def test_requests_one_by_one_are_scored_at_once(recorder: Recorder) -> None:
+    answers = asyncio.run(one_by_one(recorder.coalescer(), recorder.serving, [lead(i) for i in range(20)]))
+    assert [a.lead_id for a in answers] == [f"c-{i}" for i in range(20)]
+    assert recorder.gathered == [] and recorder.calls == [1] * 20
 
 
 def test_gathering_goes_on_while_it_finds_company_and_stops_when_it_does_not(recorder: Recorder) -> None:
-    coalescer = recorder.coalescer(probe_every=16)
+    coalescer = recorder.coalescer()
 
     async def load() -> None:
-        for i in range(15):  # alone: scored directly
-            await coalescer.score(recorder.serving, lead(i), False)
-        for _ in range(2):  # eight at once, twice: the 16th request tries gathering, and it goes on
+        await one_by_one(coalescer, recorder.serving, [lead(i) for i in range(3)])
+        for _ in range(2):
             await asyncio.gather(*(coalescer.score(recorder.serving, lead(i), False) for i in range(8)))
-        await coalescer.score(recorder.serving, lead(0), False)  # alone again: gathered, found alone
-        await coalescer.score(recorder.serving, lead(1), False)  # so scored directly
+        await one_by_one(coalescer, recorder.serving, [lead(0), lead(1)])  # gathered but alone; then at once
 
     asyncio.run(load())
-    assert recorder.gathered == [8, 8, 1]
-    assert recorder.calls == [1] * 15 + [8, 8, 1, 1]
+    assert recorder.gathered == [7, 8, 1]
+    assert recorder.calls == [1] * 3 + [1, 7, 8, 1, 1]
