@@ -86,8 +86,8 @@ def to_utc_ns(values: pd.Series | pd.Index | Sequence[object] | object) -> np.nd
 
 
 def datetime_to_ns(value: datetime) -> int:
-    """A datetime as nanoseconds since the epoch (naive means UTC), exact to the microsecond."""
-    return ((value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND * 1000
+    """A datetime as nanoseconds since the epoch (naive means UTC), as :func:`datetimes_to_ns` gives it."""
+    return _micros([value])[0] * 1000
 
 
 def datetimes_to_ns(values: Sequence[datetime]) -> np.ndarray:

@@ -139,9 +139,9 @@ def create_app(
     score_call, batch_call = scoring_call(LeadIn), scoring_call(BatchIn)
     errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
 
-    def score_many(serving: Serving, leads: list[LeadIn], explain: bool) -> list[ScoreOut]:
+    def score_many(serving: Serving, leads: list[LeadIn], explain: bool, batch: bool = False) -> list[ScoreOut]:
         threshold = threshold_for(serving)
-        results = score_leads(serving, leads, threshold, datetime.now(UTC), max_future, explain, batch=False)
+        results = score_leads(serving, leads, threshold, datetime.now(UTC), max_future, explain, batch)
         metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
         return results
 
@@ -159,10 +159,7 @@ def create_app(
         leads = call.body.leads
         if len(leads) > settings.max_batch_leads:
             raise PayloadTooLarge(f"batch of {len(leads)} leads is over the limit of {settings.max_batch_leads}")
-        threshold = threshold_for(call.serving)
-        now, explain = datetime.now(UTC), call.body.explain
-        results = await run_in_threadpool(score_leads, call.serving, leads, threshold, now, max_future, explain, True)
-        metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
+        results = await run_in_threadpool(score_many, call.serving, leads, call.body.explain, True)
         return json_response(BatchOut(results=results))
 
     app.router.add_api_route(

@@ -89,7 +89,7 @@ def scoring_call(struct: type[T]) -> Callable[[Request], Awaitable[ScoringCall[T
     return call
 
 
-# What the one dependency checks, for /docs:
+# What scoring_call checks, for /docs:
 SCORING_SECURITY: dict[str, object] = {"security": [{bearer.scheme_name: []}]}
 
 

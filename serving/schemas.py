@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # ---- scoring (the hot path): msgspec structs, decoded and encoded without pydantic --------------
 # A 1,000-lead batch decodes in ~14 ms with msgspec against ~100 ms with pydantic; serving/bodies.py
-# turns these structs into FastAPI dependencies, OpenAPI components and JSON responses. They hold no
+# turns these structs into body decoders, OpenAPI components and JSON responses. They hold no
 # reference cycles, so the many small ones skip the garbage collector (gc=False: fewer slow GC passes).
 Timestamp = Annotated[datetime, msgspec.Meta(description="RFC 3339 / ISO 8601 date-time; naive means UTC.")]
 AttributeKey = Annotated[str, msgspec.Meta(max_length=200)]
