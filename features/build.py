@@ -197,7 +197,7 @@ def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object
     encoders: list[tuple[str, Callable[[object], float]]] = [(name, _to_float) for name in spec.numeric_attributes]
     for name, vocab in spec.categorical_attributes.items():
         lookup = _lookup(vocab)
-        encoders.append((name, lambda v, lookup=lookup: lookup.get(category_key(v), math.nan)))  # type: ignore[misc]
+        encoders.append((name, functools.partial(_category_code, lookup)))
     if n <= 64:  # a few served leads: one array from Python lists beats an array operation per column
         missing = [math.nan] * n
         rows = [
@@ -224,8 +224,15 @@ def _map_values(values: Sequence[object] | np.ndarray, func: Callable[[object], 
     return mapped[codes]
 
 
+def _category_code(lookup: dict[str, int], value: object) -> float:
+    """The code of a category value (as :func:`category_key` reads it); unknown or missing -> NaN."""
+    return lookup.get(value if type(value) is str else category_key(value), math.nan)  # type: ignore[arg-type]
+
+
 def _to_float(value: object) -> float:
     """A number from an attribute value; missing, non-numeric or infinite values become NaN."""
+    if type(value) is float:  # the usual case, first
+        return value if math.isfinite(value) else math.nan
     if is_missing(value) or isinstance(value, bool):
         return float("nan")
     try:
@@ -375,7 +382,7 @@ def build_features_from_columns(columns: RecordColumns, as_of_ns: np.ndarray, sp
     n, k = as_of_ns.shape
     if n != len(columns):
         raise ValueError(f"as_of has {n} rows for {len(columns)} leads")
-    lead_of_row = np.repeat(np.arange(n, dtype=np.int64), k)
+    lead_of_row = np.arange(n * k, dtype=np.int64) // k
     rows = RowIndex(group=lead_of_row, as_of=as_of_ns.reshape(-1), attr_row=lead_of_row, n_groups=n)
     touches = TouchArrays(
         lead=columns.touch_lead,
@@ -392,10 +399,15 @@ def _encode_list(values: list[str] | list[str | None], vocab: tuple[str, ...]) -
     if len(values) > 4096:  # pandas' factorize has a ~40 us fixed cost; a dict memo is faster below this
         return encode_labels(pd.Series(values, dtype=object), vocab)
     codes = _raw_lookup(vocab)
-    if len(codes) > 10_000:  # bound the memo of raw labels
-        codes.clear()
-    known = codes.get
-    return np.array([c if (c := known(v)) is not None else _remember(codes, v, vocab) for v in values], dtype=np.int64)
+    try:
+        return np.fromiter(map(codes.__getitem__, values), dtype=np.int64, count=len(values))
+    except KeyError:  # labels not seen yet
+        if len(codes) > 10_000:  # bound the memo of raw labels
+            codes.clear()
+        for value in values:
+            if value not in codes:
+                codes[value] = _code_of(value, vocab)
+        return np.fromiter(map(codes.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 @functools.lru_cache(maxsize=64)
@@ -404,11 +416,9 @@ def _raw_lookup(vocab: tuple[str, ...]) -> dict[str | None, int]:
     return {}
 
 
-def _remember(codes: dict[str | None, int], value: str | None, vocab: tuple[str, ...]) -> int:
+def _code_of(value: str | None, vocab: tuple[str, ...]) -> int:
     lookup = _lookup(vocab)
-    code = lookup[OTHER] if value is None else lookup.get(normalize_label(value), lookup[OTHER])
-    codes[value] = code
-    return code
+    return lookup[OTHER] if value is None else lookup.get(normalize_label(value), lookup[OTHER])
 
 
 @functools.lru_cache(maxsize=64)

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     max_batch_leads: int = Field(10_000, description="Largest batch accepted by /v1/score/batch (413 above).")
     max_future_days: int = Field(1, description="Timestamps further than this in the future are rejected.")
     log_level: str = "info"
+    opentelemetry: bool = Field(
+        False,
+        description=(
+            "FastAPI's native OpenTelemetry instrumentation (traces, metrics and logs to the globally configured "
+            "providers). Off by default: /metrics serves Prometheus, and FastAPI checks for providers on every request."
+        ),
+    )
 
     @property
     def resolved_tracking_uri(self) -> str:

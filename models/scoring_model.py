@@ -123,6 +123,21 @@ def _threads(X: np.ndarray) -> int:
     return 1 if len(X) < 64 else 0
 
 
+def score_steps(reference: np.ndarray) -> np.ndarray:
+    """The lowest probability of each score 1..100 given a sorted ``reference`` (none if it is empty).
+
+    The score of ``p`` is ``rint(100 * share)``, ``share`` the part of the reference at or below ``p``; it
+    changes only where the share crosses a rounding point, so it equals the number of these steps at or
+    below ``p``: one search among 100 values instead of one among the reference and three array operations.
+    """
+    n = len(reference)
+    if n == 0:
+        return np.zeros(0)
+    score_of_count = np.rint(np.arange(n + 1) / n * 100)  # the score of p with ``count`` reference values <= p
+    first_count = np.searchsorted(score_of_count, np.arange(1, 101), side="left")  # the fewest giving score s
+    return reference[first_count - 1]  # count >= c  <=>  reference[c - 1] <= p
+
+
 def _group_key(info: FeatureInfo) -> str:
     """Features that say the same thing in different windows are explained together."""
     if info.kind in ("count", "flag") and info.touch_type:
@@ -153,6 +168,7 @@ class ScoringModel:
         self._group_of = np.array([self._groups.index(k) for k in keys])
         self._members = [np.flatnonzero(self._group_of == g) for g in range(len(self._groups))]
         self._reference = np.asarray(self.meta.get("score_reference", []), dtype=np.float64)
+        self._score_steps = score_steps(self._reference)
         self._rows: SingleRowPredictor | None = None
         cutoffs = self.meta.get("default_cutoffs") or {"a": 0.5, "b": 0.2, "c": 0.05, "qualified": 0.2}
         self._default_cutoffs = GradeCutoffs(**cutoffs)
@@ -177,8 +193,7 @@ class ScoringModel:
         p = np.asarray(p, dtype=np.float64)
         if len(self._reference) == 0:
             return np.rint(p * 100).astype(int)
-        rank = np.searchsorted(self._reference, p, side="right") / len(self._reference)  # in [0, 1]
-        return np.rint(rank * 100).astype(int)
+        return np.searchsorted(self._score_steps, p, side="right")  # = rint(100 * share), see score_steps
 
     @property
     def default_cutoffs(self) -> GradeCutoffs:

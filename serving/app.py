@@ -98,6 +98,8 @@ def create_app(
         version="0.1.0",
         description="Calibrated lead scores with reasons. Every route except /healthz and /readyz needs an API key.",
         lifespan=lifespan,
+        # None: FastAPI's defaults (instrument when OpenTelemetry providers are configured, checked per request).
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -134,8 +136,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     max_future = timedelta(days=settings.max_future_days)
 
-    # The two scoring routes are the hot path: direct routes (see serving/bodies.py), documented here,
-    # and registered first, as routes are matched in order.
+    # The two scoring routes are the hot path: direct routes (see serving/bodies.py), documented here, and
+    # moved ahead of FastAPI's own routes (/openapi.json, /docs...), as routes are matched in order.
     score_call, batch_call = scoring_call(LeadIn), scoring_call(BatchIn)
     errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
 
@@ -162,6 +164,7 @@ def create_app(
         results = await run_in_threadpool(score_many, call.serving, leads, call.body.explain, True)
         return json_response(BatchOut(results=results))
 
+    framework_routes = len(app.router.routes)
     app.router.add_api_route(
         "/v1/score",
         score,
@@ -188,6 +191,9 @@ def create_app(
             413: {"description": "Too many leads", "model": ErrorOut},
         },
     )
+
+    routes = app.router.routes
+    routes[:] = routes[framework_routes:] + routes[:framework_routes]
 
     @app.get("/healthz", response_model=HealthOut, tags=["ops"])
     async def healthz() -> HealthOut:
