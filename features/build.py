@@ -335,18 +335,19 @@ class RecordColumns:
 def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordColumns:
     """The columns of ``leads`` that ``spec`` reads (touches and the spec's attributes)."""
     touches = [touch for lead in leads for touch in lead.touchpoints]
-    created, touched = _micros([lead.created_at for lead in leads]), _micros([touch.occurred_at for touch in touches])
-    every = created + touched
+    n = len(leads)
+    micros = _micros([lead.created_at for lead in leads] + [touch.occurred_at for touch in touches])
+    times_ns = _as_ns(micros)  # created times, then touch times
     return RecordColumns(
-        created_ns=_as_ns(created),
+        created_ns=times_ns[:n],
         attributes={name: [lead.attributes.get(name) for lead in leads] for name in spec.attribute_names},
         touch_lead=np.zeros(len(touches), dtype=np.int64)
-        if len(leads) == 1
-        else np.repeat(np.arange(len(leads), dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
-        touch_ns=_as_ns(touched),
+        if n == 1
+        else np.repeat(np.arange(n, dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
+        touch_ns=times_ns[n:],
         touch_type=[touch.touch_type for touch in touches],
         touch_channel=[touch.channel for touch in touches],
-        time_range_ns=(min(every) * 1000, max(every) * 1000) if every else (0, 0),
+        time_range_ns=(min(micros) * 1000, max(micros) * 1000) if micros else (0, 0),
     )
 
 

@@ -92,25 +92,31 @@ class SingleRowPredictor:
                 ctypes.byref(self._config),
             )
         )
-        # (config, row, out_len, out_result), all passed as plain addresses
+        # (config, row, out_len, out_result), all passed as plain addresses: rows are copied into a buffer of
+        # FAST_ROWS rows whose addresses are known, and margins written straight into another (reading a
+        # caller's array address, ``X.ctypes``, costs more than the copy).
         function = ctypes.cast(_LIB.LGBM_BoosterPredictForMatSingleRowFast, ctypes.c_void_p)
         self._predict = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * 4)(function.value or 0)
-        self._out = np.zeros(1, dtype=np.float64)
+        self._rows = np.zeros((FAST_ROWS, self.n_features), dtype=np.float32)
+        self._margins = np.zeros(FAST_ROWS, dtype=np.float64)
         self._out_len = np.zeros(1, dtype=np.int64)
-        self._args = (self._config.value, self._out_len.ctypes.data, self._out.ctypes.data)
+        row, margin = self._rows.ctypes.data, self._margins.ctypes.data
+        self._addresses = [(row + i * self._rows.strides[0], margin + i * 8) for i in range(FAST_ROWS)]
         self._lock = threading.Lock()
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        """Raw margins of the rows of a C-contiguous float32 matrix."""
-        if X.dtype != np.float32 or not X.flags.c_contiguous or X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"expected a C-contiguous float32 matrix of {self.n_features} columns")
+        """Raw margins of the rows of a float32 matrix."""
+        if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected a float32 matrix of {self.n_features} columns")
         margins = np.empty(len(X), dtype=np.float64)
-        config, out_len, out = self._args
-        address, stride = X.ctypes.data, X.strides[0]
+        config, out_len, predict = self._config.value, self._out_len.ctypes.data, self._predict
         with self._lock:
-            for i in range(len(X)):
-                _safe_call(self._predict(config, address + i * stride, out_len, out))
-                margins[i] = self._out[0]
+            for start in range(0, len(X), FAST_ROWS):
+                rows = X[start : start + FAST_ROWS]
+                self._rows[: len(rows)] = rows
+                for row, margin in self._addresses[: len(rows)]:
+                    _safe_call(predict(config, row, out_len, margin))
+                margins[start : start + len(rows)] = self._margins[: len(rows)]
         return margins
 
     def __del__(self) -> None:
@@ -176,7 +182,7 @@ class ScoringModel:
     # ---- prediction -----------------------------------------------------------------------
     def margin(self, X: np.ndarray) -> np.ndarray:
         """The booster's raw margins (a few float32 rows, as the scoring server sends, take the fast path)."""
-        if len(X) <= FAST_ROWS and X.dtype == np.float32 and X.flags.c_contiguous:
+        if len(X) <= FAST_ROWS and X.dtype == np.float32:
             if self._rows is None:
                 self._rows = SingleRowPredictor(self.booster)
             return self._rows(X)

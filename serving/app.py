@@ -28,7 +28,7 @@ from serving.bodies import (
     response_body,
 )
 from serving.coalescer import ScoreCoalescer
-from serving.deps import SCORING_SECURITY, Admin, AnyRole, Served, scoring_call
+from serving.deps import SCORING_SECURITY, Admin, AnyRole, Served, Services, scoring_call
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
 from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
@@ -72,15 +72,16 @@ def create_app(
         settings.model_cache_dir,
     )
     metrics = Metrics()
+    services = Services()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = None if keys and thresholds else make_engine(settings.resolved_database_url)
-        app.state.keys = keys or KeyStore(engine)  # type: ignore[arg-type]
+        app.state.keys = services.keys = keys or KeyStore(engine)  # type: ignore[arg-type]
         app.state.threshold_store = thresholds or ThresholdStore(engine)  # type: ignore[arg-type]
-        app.state.thresholds = ThresholdService(app.state.threshold_store)
+        app.state.thresholds = services.thresholds = ThresholdService(app.state.threshold_store)
         holder = ModelHolder(source)
-        app.state.holder = holder
+        app.state.holder = services.holder = holder
         await asyncio.to_thread(_check_and_record, holder, metrics)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep it out of the
         # cyclic GC, whose full passes over it took ~200 ms and showed as the batch route's p99.
@@ -108,7 +109,7 @@ def create_app(
     def tradeoff(version: str) -> TradeOff:
         """The trade-off of a model version, from the test predictions stored with it."""
         if version not in tradeoffs:
-            current = app.state.holder.current
+            current = services.holder.current
             loaded = current.loaded if current and current.loaded.version == version else source.fetch(version)
             tradeoffs[version] = tradeoff_of(loaded)
         return tradeoffs[version]
@@ -121,7 +122,7 @@ def create_app(
             return None
 
     def in_force(serving: Serving) -> InForce:
-        return app.state.thresholds.in_force(
+        return services.thresholds.in_force(
             serving.loaded.name, serving.loaded.version, serving.loaded.model.default_cutoffs, tradeoff_or_none
         )
 
@@ -138,7 +139,7 @@ def create_app(
 
     # The two scoring routes are the hot path: direct routes (see serving/bodies.py), documented here, and
     # moved ahead of FastAPI's own routes (/openapi.json, /docs...), as routes are matched in order.
-    score_call, batch_call = scoring_call(LeadIn), scoring_call(BatchIn)
+    score_call, batch_call = scoring_call(LeadIn, services), scoring_call(BatchIn, services)
     errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for status in (401, 403, 422, 503)}
 
     def score_many(serving: Serving, leads: list[LeadIn], explain: bool, batch: bool = False) -> list[ScoreOut]:

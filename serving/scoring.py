@@ -12,7 +12,6 @@ from features.build import (
     RecordColumns,
     build_features_from_columns,
     columns_of_records,
-    datetime_to_ns,
     datetimes_to_ns,
 )
 from features.kernel import NS_PER_DAY
@@ -34,10 +33,9 @@ class Threshold:
 
 
 def check_times(
-    columns: RecordColumns, as_of_ns: np.ndarray, now: datetime, max_future: timedelta, batch: bool
+    columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_future: timedelta, batch: bool
 ) -> None:
-    """422 naming the first field with a time before 1970 or more than ``max_future`` after ``now``."""
-    latest = datetime_to_ns(now + max_future)
+    """422 naming the first field with a time before 1970 or after ``latest`` (ns; ``max_future`` from now)."""
     earliest_seen, latest_seen = columns.time_range_ns
     as_of = as_of_ns.tolist()
     if as_of:
@@ -76,8 +74,9 @@ def score_leads(
     """Score leads with the served model; each lead also at ``as_of - 7 days`` for its trend."""
     model = serving.loaded.model
     columns = columns_of_records(leads, model.spec)
-    as_of_ns = datetimes_to_ns([now if lead.as_of is None else lead.as_of for lead in leads])
-    check_times(columns, as_of_ns, now, max_future, batch)
+    stamps = datetimes_to_ns([now + max_future, *(now if lead.as_of is None else lead.as_of for lead in leads)])
+    as_of_ns = stamps[1:]
+    check_times(columns, as_of_ns, int(stamps[0]), max_future, batch)
     n = len(leads)
     times = np.empty((n, 2), dtype=np.int64)  # lead i now, and a week before (its trend)
     times[:, 0] = as_of_ns

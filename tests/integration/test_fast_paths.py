@@ -48,6 +48,13 @@ def test_margin_is_the_same_for_a_few_rows_and_for_many(trained: TrainedWorld, f
 
 def test_fast_path_refuses_rows_it_cannot_read(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
     fast = SingleRowPredictor(trained.result.model.booster)
-    for bad in (feature_rows[:2].astype(np.float64), feature_rows[:2, :-1].copy(), np.asfortranarray(feature_rows[:2])):
+    for bad in (feature_rows[:2].astype(np.float64), feature_rows[:2, :-1].copy(), feature_rows[0]):
         with pytest.raises(ValueError, match="float32 matrix"):
             fast(bad)
+
+
+def test_fast_path_reads_any_memory_layout(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
+    fast = SingleRowPredictor(trained.result.model.booster)
+    expected = fast(feature_rows[:40])
+    np.testing.assert_array_equal(fast(np.asfortranarray(feature_rows[:40])), expected)
+    np.testing.assert_array_equal(fast(feature_rows[:80:2]), fast(np.ascontiguousarray(feature_rows[:80:2])))
