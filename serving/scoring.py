@@ -32,9 +32,7 @@ class Threshold:
     version: int
 
 
-def check_times(
-    columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_future: timedelta, batch: bool
-) -> None:
+def check_times(columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_future: timedelta, batch: bool) -> None:
     """422 naming the first field with a time before 1970 or after ``latest`` (ns; ``max_future`` from now)."""
     earliest_seen, latest_seen = columns.time_range_ns
     as_of = as_of_ns.tolist()
