@@ -195,16 +195,12 @@ class TouchArrays:
 def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:
     """Numeric attributes as numbers (unparseable -> NaN); categories as codes (unknown -> NaN)."""
     encoders: list[tuple[str, Callable[[object], float]]] = [(name, _to_float) for name in spec.numeric_attributes]
-    for name, vocab in spec.categorical_attributes.items():
-        lookup = _lookup(vocab)
-        encoders.append((name, functools.partial(_category_code, lookup)))
+    encoders += [(name, functools.partial(_category_code, codes)) for name, codes in spec.category_codes.items()]
     if n <= 64:  # a few served leads: one array from Python lists beats an array operation per column
         missing = [math.nan] * n
-        rows = [
-            [encode(v) for v in values] if (values := columns.get(name)) is not None else missing
-            for name, encode in encoders
-        ]
-        return np.array(rows, dtype=np.float64).reshape(len(encoders), n).T
+        cells = [(columns.get(name, missing), encode) for name, encode in encoders]
+        rows = [[encode(values[i]) for values, encode in cells] for i in range(n)]
+        return np.array(rows, dtype=np.float64).reshape(n, len(encoders))
     out = np.full((n, len(encoders)), np.nan)
     for j, (name, encode) in enumerate(encoders):
         values = columns.get(name)

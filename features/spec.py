@@ -162,6 +162,11 @@ class FeatureSpec:
         return (*self.numeric_attributes, *self.categorical_attributes)
 
     @functools.cached_property
+    def category_codes(self) -> dict[str, dict[str, int]]:
+        """The code of each known value of each categorical attribute (its position in the vocabulary)."""
+        return {name: {v: i for i, v in enumerate(vocab)} for name, vocab in self.categorical_attributes.items()}
+
+    @functools.cached_property
     def kernel_windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Type windows, channel windows (days; ``-1`` = all time) and high-intent type codes (``-1``: not
         in the vocabulary), as the feature kernel reads them."""
