@@ -22,6 +22,7 @@ from serving.schemas import LeadIn, ReasonOut, ScoreOut
 
 TREND_DAYS = 7
 TREND_POINTS = 5  # score points that make a trend
+_NOW_AND_BEFORE = np.array([0, TREND_DAYS * NS_PER_DAY], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,7 @@ def score_leads(
     stamps = datetimes_to_ns([now + max_future, *(now if lead.as_of is None else lead.as_of for lead in leads)])
     as_of_ns = stamps[1:]
     check_times(columns, as_of_ns, int(stamps[0]), max_future, batch)
-    n = len(leads)
-    times = np.empty((n, 2), dtype=np.int64)  # lead i now, and a week before (its trend)
-    times[:, 0] = as_of_ns
-    times[:, 1] = as_of_ns - TREND_DAYS * NS_PER_DAY
+    times = as_of_ns[:, None] - _NOW_AND_BEFORE  # lead i now, and a week before (its trend)
     both = build_features_from_columns(columns, times, model.spec)  # lead 0 now, before, lead 1 now, ...
     p_all = model.predict_proba(both)
     probabilities, scores = p_all[0::2].tolist(), model.score(p_all).tolist()  # plain floats from here on
