@@ -17,7 +17,7 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check --quiet .
-	$(BIN)/mypy --no-error-summary features models training serving leadscore
+	$(BIN)/mypy --no-error-summary features models training serving leadscore benchmarks
 	$(BIN)/python -m pytest -q
 
 # Tests drive Debian's headless Chromium (the threshold page) and a throw-away PostgreSQL server (the
@@ -35,10 +35,10 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy features models training serving leadscore
+	$(BIN)/mypy features models training serving leadscore benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/featurize.py
 
 clean:
 	rm -rf $(VENV) .leadscore

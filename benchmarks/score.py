@@ -16,9 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 BIN = Path(sys.executable).parent
 

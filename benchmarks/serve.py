@@ -26,8 +26,6 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 BIN = Path(sys.executable).parent
 TOUCH_TYPES = [
     "web_visit",
@@ -176,7 +174,7 @@ def main() -> None:
     as_of = datetime(2026, 5, 1, tzinfo=UTC)
     leads = [lead(i, as_of) for i in range(1000)]
 
-    def feature_rows(items: list[dict]) -> list[list[float]]:
+    def feature_rows(items: list[dict]) -> list[list[float | None]]:
         records = [
             LeadRecord(
                 x["lead_id"],
@@ -208,10 +206,10 @@ def main() -> None:
     )
     ports = {name: free_port() for name in ("leadscore", "mlflow", "constant")}
 
-    def pinned(command: list[str], **kwargs: object) -> subprocess.Popen:
+    def pinned(command: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """A server process on CPU 0 (wrk runs on CPU 1), its output discarded."""
         return subprocess.Popen(
-            ["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs
+            ["taskset", "-c", "0", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
         )
 
     procs = {

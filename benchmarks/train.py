@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from training.demo_data import write_demo_data  # noqa: E402
-from training.pipeline import TrainConfig, train  # noqa: E402
+from training.demo_data import write_demo_data
+from training.pipeline import TrainConfig, train
 
 
 def main() -> None:

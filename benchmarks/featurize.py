@@ -1,6 +1,6 @@
 """Feature benchmark: N demo leads with their touches -> point-in-time features.
 
-Run by hand:  .venv/bin/python benchmarks/features.py [--leads 1000000]
+Run by hand:  .venv/bin/python benchmarks/featurize.py [--leads 1000000]
 Reports generation time, feature seconds, peak memory (ru_maxrss) and touches/second.
 Target on a 2-core machine: 1,000,000 leads under 60 s and under 6 GiB.
 """
@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
-from pathlib import Path
 
-# This file is named like the package it measures: keep its own folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from features import build_features, infer_spec  # noqa: E402
-from training.demo_data import generate_demo_data  # noqa: E402
+from features import build_features, infer_spec
+from training.demo_data import generate_demo_data
 
 
 def main() -> None:
