@@ -312,16 +312,17 @@ class RecordColumns:
     """Leads and their touches as columns: what the records path reads, built once per request.
 
     Times are int64 nanoseconds since the epoch (UTC). Touches are listed lead by lead; ``touch_lead``
-    names each touch's lead (its index in the input). ``time_range_ns`` is the earliest and the latest of
-    the created and touch times (``(0, 0)`` with neither), for range checks.
+    names each touch's lead (its index in the input); types and channels are codes in the spec's
+    vocabularies. ``time_range_ns`` is the earliest and the latest of the created and touch times
+    (``(0, 0)`` with neither), for range checks.
     """
 
     created_ns: np.ndarray
     attributes: Mapping[str, list[object]]
     touch_lead: np.ndarray
     touch_ns: np.ndarray
-    touch_type: list[str]
-    touch_channel: list[str | None]
+    touch_type: np.ndarray
+    touch_channel: np.ndarray
     time_range_ns: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
@@ -334,6 +335,7 @@ def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordCo
     n = len(leads)
     micros = _micros([lead.created_at for lead in leads] + [touch.occurred_at for touch in touches])
     times_ns = _as_ns(micros)  # created times, then touch times
+    touch_type, touch_channel = _touch_label_codes(touches, spec)
     return RecordColumns(
         created_ns=times_ns[:n],
         attributes={name: [lead.attributes.get(name) for lead in leads] for name in spec.attribute_names},
@@ -341,8 +343,8 @@ def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordCo
         if n == 1
         else np.repeat(np.arange(n, dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
         touch_ns=times_ns[n:],
-        touch_type=[touch.touch_type for touch in touches],
-        touch_channel=[touch.channel for touch in touches],
+        touch_type=touch_type,
+        touch_channel=touch_channel,
         time_range_ns=(min(micros) * 1000, max(micros) * 1000) if micros else (0, 0),
     )
 
@@ -384,27 +386,36 @@ def build_features_from_columns(columns: RecordColumns, as_of_ns: np.ndarray, sp
     touches = TouchArrays(
         lead=columns.touch_lead,
         time=columns.touch_ns,
-        type=_encode_list(columns.touch_type, spec.type_vocab),
-        channel=_encode_list(columns.touch_channel, spec.channel_vocab),
+        type=columns.touch_type,
+        channel=columns.touch_channel,
     )
     attrs = _attribute_features(spec, columns.attributes, n)
     return _feature_matrix(spec, rows, touches, columns.created_ns, attrs)
 
 
-def _encode_list(values: list[str] | list[str | None], vocab: tuple[str, ...]) -> np.ndarray:
-    """Codes of labels in ``vocab`` (unknown or missing: ``other``), as :func:`encode_labels` gives."""
-    if len(values) > 4096:  # pandas' factorize has a ~40 us fixed cost; a dict memo is faster below this
-        return encode_labels(pd.Series(values, dtype=object), vocab)
-    codes = _raw_lookup(vocab)
+def _touch_label_codes(touches: Sequence[TouchLike], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Type and channel codes of the touches in the spec's vocabularies (unknown or missing: ``other``), as
+    :func:`encode_labels` gives them; through memos of raw labels, learning the labels not seen yet."""
+    types, channels = _raw_lookup(spec.type_vocab), _raw_lookup(spec.channel_vocab)
+
+    def read() -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.array([types[touch.touch_type] for touch in touches], dtype=np.int64),
+            np.array([channels[touch.channel] for touch in touches], dtype=np.int64),
+        )
+
     try:
-        return np.fromiter(map(codes.__getitem__, values), dtype=np.int64, count=len(values))
-    except KeyError:  # labels not seen yet
-        if len(codes) > 10_000:  # bound the memo of raw labels
-            codes.clear()
-        for value in values:
-            if value not in codes:
-                codes[value] = _code_of(value, vocab)
-        return np.fromiter(map(codes.__getitem__, values), dtype=np.int64, count=len(values))
+        return read()
+    except KeyError:  # labels not seen yet: learn them (bounding the memos), then read again
+        for codes in (types, channels):
+            if len(codes) > 10_000:
+                codes.clear()
+        for touch in touches:
+            if touch.touch_type not in types:
+                types[touch.touch_type] = _code_of(touch.touch_type, spec.type_vocab)
+            if touch.channel not in channels:
+                channels[touch.channel] = _code_of(touch.channel, spec.channel_vocab)
+    return read()
 
 
 @functools.lru_cache(maxsize=64)
