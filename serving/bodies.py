@@ -15,18 +15,18 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from serving.errors import InvalidLeadData
-from serving.schemas import AttributeKey, AttributeValue
 
 REF = "#/components/schemas/{name}"
 _ENCODER = msgspec.json.Encoder()
@@ -85,18 +85,17 @@ def _flag_of(query: bytes, name: str, default: bool) -> bool | str:
 
 
 def json_body(struct: type[T]) -> Callable[[Request], Awaitable[T]]:
-    """A reader of the request body as ``struct`` (422 with the field's path on bad input)."""
+    """A reader of the request body as ``struct`` (422 listing the offending fields on bad input)."""
     decoder = msgspec.json.Decoder(struct)
 
     async def body(request: Request) -> T:
         raw = await request.body()
         try:
             return decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            message, loc = error_location(str(exc), raw)
-        except msgspec.DecodeError as exc:
-            message, loc = _syntax_error_location(str(exc), raw)
-        raise InvalidLeadData(message, field=["body", *loc])
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass  # msgspec stops at the first problem: list them all, off the event loop (a batch can be big)
+        problems = await run_in_threadpool(body_problems, raw, struct)
+        raise InvalidLeadData.listing([(["body", *loc], message) for loc, message in problems])
 
     return body
 
@@ -106,20 +105,115 @@ def json_response(value: object, status_code: int = 200) -> Response:
     return Response(_ENCODER.encode(value), status_code=status_code, media_type="application/json")
 
 
-def error_location(message: str, raw: bytes) -> tuple[str, list[str | int]]:
+Problem = tuple[list[str | int], str]  # a field's path and what is wrong with it
+MAX_LISTED = 50  # offending fields listed in one answer
+NON_FINITE = "NaN and infinity are not allowed; send a finite number or null"
+
+
+def body_problems(raw: bytes, struct: type) -> list[Problem]:
+    """Every offending field of a JSON body that does not decode as ``struct``, in document order (missing
+    fields of an object after its other problems), up to :data:`MAX_LISTED` and then a note that there are
+    more. Malformed JSON is one problem at the body."""
+    non_finite: list[float] = []
+
+    def number(text: str) -> float:
+        value = float(text)  # 1e400 reads as infinity
+        if not math.isfinite(value):
+            non_finite.append(value)
+        return value
+
+    try:
+        doc = json.loads(raw, parse_float=number, parse_constant=number)
+    except ValueError as exc:
+        return [([], f"malformed JSON: {exc}")]
+    except RecursionError:
+        return [([], "malformed JSON: nested too deeply")]
+    found: list[Problem] = []
+    _collect(doc, struct, [], found, bool(non_finite))
+    if not found:  # msgspec refused what this walk accepts: report msgspec's own reading of it
+        try:
+            msgspec.json.decode(raw, type=struct)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            message, loc = error_location(str(exc))
+            found.append((loc, message))
+    if len(found) > MAX_LISTED:
+        found[MAX_LISTED:] = [([], f"more offending fields: {MAX_LISTED} are listed")]
+    return found
+
+
+def _collect(doc: Any, kind: Any, path: list[str | int], found: list[Problem], non_finite: bool) -> None:
+    """Append the problems of ``doc`` read as ``kind``; objects, maps and lists are searched field by field
+    (skipping any part msgspec accepts whole), anything else reports msgspec's own message."""
+    if len(found) > MAX_LISTED:
+        return
+    if _not_finite(doc):
+        found.append((path, NON_FINITE))
+        return
+    base = get_args(kind)[0] if get_origin(kind) is Annotated else kind
+    if isinstance(doc, dict) and isinstance(base, type) and issubclass(base, msgspec.Struct):
+        parts: list[tuple[Any, Any, list[str | int]]] = []
+        fields = _fields(base)
+        for key, value in doc.items():
+            if key in fields:
+                parts.append((value, fields[key].type, [*path, key]))
+            elif base.__struct_config__.forbid_unknown_fields:
+                parts.append((None, None, [*path, key]))  # an unknown field
+        missing = [name for name, field in fields.items() if field.required and name not in doc]
+    elif isinstance(doc, dict) and get_origin(base) is dict:
+        key_kind, value_kind = get_args(base)
+        parts = [
+            p for key, value in doc.items() for p in ((key, key_kind, [*path, key]), (value, value_kind, [*path, key]))
+        ]
+        missing = []
+    elif isinstance(doc, list) and get_origin(base) is list:
+        parts, missing = [(item, get_args(base)[0], [*path, i]) for i, item in enumerate(doc)], []
+    else:
+        _convert_problem(doc, kind, path, found)
+        return
+    if not missing and _converts(doc, kind) and not (non_finite and _has_non_finite(doc)):
+        return  # all of it is fine
+    before = len(found)
+    for value, value_kind, where in parts:
+        if value_kind is None:
+            found.append((where, f"Object contains unknown field `{where[-1]}`"))
+        else:
+            _collect(value, value_kind, where, found, non_finite)
+    found.extend(([*path, name], f"Object missing required field `{name}`") for name in missing)
+    if len(found) == before:  # the parts are fine; the whole is not (e.g. too many of them)
+        _convert_problem(doc, kind, path, found)
+
+
+@functools.cache
+def _fields(struct: type[msgspec.Struct]) -> dict[str, msgspec.structs.FieldInfo]:
+    return {field.encode_name: field for field in msgspec.structs.fields(struct)}
+
+
+def _converts(doc: object, kind: Any) -> bool:
+    try:
+        msgspec.convert(doc, kind)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _convert_problem(doc: object, kind: Any, path: list[str | int], found: list[Problem]) -> None:
+    try:
+        msgspec.convert(doc, kind)
+    except msgspec.ValidationError as exc:
+        message, loc = error_location(str(exc))
+        found.append(([*path, *loc], message))
+
+
+def error_location(message: str) -> tuple[str, list[str | int]]:
     """The message and field path of a msgspec validation error (``$.leads[3].as_of`` -> leads, 3, as_of)."""
     match = _MESSAGE.match(message)
     assert match is not None  # the pattern matches any text
     text = match["msg"]
     where = match["parent"] if match["path"] == "key" else match["path"]
     loc: list[str | int] = _parse_path(where or "$")
-    if match["path"] == "key":
-        loc.append("...")
     field = _FIELD.search(text)
     if field:
         loc.append(field[1])
-    if "..." in loc:
-        loc = _name_dict_key(loc, raw)
     return text, loc
 
 
@@ -130,58 +224,16 @@ def _parse_path(path: str) -> list[str | int]:
     return loc
 
 
-def _name_dict_key(loc: list[str | int], raw: bytes) -> list[str | int]:
-    """Replace msgspec's ``[...]`` (an unnamed dict key) by the first offending key of that dict."""
-    at = loc.index("...")
-    try:
-        node: Any = json.loads(raw)
-        for part in loc[:at]:
-            node = node[part]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return loc
-    if not isinstance(node, dict):
-        return loc
-    for key, value in node.items():
-        if not (_valid(key, AttributeKey) and _valid(value, AttributeValue)) or _not_finite(value):
-            return [*loc[:at], key, *loc[at + 1 :]]
-    return loc
-
-
-def _valid(value: object, kind: object) -> bool:
-    try:
-        msgspec.convert(value, kind)
-    except msgspec.ValidationError:
-        return False
-    return True
-
-
 def _not_finite(value: object) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
 
-def _syntax_error_location(message: str, raw: bytes) -> tuple[str, list[str | int]]:
-    """Malformed JSON: NaN and Infinity are named by field (Python's parser reads them); else the position."""
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        return f"malformed JSON: {exc}", []
-    except RecursionError:
-        return "malformed JSON: nested too deeply", []
-    path = _first_non_finite(doc, [])
-    if path is None:
-        return f"malformed JSON: {message}", []
-    return "NaN and infinity are not allowed; send a finite number or null", path
-
-
-def _first_non_finite(node: object, path: list[str | int]) -> list[str | int] | None:
-    if _not_finite(node):
-        return path
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
-        found = _first_non_finite(value, [*path, key])
-        if found is not None:
-            return found
-    return None
+def _has_non_finite(doc: object) -> bool:
+    if isinstance(doc, dict):
+        return any(_has_non_finite(value) for value in doc.values())
+    if isinstance(doc, list):
+        return any(_has_non_finite(value) for value in doc)
+    return _not_finite(doc)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,21 @@ class ServingError(Exception):
 
 
 class InvalidLeadData(ServingError):
+    """422. ``field``/``detail`` name the first offending field; ``more`` lists the others (path, message)."""
+
     status_code = 422
+
+    def __init__(
+        self, detail: str, field: list[str | int] | None = None, more: Sequence[tuple[list[str | int], str]] = ()
+    ) -> None:
+        super().__init__(detail, field)
+        self.more = list(more)
+
+    @classmethod
+    def listing(cls, problems: list[tuple[list[str | int], str]]) -> InvalidLeadData:
+        """The error for every offending field found, as (path, message) pairs, the first one first."""
+        (field, detail), *more = problems
+        return cls(detail, field=field, more=more)
 
 
 class PayloadTooLarge(ServingError):
@@ -55,7 +70,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: ServingError) -> JSONResponse:
         body: dict[str, object] = {"detail": exc.detail}
         if exc.field is not None:
-            body = {"detail": [{"loc": exc.field, "msg": exc.detail, "type": type(exc).__name__}]}
+            problems = [(exc.field, exc.detail), *getattr(exc, "more", ())]
+            body = {"detail": [{"loc": loc, "msg": msg, "type": type(exc).__name__} for loc, msg in problems]}
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 

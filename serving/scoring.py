@@ -16,6 +16,7 @@ from features.build import (
 )
 from features.kernel import NS_PER_DAY
 from models.scoring_model import GradeCutoffs
+from serving.bodies import MAX_LISTED
 from serving.errors import InvalidLeadData
 from serving.model_source import Serving
 from serving.schemas import LeadIn, ReasonOut, ScoreOut
@@ -34,7 +35,7 @@ class Threshold:
 
 
 def check_times(columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_future: timedelta, batch: bool) -> None:
-    """422 naming the first field with a time before 1970 or after ``latest`` (ns; ``max_future`` from now)."""
+    """422 listing the fields with a time before 1970 or after ``latest`` (ns; ``max_future`` from now)."""
     earliest_seen, latest_seen = columns.time_range_ns
     as_of = as_of_ns.tolist()
     if as_of:
@@ -42,17 +43,26 @@ def check_times(columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_f
     if earliest_seen >= 0 and latest_seen <= latest:
         return  # the usual case: every time is in range
     lead_path: Callable[[int], list[str | int]] = (lambda i: ["body", "leads", i]) if batch else (lambda i: ["body"])
-    fields = (
+    late = f"timestamp more than {max_future.days} day(s) in the future"
+    problems: list[tuple[list[str | int], str]] = []
+    for values, path in (
         (columns.created_ns, lambda i: [*lead_path(i), "created_at"]),
         (as_of_ns, lambda i: [*lead_path(i), "as_of"]),
         (columns.touch_ns, lambda j: _touch_path(columns, j, lead_path)),
-    )
-    for values, path in fields:
-        bad = (values < 0) | (values > latest)
-        if bad.any():
-            first = int(np.argmax(bad))
-            late = f"timestamp more than {max_future.days} day(s) in the future"
-            raise InvalidLeadData("timestamp before 1970" if values[first] < 0 else late, field=path(first))
+    ):
+        for i in np.flatnonzero((values < 0) | (values > latest))[: MAX_LISTED + 1 - len(problems)].tolist():
+            problems.append((path(i), "timestamp before 1970" if values[i] < 0 else late))
+    problems.sort(key=lambda problem: _document_order(problem[0]))
+    if len(problems) > MAX_LISTED:
+        problems[MAX_LISTED:] = [(["body"], f"more offending fields: {MAX_LISTED} are listed")]
+    raise InvalidLeadData.listing(problems)
+
+
+def _document_order(loc: list[str | int]) -> tuple[int, int, int]:
+    """Where a time field comes in its body: by lead, then created_at, as_of, then touches in order."""
+    rest = loc[3:] if loc[1:2] == ["leads"] else loc[1:]
+    lead = int(loc[2]) if loc[1:2] == ["leads"] else 0
+    return lead, {"created_at": 0, "as_of": 1}.get(str(rest[0]), 2), int(rest[1]) if len(rest) > 2 else 0
 
 
 def _touch_path(columns: RecordColumns, j: int, lead_path: Callable[[int], list[str | int]]) -> list[str | int]:

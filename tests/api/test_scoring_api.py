@@ -218,6 +218,56 @@ def test_422_names_the_offending_field(server: Server) -> None:
         assert any(d["loc"][: len(loc)] == loc for d in detail), (name, detail)
 
 
+def test_422_lists_every_offending_field_in_body_order(server: Server) -> None:
+    body = lead_body(created_at="last tuesday", score_me="please")
+    body["attributes"]["industry"] = {"nested": 1}
+    body["touchpoints"][2]["touch_type"] = 5
+    body["touchpoints"][7] = {"occurred_at": "not a time", "touch_type": "call", "colour": "red"}
+    del body["lead_id"]
+    text = json.dumps(body).replace('"channel": "web"}]', '"channel": "web", "value": NaN}]', 1)
+    detail = _422(server, text)
+    assert [d["loc"] for d in detail] == [
+        ["body", "created_at"],
+        ["body", "attributes", "industry"],
+        ["body", "touchpoints", 2, "touch_type"],
+        ["body", "touchpoints", 7, "occurred_at"],
+        ["body", "touchpoints", 7, "colour"],
+        ["body", "touchpoints", 29, "value"],
+        ["body", "score_me"],
+        ["body", "lead_id"],
+    ], detail
+    assert all(d["msg"] and d["type"] == "InvalidLeadData" for d in detail)
+
+
+def test_422_lists_every_time_out_of_range(server: Server) -> None:
+    touches = lead_body()["touchpoints"]
+    for i in (0, 3):
+        touches[i] = {**touches[i], "occurred_at": "1960-01-01T00:00:00Z"}
+    touches[5] = {**touches[5], "occurred_at": "2091-01-01T00:00:00Z"}
+    detail = _422(server, lead_body(touchpoints=touches, created_at="1969-01-01T00:00:00Z"))
+    assert [(d["loc"], d["msg"]) for d in detail] == [
+        (["body", "created_at"], "timestamp before 1970"),
+        (["body", "touchpoints", 0, "occurred_at"], "timestamp before 1970"),
+        (["body", "touchpoints", 3, "occurred_at"], "timestamp before 1970"),
+        (["body", "touchpoints", 5, "occurred_at"], "timestamp more than 1 day(s) in the future"),
+    ]
+
+
+def test_batch_422_lists_the_fields_of_every_lead_and_says_when_it_stops(server: Server) -> None:
+    leads = [lead_body(lead_id="ok"), lead_body(lead_id=""), lead_body(), lead_body(created_at=7)]
+    with server.client() as c:
+        r = c.post("/v1/score/batch", json={"leads": leads}, headers=server.headers("crm"))
+        assert r.status_code == 422, r.text
+        assert [d["loc"] for d in r.json()["detail"]] == [
+            ["body", "leads", 1, "lead_id"],
+            ["body", "leads", 3, "created_at"],
+        ]
+        many = lead_body(touchpoints=[{**t, "touch_type": 1} for t in lead_body()["touchpoints"] * 3])  # 90 bad
+        detail = _422(server, many)
+        assert [d["loc"] for d in detail[:50]] == [["body", "touchpoints", i, "touch_type"] for i in range(50)]
+        assert len(detail) == 51 and detail[50]["loc"] == ["body"] and "50 are listed" in detail[50]["msg"]
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_nan_and_infinity_are_422(server: Server, literal: str) -> None:
     text = json.dumps(lead_body()).replace(
