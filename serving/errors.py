@@ -35,7 +35,7 @@ class InvalidLeadData(ServingError):
     @classmethod
     def listing(cls, problems: list[tuple[list[str | int], str]]) -> InvalidLeadData:
         """The error for every offending field found, as (path, message) pairs, the first one first."""
-        (field, detail), *more = problems
+        (field, detail), *more = problems or [(["body"], "invalid input")]
         return cls(detail, field=field, more=more)
 
 
