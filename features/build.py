@@ -339,9 +339,7 @@ def columns_of_records(leads: Sequence[LeadLike], spec: FeatureSpec) -> RecordCo
     return RecordColumns(
         created_ns=times_ns[:n],
         attributes={name: [lead.attributes.get(name) for lead in leads] for name in spec.attribute_names},
-        touch_lead=np.zeros(len(touches), dtype=np.int64)
-        if n == 1
-        else np.repeat(np.arange(n, dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
+        touch_lead=np.repeat(np.arange(n, dtype=np.int64), [len(lead.touchpoints) for lead in leads]),
         touch_ns=times_ns[n:],
         touch_type=touch_type,
         touch_channel=touch_channel,

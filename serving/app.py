@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -165,13 +166,12 @@ def create_app(
         results = await run_in_threadpool(score_many, call.serving, leads, call.body.explain, True)
         return json_response(BatchOut(results=results))
 
-    framework_routes = len(app.router.routes)
-    app.router.add_api_route(
+    add_scoring_route = functools.partial(
+        app.router.add_api_route, methods=["POST"], route_class_override=DirectRoute, tags=["scoring"]
+    )
+    add_scoring_route(
         "/v1/score",
         score,
-        methods=["POST"],
-        route_class_override=DirectRoute,
-        tags=["scoring"],
         openapi_extra={
             **request_body(LeadIn),
             **flag_parameter("explain", True, "Compute fit, engagement and reasons."),
@@ -179,12 +179,9 @@ def create_app(
         },
         responses={**response_body(ScoreOut, "The lead's score."), **errors},
     )
-    app.router.add_api_route(
+    add_scoring_route(
         "/v1/score/batch",
         score_batch,
-        methods=["POST"],
-        route_class_override=DirectRoute,
-        tags=["scoring"],
         openapi_extra={**request_body(BatchIn), **SCORING_SECURITY},
         responses={
             **response_body(BatchOut, "One answer per lead, in order."),
@@ -192,9 +189,7 @@ def create_app(
             413: {"description": "Too many leads", "model": ErrorOut},
         },
     )
-
-    routes = app.router.routes
-    routes[:] = routes[framework_routes:] + routes[:framework_routes]
+    app.router.routes.sort(key=lambda route: not isinstance(route, DirectRoute))  # stable: the rest keep their order
 
     @app.get("/healthz", response_model=HealthOut, tags=["ops"])
     async def healthz() -> HealthOut:

@@ -106,14 +106,14 @@ def json_response(value: object, status_code: int = 200) -> Response:
 
 
 Problem = tuple[list[str | int], str]  # a field's path and what is wrong with it
-MAX_LISTED = 50  # offending fields listed in one answer
+MAX_LISTED = InvalidLeadData.MAX_LISTED  # the walk stops once it has found one more than are listed
 NON_FINITE = "NaN and infinity are not allowed; send a finite number or null"
 
 
 def body_problems(raw: bytes, struct: type) -> list[Problem]:
-    """Every offending field of a JSON body that does not decode as ``struct``, in document order (missing
-    fields of an object after its other problems), up to :data:`MAX_LISTED` and then a note that there are
-    more. Malformed JSON is one problem at the body."""
+    """The offending fields of a JSON body that does not decode as ``struct``, in document order (missing
+    fields of an object after its other problems), at most one more than :data:`MAX_LISTED`. Malformed
+    JSON is one problem at the body."""
     non_finite: list[float] = []
 
     def number(text: str) -> float:
@@ -136,8 +136,6 @@ def body_problems(raw: bytes, struct: type) -> list[Problem]:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             message, loc = error_location(str(exc))
             found.append((loc, message))
-    if len(found) > MAX_LISTED:
-        found[MAX_LISTED:] = [([], f"more offending fields: {MAX_LISTED} are listed")]
     return found
 
 

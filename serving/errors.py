@@ -25,6 +25,7 @@ class InvalidLeadData(ServingError):
     """422. ``field``/``detail`` name the first offending field; ``more`` lists the others (path, message)."""
 
     status_code = 422
+    MAX_LISTED = 50  # offending fields listed in one answer; finders may stop once they have one more
 
     def __init__(
         self, detail: str, field: list[str | int] | None = None, more: Sequence[tuple[list[str | int], str]] = ()
@@ -34,8 +35,12 @@ class InvalidLeadData(ServingError):
 
     @classmethod
     def listing(cls, problems: list[tuple[list[str | int], str]]) -> InvalidLeadData:
-        """The error for every offending field found, as (path, message) pairs, the first one first."""
-        (field, detail), *more = problems or [(["body"], "invalid input")]
+        """The error for every offending field found, as (path, message) pairs, the first one first; past
+        :attr:`MAX_LISTED` one last item says there are more."""
+        listed = problems[: cls.MAX_LISTED] or [(["body"], "invalid input")]
+        if len(problems) > cls.MAX_LISTED:
+            listed.append((["body"], f"more offending fields: {cls.MAX_LISTED} are listed"))
+        (field, detail), *more = listed
         return cls(detail, field=field, more=more)
 
 
