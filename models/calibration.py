@@ -33,7 +33,8 @@ class Calibrator:
     def predict(self, margin: np.ndarray) -> np.ndarray:
         margin = np.asarray(margin, dtype=np.float64)
         if self.method == "sigmoid":
-            p = 1.0 / (1.0 + np.exp(-(self.params["a"] * margin + self.params["b"])))
+            # = 1 / (1 + exp(-(a * margin + b))) to the bit (negation is exact), in one array operation fewer
+            p = 1.0 / (1.0 + np.exp(margin * -self.params["a"] - self.params["b"]))
         elif self.method == "isotonic":
             p = np.interp(margin, self.params["x"], self.params["y"])
         else:

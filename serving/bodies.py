@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -89,7 +90,7 @@ def json_body(struct: type[T]) -> Callable[[Request], Awaitable[T]]:
     decoder = msgspec.json.Decoder(struct)
 
     async def body(request: Request) -> T:
-        raw = await request.body()
+        raw = await read_body(request.receive)
         try:
             return decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -98,6 +99,19 @@ def json_body(struct: type[T]) -> Callable[[Request], Awaitable[T]]:
         raise InvalidLeadData.listing([(["body", *loc], message) for loc, message in problems])
 
     return body
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, read from the ASGI channel: what ``Request.body()`` gives, without the async
+    generator it reads through (~5 us of a scoring request)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def json_response(value: object, status_code: int = 200) -> Response:

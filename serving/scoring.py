@@ -25,7 +25,7 @@ TREND_POINTS = 5  # score points that make a trend
 _NOW_AND_BEFORE = np.array([0, TREND_DAYS * NS_PER_DAY], dtype=np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per request: plain slots (a frozen init costs twice as much)
 class Threshold:
     """The cut-offs in force and the policy version they come from (0: the model's defaults)."""
 
