@@ -2,8 +2,8 @@
 
 The scoring routes decode and encode their bodies with msgspec (see serving/schemas.py for why) and are
 served as :class:`DirectRoute`: FastAPI documents them but does not solve parameters for them per
-request. This module is the glue: :func:`json_body` decodes a request body (a 422 naming the offending
-field on bad input), :func:`query_flag` reads a boolean query parameter as FastAPI would,
+request. This module is the glue: :func:`json_body` decodes a request body, read by :func:`read_body`
+(a 422 naming each offending field on bad input), :func:`query_flag` reads a boolean query parameter as FastAPI would,
 :func:`json_response` encodes an answer, and :func:`document_structs` / :func:`request_body` /
 :func:`response_body` / :func:`flag_parameter` document them in ``/openapi.json``.
 """
