@@ -85,11 +85,6 @@ def to_utc_ns(values: pd.Series | pd.Index | Sequence[object] | object) -> np.nd
     return series.dt.as_unit("ns").to_numpy(dtype="int64")
 
 
-def datetime_to_ns(value: datetime) -> int:
-    """A datetime as nanoseconds since the epoch (naive means UTC), as :func:`datetimes_to_ns` gives it."""
-    return _micros([value])[0] * 1000
-
-
 def datetimes_to_ns(values: Sequence[datetime]) -> np.ndarray:
     """Many datetimes as int64 nanoseconds since the epoch (naive means UTC), exact to the microsecond.
 

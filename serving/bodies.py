@@ -2,10 +2,10 @@
 
 The scoring routes decode and encode their bodies with msgspec (see serving/schemas.py for why) and are
 served as :class:`DirectRoute`: FastAPI documents them but does not solve parameters for them per
-request. This module is the glue: :func:`json_body` decodes a request body, read by :func:`read_body`
-(a 422 naming each offending field on bad input), :func:`query_flag` reads a boolean query parameter as FastAPI would,
-:func:`json_response` encodes an answer, and :func:`document_structs` / :func:`request_body` /
-:func:`response_body` / :func:`flag_parameter` document them in ``/openapi.json``.
+request. This module is the glue: :func:`json_body` decodes a request body that :func:`read_body` reads (a
+422 listing each offending field on bad input), :func:`query_flag` reads a boolean query parameter as
+FastAPI would, :func:`json_response` encodes an answer, and :func:`document_structs` /
+:func:`request_body` / :func:`response_body` / :func:`flag_parameter` document them in ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def json_body(struct: type[T]) -> Callable[[Request], Awaitable[T]]:
         raw = await read_body(request.receive)
         try:
             return decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            pass  # msgspec stops at the first problem: list them all, off the event loop (a batch can be big)
-        problems = await run_in_threadpool(body_problems, raw, struct)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            refused = str(exc)  # msgspec stops at the first problem: list them all, off the event loop
+        problems = await run_in_threadpool(body_problems, raw, struct, refused)
         raise InvalidLeadData.listing([(["body", *loc], message) for loc, message in problems])
 
     return body
@@ -124,10 +124,10 @@ MAX_LISTED = InvalidLeadData.MAX_LISTED  # the walk stops once it has found one 
 NON_FINITE = "NaN and infinity are not allowed; send a finite number or null"
 
 
-def body_problems(raw: bytes, struct: type) -> list[Problem]:
-    """The offending fields of a JSON body that does not decode as ``struct``, in document order (missing
-    fields of an object after its other problems), at most one more than :data:`MAX_LISTED`. Malformed
-    JSON is one problem at the body."""
+def body_problems(raw: bytes, struct: type, refused: str) -> list[Problem]:
+    """The offending fields of a JSON body that msgspec ``refused`` (its message) as ``struct``, in document
+    order (missing fields of an object after its other problems), at most one more than :data:`MAX_LISTED`.
+    Malformed JSON is one problem at the body."""
     non_finite: list[float] = []
 
     def number(text: str) -> float:
@@ -145,11 +145,8 @@ def body_problems(raw: bytes, struct: type) -> list[Problem]:
     found: list[Problem] = []
     _collect(doc, struct, [], found, bool(non_finite))
     if not found:  # msgspec refused what this walk accepts: report msgspec's own reading of it
-        try:
-            msgspec.json.decode(raw, type=struct)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            message, loc = error_location(str(exc))
-            found.append((loc, message))
+        message, loc = error_location(refused)
+        found.append((loc, message))
     return found
 
 
@@ -182,7 +179,7 @@ def _collect(doc: Any, kind: Any, path: list[str | int], found: list[Problem], n
     else:
         _convert_problem(doc, kind, path, found)
         return
-    if not missing and _converts(doc, kind) and not (non_finite and _has_non_finite(doc)):
+    if not missing and _convert_error(doc, kind) is None and not (non_finite and _has_non_finite(doc)):
         return  # all of it is fine
     before = len(found)
     for value, value_kind, where in parts:
@@ -200,19 +197,19 @@ def _fields(struct: type[msgspec.Struct]) -> dict[str, msgspec.structs.FieldInfo
     return {field.encode_name: field for field in msgspec.structs.fields(struct)}
 
 
-def _converts(doc: object, kind: Any) -> bool:
-    try:
-        msgspec.convert(doc, kind)
-    except msgspec.ValidationError:
-        return False
-    return True
-
-
-def _convert_problem(doc: object, kind: Any, path: list[str | int], found: list[Problem]) -> None:
+def _convert_error(doc: object, kind: Any) -> str | None:
+    """msgspec's message when ``doc`` does not convert to ``kind`` (None when it does)."""
     try:
         msgspec.convert(doc, kind)
     except msgspec.ValidationError as exc:
-        message, loc = error_location(str(exc))
+        return str(exc)
+    return None
+
+
+def _convert_problem(doc: object, kind: Any, path: list[str | int], found: list[Problem]) -> None:
+    error = _convert_error(doc, kind)
+    if error is not None:
+        message, loc = error_location(error)
         found.append(([*path, *loc], message))
 
 

@@ -43,23 +43,17 @@ def check_times(columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_f
         return  # the usual case: every time is in range
     lead_path: Callable[[int], list[str | int]] = (lambda i: ["body", "leads", i]) if batch else (lambda i: ["body"])
     late = f"timestamp more than {max_future.days} day(s) in the future"
-    problems: list[tuple[list[str | int], str]] = []
-    room = InvalidLeadData.MAX_LISTED + 1  # enough for the answer to say there are more
-    for values, path in (
-        (columns.created_ns, lambda i: [*lead_path(i), "created_at"]),
-        (as_of_ns, lambda i: [*lead_path(i), "as_of"]),
-        (columns.touch_ns, lambda j: _touch_path(columns, j, lead_path)),
-    ):
-        for i in np.flatnonzero((values < 0) | (values > latest))[: room - len(problems)].tolist():
-            problems.append((path(i), "timestamp before 1970" if values[i] < 0 else late))
-    raise InvalidLeadData.listing(sorted(problems, key=lambda problem: _document_order(problem[0])))
-
-
-def _document_order(loc: list[str | int]) -> tuple[int, int, int]:
-    """Where a time field comes in its body: by lead, then created_at, as_of, then touches in order."""
-    rest = loc[3:] if loc[1:2] == ["leads"] else loc[1:]
-    lead = int(loc[2]) if loc[1:2] == ["leads"] else 0
-    return lead, {"created_at": 0, "as_of": 1}.get(str(rest[0]), 2), int(rest[1]) if len(rest) > 2 else 0
+    found: list[tuple[tuple[int, int, int], list[str | int], str]] = []  # (body order, path, message)
+    fields = (
+        (columns.created_ns, lambda i: i, lambda i: [*lead_path(i), "created_at"]),
+        (as_of_ns, lambda i: i, lambda i: [*lead_path(i), "as_of"]),
+        (columns.touch_ns, lambda j: int(columns.touch_lead[j]), lambda j: _touch_path(columns, j, lead_path)),
+    )
+    for rank, (values, lead_of, path) in enumerate(fields):  # within a lead: created_at, as_of, touches
+        # each kind up to one more than is listed: whichever come first in the body, the answer has them
+        for i in np.flatnonzero((values < 0) | (values > latest))[: InvalidLeadData.MAX_LISTED + 1].tolist():
+            found.append(((lead_of(i), rank, i), path(i), "timestamp before 1970" if values[i] < 0 else late))
+    raise InvalidLeadData.listing([(loc, message) for _, loc, message in sorted(found, key=lambda f: f[0])])
 
 
 def _touch_path(columns: RecordColumns, j: int, lead_path: Callable[[int], list[str | int]]) -> list[str | int]:

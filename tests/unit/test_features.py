@@ -18,7 +18,7 @@ from features import (
     build_features_from_records,
     infer_spec,
 )
-from features.build import datetime_to_ns, datetimes_to_ns, to_utc_ns
+from features.build import datetimes_to_ns, to_utc_ns
 from features.kernel import NEVER_DAYS
 from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
@@ -202,4 +202,4 @@ def test_vectorised_timestamps_are_exact_to_the_microsecond(values) -> None:
 def test_times_beyond_int64_nanoseconds_are_held_at_the_bounds_not_wrapped() -> None:
     far = datetimes_to_ns([datetime(9999, 12, 31, tzinfo=UTC), datetime(1, 1, 1), datetime(2262, 4, 11, tzinfo=UTC)])
     bound = np.iinfo(np.int64).max // 1000 * 1000  # the last whole microsecond int64 nanoseconds hold
-    assert far.tolist() == [bound, -bound, datetime_to_ns(datetime(2262, 4, 11, tzinfo=UTC))]
+    assert far.tolist() == [bound, -bound, int(to_utc_ns(datetime(2262, 4, 11, tzinfo=UTC))[0])]  # (pandas)
