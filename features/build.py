@@ -3,7 +3,9 @@
 Both entry points, :func:`build_features` (data frames) and :func:`build_features_from_records`
 (plain Python records, for the scoring server), turn their input into the same arrays and call
 :func:`_feature_matrix`, so training and serving cannot disagree. Every function takes ``as_of``
-explicitly; only touches at or before ``as_of`` count.
+explicitly; only touches at or before ``as_of`` count, and every one of them counts (equal touches too).
+Attribute values and touch labels are read by the one reading of :mod:`features.spec` (booleans, numbers
+written as text, whitespace, case and placeholders), whether they come from CSV, Parquet or JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from features.kernel import feature_matrix
-from features.spec import OTHER, FeatureSpec, category_key, is_missing, normalize_label
+from features.spec import (
+    OTHER,
+    FeatureSpec,
+    attribute_number,
+    category_key,
+    factorize_values,
+    normalize_label,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -188,8 +197,11 @@ class TouchArrays:
 
 
 def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object] | np.ndarray], n: int) -> np.ndarray:
-    """Numeric attributes as numbers (unparseable -> NaN); categories as codes (unknown -> NaN)."""
-    encoders: list[tuple[str, Callable[[object], float]]] = [(name, _to_float) for name in spec.numeric_attributes]
+    """Numeric attributes as numbers, categories as codes, each value read by the spec's one reading
+    (:func:`features.spec.attribute_number`, :func:`features.spec.category_key`); unknown or missing -> NaN."""
+    encoders: list[tuple[str, Callable[[object], float]]] = [
+        (name, attribute_number) for name in spec.numeric_attributes
+    ]
     encoders += [(name, functools.partial(_category_code, codes)) for name, codes in spec.category_codes.items()]
     if n <= 64:  # a few served leads: one array from Python lists beats an array operation per column
         missing = [math.nan] * n
@@ -206,31 +218,27 @@ def _attribute_features(spec: FeatureSpec, columns: Mapping[str, Sequence[object
 
 def _map_values(values: Sequence[object] | np.ndarray, func: Callable[[object], float]) -> np.ndarray:
     """Apply a scalar encoder to each value; large arrays apply it once per distinct value."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf" and func is _to_float:
-        return values.astype(np.float64)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf" and func is attribute_number:
+        numbers = values.astype(np.float64)
+        return np.where(np.isfinite(numbers), numbers + 0.0, np.nan)  # as attribute_number reads them
     if len(values) <= 64:
         return np.array([func(v) for v in values], dtype=np.float64)
-    codes, uniques = pd.factorize(pd.Series(list(values), dtype=object), use_na_sentinel=True)
-    mapped = np.array([func(u) for u in uniques] + [np.nan], dtype=np.float64)
-    return mapped[codes]
+    codes, distinct = factorize_values(values)
+    mapped = np.array([func(v) for v in distinct] + [np.nan], dtype=np.float64)
+    return mapped[codes]  # code -1 (missing) picks the trailing NaN
 
 
 def _category_code(lookup: dict[str, int], value: object) -> float:
-    """The code of a category value (as :func:`category_key` reads it); unknown or missing -> NaN."""
-    return lookup.get(value if type(value) is str else category_key(value), math.nan)  # type: ignore[arg-type]
+    """The code of a category value as :func:`category_key` reads it; unknown or missing -> NaN.
 
-
-def _to_float(value: object) -> float:
-    """A number from an attribute value; missing, non-numeric or infinite values become NaN."""
-    if type(value) is float:  # the usual case, first
-        return value if math.isfinite(value) else math.nan
-    if is_missing(value) or isinstance(value, bool):
-        return float("nan")
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return float("nan")
-    return number if math.isfinite(number) else float("nan")
+    A text is looked up as it is first: vocabulary keys read as themselves (the reading is idempotent), so
+    a text that finds itself finds what its key would, and only a miss pays for reading it."""
+    if type(value) is str:
+        code = lookup.get(value)
+        if code is not None:
+            return code
+    key = category_key(value)
+    return math.nan if key is None else lookup.get(key, math.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +256,8 @@ def build_features(
         leads: one row per snapshot: ``lead_id``, ``created_at`` and attribute columns. The same lead may
             appear on several rows (one per snapshot time).
         touchpoints: ``lead_id``, ``occurred_at``, ``touch_type`` and optional ``channel``; may hold touches
-            of other leads and touches after ``as_of`` (they are ignored). ``None`` for no touch log.
+            of other leads and touches after ``as_of`` (they are ignored). Every row is a touch, equal rows
+            too (re-sent rows are for the data contract to drop, by ``touch_id``). ``None`` for no touch log.
         as_of: one timestamp for every row, or one per row (same length as ``leads``).
         spec: the feature spec (vocabularies, windows, attributes).
 
@@ -291,7 +300,9 @@ def build_features_from_records(
     """The same features as :func:`build_features`, from plain records (the serving path).
 
     Args:
-        leads: leads with their touches; each lead is its own group, even if two share a ``lead_id``.
+        leads: leads with their touches; each lead is its own group, even if two share a ``lead_id``. Every
+            touch counts; attribute values read as in training (see :func:`features.spec.category_key` and
+            :func:`features.spec.attribute_number`), so JSON ``true`` is CSV ``true``.
         as_of: one time for all leads or one per lead; touches after it are ignored.
         spec: the feature spec.
 

@@ -43,9 +43,10 @@ def feature_matrix(
     """The float32 feature matrix, columns in :meth:`FeatureSpec.feature_infos` order.
 
     Touches (lead ``t_lead``, time, type and channel codes) are taken in ``order`` (by lead, time, type,
-    channel) and grouped by :func:`group_touches`. Row i reads the touches of lead ``g = row_group[i]`` up
-    to ``as_of[i]`` (the point-in-time rule), and its days since created and attributes from row
-    ``attr_row[i]`` of ``created`` and ``attrs``. Windows are in days; ``-1`` means all time.
+    channel) and grouped by :func:`group_touches`; every touch counts, equal ones too. Row i reads the
+    touches of lead ``g = row_group[i]`` up to ``as_of[i]`` (the point-in-time rule), and its days since
+    created and attributes from row ``attr_row[i]`` of ``created`` and ``attrs``. Windows are in days;
+    ``-1`` means all time.
 
     Columns: when ``use_touches``, per type window the count of each type and their total; per channel
     window the count of each channel; days since the newest and the oldest touch, the decayed weighted
@@ -123,7 +124,11 @@ def feature_matrix(
 def group_touches(
     order: np.ndarray, lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Touches taken in ``order`` (by lead, time, type, channel), identical ones kept once, and each lead's range.
+    """Touches taken in ``order`` (by lead, time, type, channel), and each lead's range among them.
+
+    Every touch counts, even one equal to another in lead, time, type and channel: a CRM export with
+    date-only times holds many such touches that are really distinct. Re-sent rows are for the data
+    contract to drop (by ``touch_id``, see ``training.data.validate_touchpoints``), not for this kernel.
 
     Returns the touches' times, types and channels, then ``group_start`` and ``group_end``: lead ``g``'s
     touches are ``[group_start[g], group_end[g])`` (an empty range for a lead without touches). One pass,
@@ -135,24 +140,15 @@ def group_touches(
     out_chan = np.empty(m, dtype=np.int64)
     group_start = np.zeros(n_groups, dtype=np.int64)
     group_end = np.zeros(n_groups, dtype=np.int64)
-    kept = 0
     previous = -1
     for i in range(m):
         j = order[i]
-        if previous >= 0 and (
-            lead[j] == lead[previous]
-            and time[j] == time[previous]
-            and ttype[j] == ttype[previous]
-            and chan[j] == chan[previous]
-        ):
-            continue  # the same touch sent twice counts once
         g = lead[j]
         if previous < 0 or g != lead[previous]:
-            group_start[g] = kept
-        out_time[kept] = time[j]
-        out_type[kept] = ttype[j]
-        out_chan[kept] = chan[j]
-        kept += 1
-        group_end[g] = kept
+            group_start[g] = i
+        out_time[i] = time[j]
+        out_type[i] = ttype[j]
+        out_chan[i] = chan[j]
+        group_end[g] = i + 1
         previous = j
-    return out_time[:kept], out_type[:kept], out_chan[:kept], group_start, group_end
+    return out_time, out_type, out_chan, group_start, group_end

@@ -1,4 +1,8 @@
-"""The declarative, versioned feature spec saved with every model."""
+"""The declarative, versioned feature spec saved with every model, and the one reading of every value.
+
+Attribute values and touch labels are read here, and only here, for training (CSV, Parquet) and serving
+(JSON) alike: :func:`category_key`, :func:`attribute_number`, :func:`reads_as_numbers`, :func:`normalize_label`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import functools
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -71,16 +76,29 @@ class FeatureInfo:
     attribute: str | None = None
 
 
+# ---- one reading of every value ---------------------------------------------------------------
+# Training (CSV, Parquet) and serving (JSON) read attribute values and touch labels through these functions
+# only, so a value means the same wherever it comes from. Every reading is idempotent: reading a result
+# again gives it back, so keys already read (a vocabulary) can be looked up before reading a raw value.
+
+PLACEHOLDERS = frozenset({"select", "n/a", "na", "none", "null", "-", "unknown"})
+"""Texts that mean "no value" (compared after whitespace is collapsed and case folded)."""
+
+BOOLEAN_KEYS = ("false", "true")
+
+
 @functools.lru_cache(maxsize=8192)
 def _normalize_text(text: str) -> str:
-    return _NON_WORD.sub("_", text.strip().lower()).strip("_") or OTHER
+    words = _NON_WORD.sub("_", text.strip().lower()).strip("_")
+    return OTHER if not words or " ".join(text.split()).casefold() in PLACEHOLDERS else words
 
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
 def normalize_label(value: object) -> str:
-    """Normalise a touch type or channel label: lower case, words joined by underscores."""
+    """Normalise a touch type or channel label: lower case, words joined by underscores; blank and
+    placeholders (``Select``, ``n/a``, ...) are ``other``, as a missing label is."""
     return _normalize_text(value if isinstance(value, str) else str(value))
 
 
@@ -89,15 +107,137 @@ def is_missing(value: object) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
+@functools.lru_cache(maxsize=16384)
+def _text_key(text: str) -> str | None:
+    """The key of a text value (see :func:`category_key`); memoised, since the same few texts come again."""
+    folded = " ".join(text.split()).casefold()
+    if not folded or folded in PLACEHOLDERS:
+        return None
+    if folded in BOOLEAN_KEYS:
+        return folded
+    number = _parse_number(folded)
+    return folded if number is None else _number_key(number)
+
+
+def _parse_number(text: str) -> float | None:
+    """The number a text spells (Python's float syntax without digit separators), else None."""
+    if "_" in text:
+        return None  # "1_10" is a label, not 110
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _number_key(number: float) -> str | None:
+    """5.0 -> "5", 0.25 -> "0.25" (shortest exact form), NaN -> None, infinities -> "inf" / "-inf"."""
+    if math.isnan(number):
+        return None
+    if number.is_integer():
+        return str(int(number))
+    return repr(number)
+
+
 def category_key(value: object) -> str | None:
-    """Category values compare as strings, so ``True``/"True" and 5/5.0/"5" match; missing -> None."""
+    """How a categorical attribute value reads, from CSV, Parquet or JSON alike.
+
+    Missing (None, NaN, NA), blank and placeholder texts (:data:`PLACEHOLDERS`) -> None. Booleans and the
+    texts ``true``/``false`` in any case -> "true"/"false". Numbers and texts that spell one -> the number
+    written shortest (5, 5.0, "5", " 5.0 " -> "5"; 0.50 -> "0.5"). Any other text -> its words joined by
+    one space, case folded (" Software " -> "software"). Idempotent: ``category_key(category_key(v))``
+    is ``category_key(v)``.
+    """
+    if type(value) is str:
+        return _text_key(value)
     if is_missing(value):
         return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
     if isinstance(value, np.generic):
         return category_key(value.item())
-    return str(value)
+    if isinstance(value, int | float):
+        try:
+            return _number_key(float(value))
+        except OverflowError:  # an int beyond float: its digits
+            return str(value)
+    return _text_key(str(value))
+
+
+@functools.lru_cache(maxsize=16384)
+def _text_number(text: str) -> float:
+    key = _text_key(text)
+    if key is None:
+        return math.nan
+    if key in BOOLEAN_KEYS:
+        return float(key == "true")
+    number = _parse_number(key)
+    return number + 0.0 if number is not None and math.isfinite(number) else math.nan
+
+
+def attribute_number(value: object) -> float:
+    """How a numeric attribute value reads, from CSV, Parquet or JSON alike.
+
+    Numbers -> themselves as float (-0.0 as 0.0); booleans and the texts ``true``/``false`` -> 1.0/0.0;
+    texts that spell a number (whitespace allowed: " 3 " -> 3.0) -> that number. Missing, blank, placeholder,
+    other texts and infinities -> NaN. Agrees with :func:`category_key`: a value reads as the number its key
+    spells.
+    """
+    if type(value) is float:  # the usual case, first
+        return value + 0.0 if math.isfinite(value) else math.nan  # + 0.0: -0.0 reads 0.0, as "-0" does
+    if type(value) is str:
+        return _text_number(value)
+    if isinstance(value, bool | np.bool_):
+        return 1.0 if value else 0.0
+    if is_missing(value):
+        return math.nan
+    if isinstance(value, np.generic):
+        return attribute_number(value.item())
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return math.nan
+        return number + 0.0 if math.isfinite(number) else math.nan
+    return _text_number(str(value))
+
+
+def reads_as_numbers(values: Iterable[object]) -> bool:
+    """Whether an attribute column of ``values`` is numeric: at least one value is a number (or a text that
+    spells one) and every other value is missing, a placeholder or a boolean (read as 1/0). A column of
+    booleans alone, or with any other text, is categorical."""
+    numbers = False
+    for value in values:
+        key = category_key(value)
+        if key is None or key in BOOLEAN_KEYS:
+            continue
+        if _parse_number(key) is None:
+            return False
+        numbers = True
+    return numbers
+
+
+def factorize_values(values: pd.Series | np.ndarray | Sequence[object]) -> tuple[np.ndarray, list[object]]:
+    """Codes of ``values`` in their distinct values, and those values (missing: code -1), as ``pd.factorize``
+    gives them, except that booleans stay apart from the numbers 1 and 0: pandas takes ``True`` and ``1``
+    for one value, the readings do not ("true" and "1")."""
+    if isinstance(values, pd.Series):
+        series = values
+    else:
+        series = pd.Series(values if isinstance(values, np.ndarray) else list(values), dtype=object)
+    if pd.api.types.infer_dtype(series, skipna=True) not in ("mixed", "mixed-integer"):  # no bools among others
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        return codes.astype(np.int64), list(uniques)
+    seen: dict[tuple[bool, object], int] = {}
+    distinct: list[object] = []
+    out = np.full(len(series), -1, dtype=np.int64)
+    for i, value in enumerate(series.tolist()):
+        if not is_missing(value):
+            tag = (isinstance(value, bool | np.bool_), value)
+            if tag not in seen:
+                seen[tag] = len(distinct)
+                distinct.append(value)
+            out[i] = seen[tag]
+    return out, distinct
 
 
 def slug(name: str) -> str:
@@ -163,8 +303,10 @@ class FeatureSpec:
 
     @functools.cached_property
     def category_codes(self) -> dict[str, dict[str, int]]:
-        """The code of each known value of each categorical attribute (its position in the vocabulary)."""
-        return {name: {v: i for i, v in enumerate(vocab)} for name, vocab in self.categorical_attributes.items()}
+        """The code of each known value of each categorical attribute (its position in the vocabulary), by
+        the value and by its :func:`category_key`. Vocabularies learned by this code are keys already; those
+        of older specs may not be ("True", " Software"), and their keys then find them too."""
+        return {name: _codes_of(vocab) for name, vocab in self.categorical_attributes.items()}
 
     @functools.cached_property
     def kernel_windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,6 +395,15 @@ class FeatureSpec:
         return cls.from_dict(json.loads(text))
 
 
+def _codes_of(vocab: tuple[str, ...]) -> dict[str, int]:
+    codes = {value: i for i, value in enumerate(vocab)}
+    for i, value in enumerate(vocab):
+        key = category_key(value)
+        if key is not None:
+            codes.setdefault(key, i)  # an exact value keeps its own code; the first value of a key wins
+    return codes
+
+
 def _window_suffix(window: int | None) -> str:
     return "all" if window is None else f"{window}d"
 
@@ -272,6 +423,10 @@ def infer_spec(
 ) -> FeatureSpec:
     """Learn the data-dependent parts of a spec (attribute kinds, category and channel vocabularies).
 
+    Values are read as the spec reads them everywhere: a column is numeric when :func:`reads_as_numbers`
+    (or its dtype) says so, and a categorical vocabulary holds :func:`category_key` keys, so " Software "
+    and "software" are one category and placeholders are no category at all.
+
     Args:
         leads: the leads table (``lead_id``, ``created_at``, attributes).
         touchpoints: the touch log, or ``None`` for attribute-only models.
@@ -290,14 +445,18 @@ def infer_spec(
         if col in RESERVED_LEAD_COLUMNS or col in exclude_columns:
             continue
         series = leads[col]
-        if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
-            raw = series.value_counts(dropna=True)
-            counts = pd.Series(raw.to_numpy(), index=[category_key(v) for v in raw.index]).groupby(level=0).sum()
-            counts = counts[counts >= min_category_count].sort_values(ascending=False, kind="stable")
-            ordered = sorted(counts.index[:max_categories].tolist(), key=lambda v: (-counts[v], v))
-            categorical[col] = tuple(ordered)
-        else:
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
             numeric.append(col)
+            continue
+        codes, distinct = factorize_values(series)
+        if reads_as_numbers(distinct):  # text that spells numbers (booleans alone stay categories)
+            numeric.append(col)
+            continue
+        per_value = np.bincount(codes[codes >= 0], minlength=len(distinct))
+        keyed = pd.Series(per_value, index=[category_key(v) for v in distinct], dtype=np.int64)
+        counts = keyed[keyed.index.notna()].groupby(level=0).sum()
+        counts = counts[counts >= min_category_count].sort_values(ascending=False, kind="stable")
+        categorical[col] = tuple(sorted(counts.index[:max_categories].tolist(), key=lambda v: (-counts[v], v)))
     channels: tuple[str, ...] = ()
     use_touches = touchpoints is not None
     if touchpoints is not None and "channel" in touchpoints.columns and len(touchpoints):

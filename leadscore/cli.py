@@ -56,28 +56,47 @@ def _flat_options(
     time_column: str | None,
     label_column: str | None,
     positive_label: str,
-    exclude_columns: str | None,
+    close_column: str | None = None,
 ) -> FlatExportOptions | None:
     from training.data import FlatExportOptions
 
-    if not (id_column or label_column or time_column or exclude_columns):
+    if not (id_column or label_column or time_column or close_column):
         return None
-    excluded = tuple(c.strip() for c in (exclude_columns or "").split(",") if c.strip())
     return FlatExportOptions(
         id_column=id_column or "lead_id",
         label_column=label_column or "converted",
         positive_label=positive_label,
         time_column=time_column,
-        exclude_columns=excluded,
+        close_column=close_column,
     )
+
+
+def _columns(text: str | None) -> tuple[str, ...]:
+    """``a,b,"c, d"`` -> ("a", "b", "c, d"): comma-separated names, CSV quoting for names with commas."""
+    import csv
+
+    if not text:
+        return ()
+    return tuple(c.strip() for row in csv.reader([text], skipinitialspace=True) for c in row if c.strip())
 
 
 IdColumn = Annotated[str | None, typer.Option(help="Flat export: the lead id column.")]
 TimeColumn = Annotated[str | None, typer.Option(help="Flat export: the lead creation time column (optional).")]
 LabelColumn = Annotated[str | None, typer.Option(help="Flat export: the label column.")]
 PositiveLabel = Annotated[str, typer.Option(help="Flat export: the label value that means converted.")]
+CloseColumn = Annotated[
+    str | None, typer.Option(help="Flat export: the close (conversion) time column, to label by the horizon.")
+]
+DataEnd = Annotated[
+    str | None,
+    typer.Option(
+        help="The export time (ISO 8601): rows dated later are dropped and counted. Default: the latest time in "
+        "the data that is not after now."
+    ),
+]
 ExcludeColumns = Annotated[
-    str | None, typer.Option(help="Flat export: comma-separated columns to leave out (e.g. leaky ones).")
+    str | None,
+    typer.Option(help="Comma-separated lead attribute columns to leave out (e.g. leaky ones); any data shape."),
 ]
 Strict = Annotated[bool, typer.Option(help="Fail on any bad row instead of dropping and reporting it.")]
 
@@ -91,28 +110,50 @@ def train(
     promote: Annotated[bool, typer.Option(help="Make it the champion if at least as good as the current one.")] = False,
     force: Annotated[bool, typer.Option(help="With --promote: promote even if worse than the champion.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed (same data + seed = same model).")] = None,
+    data_end: DataEnd = None,
+    moments: Annotated[
+        str,
+        typer.Option(help="Scoring moments taken as examples: any of creation, activity, periodic (comma-separated)."),
+    ] = "creation,activity,periodic",
+    every_days: Annotated[int, typer.Option(help="Days between periodic scoring moments.", min=1)] = 30,
+    max_lead_age_days: Annotated[int, typer.Option(help="No scoring moments after this lead age.", min=1)] = 180,
+    tune: Annotated[bool, typer.Option(help="Choose among a few LightGBM settings on the calibration window.")] = True,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
+    close_column: CloseColumn = None,
     label_column: LabelColumn = None,
     positive_label: PositiveLabel = "1",
     exclude_columns: ExcludeColumns = None,
     strict: Strict = False,
 ) -> None:
-    """Train, evaluate against two baselines, log to MLflow and register a model version."""
+    """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version."""
     from rich.table import Table
 
     from leadscore.settings import get_settings
     from training.data import DataValidationError
-    from training.pipeline import NotEnoughData, TrainConfig
+    from training.pipeline import MODELS, NotEnoughData, TrainConfig
     from training.pipeline import train as run_training
 
+    kinds = {m.strip() for m in moments.split(",") if m.strip()}
+    unknown = kinds - {"creation", "activity", "periodic"}
+    if unknown or not kinds:
+        raise typer.BadParameter(
+            f"unknown moments: {', '.join(sorted(unknown)) or '(none given)'}", param_hint="--moments"
+        )
     settings = get_settings()
     settings.ensure_home()
     config = TrainConfig(
         data=data,
-        flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),
+        flat=_flat_options(id_column, time_column, label_column, positive_label, close_column),
         strict=strict,
+        exclude_columns=_columns(exclude_columns),
+        data_end=data_end,
         horizon_days=horizon_days,
+        moment_at_creation="creation" in kinds,
+        moment_after_activity="activity" in kinds,
+        moment_every_days=every_days if "periodic" in kinds else 0,
+        max_lead_age_days=max_lead_age_days,
+        tune=tune,
         experiment=experiment or settings.experiment,
         model_name=model_name or settings.model_name,
         promote=promote,
@@ -136,12 +177,18 @@ def train(
         raise typer.Exit(2) from err
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-    table = Table(title=f"Test window ({result.split_kind} split)")
-    for col in ("metric", "leadscore", "logistic baseline", "rules baseline"):
+    table = Table(title=f"Test window ({result.split_kind} split; every lead weighs one)")
+    for col in ("metric", *MODELS.values()):
         table.add_column(col)
-    for name, *values in result.metric_table():
-        table.add_row(name, *(f"{v:.4f}" for v in values))
+    for row in result.metric_table():
+        table.add_row(*row)
     Console().print(table)
+    if result.leakage_suspects:
+        console.print(
+            f"[red]leakage audit:[/red] {len(result.leakage_suspects)} attribute(s) look like they leak the outcome "
+            "(see the notes above); to leave them out, train again with:"
+        )
+        typer.echo(f"  {result.exclude_line}")
     typer.echo(f"run id: {result.run_id}")
     typer.echo(f"model: {config.model_name} version {result.model_version}")
     typer.echo(result.promotion_message)
@@ -183,8 +230,9 @@ def score(
         loaded = load_model_uri(model or settings.model_uri, settings.model_cache_dir)
         dataset = load_crm_data(
             data,
-            flat=_flat_options(id_column, time_column, label_column, positive_label, exclude_columns),
+            flat=_flat_options(id_column, time_column, label_column, positive_label),
             strict=strict,
+            exclude_columns=_columns(exclude_columns),
         )
     except (NoChampionModel, DataValidationError) as err:
         console.print(f"[red]error:[/red] {err}")
@@ -432,32 +480,61 @@ def threshold_show() -> None:
 @_service_errors
 def threshold_analyze(
     cutoff: Annotated[float | None, typer.Option(help="Figures at this probability cut-off.")] = None,
-    leads_per_week: Annotated[float | None, typer.Option(help="The cut-off for this sales capacity.")] = None,
-    min_precision: Annotated[float | None, typer.Option(help="The cut-off for this precision.")] = None,
-    min_recall: Annotated[float | None, typer.Option(help="The cut-off for this recall.")] = None,
+    leads_per_week: Annotated[
+        float | None, typer.Option(help="The lowest cut-off within this sales capacity (leads handed over per week).")
+    ] = None,
+    min_precision: Annotated[
+        float | None, typer.Option(help="The lowest cut-off whose handed-over leads reach this precision.")
+    ] = None,
+    min_recall: Annotated[
+        float | None, typer.Option(help="The highest cut-off that hands over this share of the won leads.")
+    ] = None,
 ) -> None:
-    """Qualified per week, precision, recall, wins per week and lift (95% intervals) for a cut-off."""
+    """The replayed trade-off for a cut-off, in leads, with 95% intervals; exit 2 when no cut-off reaches it."""
+    from models.threshold_analysis import Unreachable
+
     given = [v for v in (cutoff, leads_per_week, min_precision, min_recall) if v is not None]
     if len(given) != 1:
         raise typer.BadParameter("give exactly one of --cutoff, --leads-per-week, --min-precision, --min-recall")
     ctx = _ThresholdContext()
     trade = ctx.tradeoff(ctx.champion.version)
-    if cutoff is not None:
-        chosen = cutoff
-    elif leads_per_week is not None:
-        chosen = trade.cutoff_for_capacity(leads_per_week)
-    elif min_precision is not None:
-        chosen = trade.cutoff_for_precision(min_precision)
-    else:
-        assert min_recall is not None
-        chosen = trade.cutoff_for_recall(min_recall)
+    try:
+        if cutoff is not None:
+            chosen = cutoff
+        elif leads_per_week is not None:
+            chosen = trade.cutoff_for_capacity(leads_per_week)
+        elif min_precision is not None:
+            chosen = trade.cutoff_for_precision(min_precision)
+        else:
+            assert min_recall is not None
+            chosen = trade.cutoff_for_recall(min_recall)
+    except Unreachable as err:
+        console.print(f"[red]unreachable:[/red] {err}")
+        raise typer.Exit(2) from err
     a = trade.analyze(chosen)
+    horizon = f"{a.horizon_days} days" if a.horizon_days is not None else "the horizon"
     typer.echo(
-        f"cut-off {a.cutoff:.4f} (model version {ctx.champion.version}, inflow {a.leads_per_week:.0f} leads/week)"
+        f"cut-off {a.cutoff:.4f} (model version {ctx.champion.version}); replayed on {a.test_leads} test leads "
+        f"({a.test_moments} scoring moments, {a.test_wins} won), inflow {a.leads_per_week:.1f} new leads/week"
     )
-    for name in ("share_qualified", "qualified_per_week", "precision", "recall", "expected_wins_per_week", "lift"):
-        f = getattr(a, name)
-        typer.echo(f"  {name:<24} {f.value:10.4f}   95% [{f.low:.4f}, {f.high:.4f}]")
+    typer.echo(
+        f"  test leads handed over: {a.leads_handed_over}, of which won within {horizon} of hand-over: "
+        f"{a.wins_after_hand_over}; won test leads caught: {a.wins_caught} of {a.test_wins}"
+    )
+    rows = [
+        ("leads handed over per week", a.qualified_per_week, "{:.1f}"),
+        ("share of leads handed over", a.share_qualified, "{:.1%}"),
+        (f"precision (won within {horizon} of hand-over)", a.precision, "{:.1%}"),
+        ("recall (won leads handed over before close)", a.recall, "{:.1%}"),
+        ("expected wins per week", a.expected_wins_per_week, "{:.1f}"),
+        (f"lift over the base rate {a.base_rate:.1%}", a.lift, "{:.2f}x"),
+        ("median days to hand-over", a.median_days_to_hand_over, "{:.1f} days"),
+    ]
+    for label, f, fmt in rows:
+        if f is None:
+            typer.echo(f"  {label:<46} (no lead handed over)")
+        else:
+            typer.echo(f"  {label:<46} {fmt.format(f.value):>12}   95% [{fmt.format(f.low)}, {fmt.format(f.high)}]")
 
 
 @threshold_app.command("propose")

@@ -17,14 +17,14 @@ class Calibrator:
     method: str = "identity"  # identity | sigmoid | isotonic
     params: dict[str, Any] = field(default_factory=dict)
 
-    def fit(self, margin: np.ndarray, y: np.ndarray) -> Calibrator:
-        """Fit on raw margins and 0/1 labels; returns self."""
+    def fit(self, margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Calibrator:
+        """Fit on raw margins and 0/1 labels (optionally weighted, e.g. one per lead); returns self."""
         margin = np.asarray(margin, dtype=np.float64)
         if self.method == "sigmoid":
-            lr = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y, sample_weight=sample_weight)
             self.params = {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
         elif self.method == "isotonic":
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y, sample_weight)
             self.params = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
         elif self.method != "identity":
             raise ValueError(f"unknown calibration method {self.method!r}")

@@ -1,23 +1,78 @@
-"""The qualified-lead trade-off, from a model's test-window predictions scaled to the recent lead inflow.
+"""The qualified-lead trade-off, replayed on the test window the way production runs, counted in LEADS.
 
-For a cut-off c, with n test leads, k of them at or above c, w of those won and W wins in all:
-share qualified = k/n, qualified per week = k/n * inflow, precision = w/k, recall = w/W,
-expected wins per week = w/n * inflow, lift = precision / (W/n). Each comes with a 95% Wilson interval
-(lift's interval is precision's divided by the base rate).
+Input: the model's test-window predictions, one row per scoring moment of a test lead (``lead_id``, ``as_of``,
+``created_at``, calibrated ``probability``, ``label`` = won within the horizon after ``as_of``). Scoring moments
+are only taken while a lead is open, so a hand-over at a moment always precedes the close.
+
+For lead i with moments sorted by time, and a cut-off c (n = test leads, L = new leads per week):
+
+* handed_i(c): some moment has probability >= c. The hand-over moment h_i(c) is the FIRST such moment (a lead
+  is handed to sales the first time its probability reaches the cut-off).
+* success_i(c): handed, and the label of the hand-over moment is 1 (won within the horizon after hand-over).
+* W, the window's wins: the leads with label 1 at any of their moments; caught_i(c) = i in W and handed_i(c)
+  (handed over before it closed).
+
+Figures (every count is a count of leads, never of rows):
+
+* share of leads handed over = sum handed / n                                  (per lead)
+* leads handed over per week = share x L                                        (leads per week)
+* precision = sum success / sum handed                                          (per handed lead)
+* recall = sum caught / |W|                                                     (per won lead)
+* expected wins per week = sum success / n x L                                  (won leads per week)
+* base rate = mean label at each lead's first moment (precision when every lead is handed over when it
+  is first scored); lift = precision / base rate                                (ratio)
+* median days to hand-over = median over handed leads of (h_i - created_i)     (days)
+
+95% intervals count leads: Wilson score intervals on the lead counts (share: handed of n; precision: success
+of handed; recall: caught of |W|; the per-week figures: the interval of their share of n (handed of n, success
+of n) times L; lift: precision's interval / base rate), and for the median days the distribution-free
+order-statistic interval of a median (see :func:`median_interval`). Duplicating a lead's rows changes none
+of them.
+
+Where things change: for one lead, as c falls, the hand-over moment moves from its highest "record" moment
+(a moment whose probability beats every earlier one) to earlier records. Handed and caught change only at a
+lead's maximum; success also changes wherever the hand-over moves to another record. The reverse queries
+therefore sweep every record value of every lead, sorted, with cumulative sums of the per-lead changes: exact,
+and O(records log records).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy.stats import binom
 
 Z95 = 1.959963984540054
+DAY_NS = 86_400 * 10**9
+REQUIRED_COLUMNS = ("probability", "label")
+
+
+class Unreachable(ValueError):
+    """No cut-off reaches the requested figure on the test window; ``best`` is the best reachable value."""
+
+    def __init__(self, figure: str, requested: float, best: float, best_cutoff: float | None) -> None:
+        where = f" (at cut-off {best_cutoff:.4f})" if best_cutoff is not None else ""
+        super().__init__(
+            f"no cut-off reaches a {figure} of {requested:.4g} on the test window; "
+            f"the best reachable {figure} is {best:.4f}{where}"
+        )
+        self.figure = figure
+        self.requested = requested
+        self.best = best
+        self.best_cutoff = best_cutoff
 
 
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion; (0, 1) when there are no trials."""
+    """95% Wilson score interval of a proportion; (0, 1) when there are no trials.
+
+    With p = k/t: (p + z²/2t ± z sqrt(p(1-p)/t + z²/4t²)) / (1 + z²/t).
+    Source: E. B. Wilson (1927), "Probable inference, the law of succession, and statistical inference",
+    JASA 22:209-212; recommended by Brown, Cai & DasGupta (2001), Statistical Science 16:101-133.
+    """
     if trials <= 0:
         return (0.0, 1.0)
     p = successes / trials
@@ -25,6 +80,27 @@ def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def median_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of a median, from two order statistics.
+
+    With x_(1) <= ... <= x_(m) and B ~ Binomial(m, 1/2), the interval is [x_(r), x_(m-r+1)] for the largest
+    r >= 1 with P(B <= r-1) <= (1-confidence)/2; it covers the median with probability 1 - 2 P(B <= r-1)
+    >= confidence, whatever the distribution. Below m = 6 no r reaches 95%: the range [x_(1), x_(m)] is given
+    (coverage 1 - 2^(1-m)). Sources: W. J. Conover (1999), Practical Nonparametric Statistics, 3rd ed., sec. 3.2
+    (confidence interval for a quantile); G. J. Hahn & W. Q. Meeker (1991), Statistical Intervals, ch. 5.
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    m = len(x)
+    if m == 0:
+        raise ValueError("no values")
+    below = binom.cdf(np.arange(m), m, 0.5)  # P(B <= k) for k = r-1 = 0..m-1
+    fits = np.flatnonzero(below <= (1 - confidence) / 2)
+    if not fits.size:
+        return (float(x[0]), float(x[-1]))
+    r = int(fits[-1]) + 1
+    return (float(x[r - 1]), float(x[m - r]))
 
 
 @dataclass(frozen=True)
@@ -36,113 +112,322 @@ class Figure:
 
 @dataclass(frozen=True)
 class CutoffAnalysis:
+    """Every figure of one cut-off, in leads (see the module docstring for the definitions)."""
+
     cutoff: float
-    share_qualified: Figure
-    qualified_per_week: Figure
-    precision: Figure
-    recall: Figure
-    expected_wins_per_week: Figure
-    lift: Figure
-    leads_per_week: float
-    test_leads: int
-    test_wins: int
+    share_qualified: Figure  # share of test leads handed over (per lead)
+    qualified_per_week: Figure  # leads handed over per week
+    precision: Figure  # handed leads won within the horizon after hand-over, per handed lead
+    recall: Figure  # the window's won leads handed over before they closed, per won lead
+    expected_wins_per_week: Figure  # won leads per week among the handed ones (won within the horizon)
+    lift: Figure  # precision / base rate
+    median_days_to_hand_over: Figure | None  # days from creation to hand-over; None when nobody is handed over
+    leads_per_week: float  # new leads per week (recent inflow) the per-week figures are scaled to
+    test_leads: int  # n: leads in the test window
+    test_wins: int  # |W|: test leads won (label 1 at any of their moments)
+    leads_handed_over: int  # test leads handed over at this cut-off
+    wins_after_hand_over: int  # handed leads won within the horizon after hand-over
+    wins_caught: int  # won test leads handed over before they closed
+    base_rate: float  # mean label at each lead's first scoring moment (per lead)
+    test_moments: int  # scoring moments (rows) of the test window
+    horizon_days: int | None  # "won within the horizon" means within this many days
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
+def _to_ns(values: Any) -> np.ndarray:
+    """Timestamps (naive means UTC) as int64 nanoseconds since the epoch; NaT becomes the int64 minimum."""
+    return np.asarray(pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8, dtype=np.int64)
+
+
+def _last_of_runs(sorted_values: np.ndarray) -> np.ndarray:
+    """Positions of the last element of each run of equal values."""
+    last = np.ones(len(sorted_values), dtype=bool)
+    last[:-1] = sorted_values[:-1] != sorted_values[1:]
+    return np.flatnonzero(last)
+
+
 class TradeOff:
-    """Answers "what happens at this cut-off" and the reverse questions, from stored test predictions."""
+    """Answers "what happens at this cut-off" and the reverse questions, replaying the test window per lead.
 
-    def __init__(self, probabilities: np.ndarray, labels: np.ndarray, leads_per_week: float) -> None:
-        order = np.argsort(-np.asarray(probabilities, dtype=np.float64), kind="stable")
-        self.p = np.asarray(probabilities, dtype=np.float64)[order]  # descending
-        self.y = np.asarray(labels, dtype=np.int64)[order]
-        self.cum_wins = np.cumsum(self.y)
-        self.n = len(self.p)
-        self.wins = int(self.y.sum())
+    Args:
+        probabilities: calibrated probability of each scoring moment.
+        labels: 0/1, won within the horizon after that moment.
+        leads_per_week: new leads per week (recent inflow) that the per-week figures are scaled to.
+        lead_ids: the lead of each moment; None treats each row as its own lead (legacy, one moment per lead).
+        as_of: the time of each moment; None puts every moment at the same time.
+        created_at: when each moment's lead was created; None uses the moment's own ``as_of``.
+        horizon_days: the horizon of the labels, reported with the figures.
+    """
+
+    def __init__(
+        self,
+        probabilities: Any,
+        labels: Any,
+        leads_per_week: float,
+        *,
+        lead_ids: Any = None,
+        as_of: Any = None,
+        created_at: Any = None,
+        horizon_days: int | None = None,
+    ) -> None:
+        p = np.asarray(probabilities, dtype=np.float64)
+        y_raw = np.asarray(labels)
+        rows = len(p)
+        if len(y_raw) != rows:
+            raise ValueError("probabilities and labels differ in length")
+        if np.isnan(p).any():
+            raise ValueError("a test probability is missing (NaN)")
+        if rows and not np.isin(y_raw, (0, 1)).all():
+            raise ValueError("labels must be 0 or 1")
+        y = y_raw.astype(np.int64)
+        codes, uniques = (np.arange(rows), np.arange(rows)) if lead_ids is None else pd.factorize(np.asarray(lead_ids))
+        if (codes < 0).any():
+            raise ValueError("a scoring moment has no lead_id")
+        t = np.zeros(rows, dtype=np.int64) if as_of is None else _to_ns(as_of)
+        nat = np.iinfo(np.int64).min
+        if (t == nat).any():
+            raise ValueError("a scoring moment has no time (as_of)")
+        born = t.copy() if created_at is None else _to_ns(created_at)
+        born = np.where(born == nat, t, born)
+
+        # Moments sorted by lead, then time (at one instant the higher probability first).
+        order = np.lexsort((-p, t, codes))
+        codes, p, y, t, born = codes[order], p[order], y[order], t[order], born[order]
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if rows else np.zeros(0, dtype=np.int64)
+        self.lead_ids = np.asarray(uniques)[codes[starts]] if rows else np.asarray(uniques)
+        lead = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, rows]))  # 0..n-1 in sorted order
+        self.n = len(starts)
+        self.moments = rows
         self.leads_per_week = float(leads_per_week)
+        self.horizon_days = horizon_days
+        self.created = np.minimum.reduceat(born, starts) if rows else np.zeros(0, dtype=np.int64)
+        self.won = np.maximum.reduceat(y, starts).astype(bool) if rows else np.zeros(0, dtype=bool)
+        self.wins = int(self.won.sum())
+        self.base_rate = float(y[starts].mean()) if rows else 0.0
 
-    def _count_at(self, cutoff: float) -> int:
-        """How many test leads have probability >= cutoff."""
-        return int(np.searchsorted(-self.p, -cutoff, side="right"))
+        # Records: a lead's first moment, and every moment that beats all its earlier ones.
+        running_max = pd.Series(p).groupby(lead).cummax().to_numpy() if rows else p
+        record = np.ones(rows, dtype=bool)
+        record[1:] = (lead[1:] != lead[:-1]) | (p[1:] > running_max[:-1])
+        at = np.flatnonzero(record)
+        self._rec_lead = lead[at]  # grouped by lead; values rise within a lead
+        self._rec_value = p[at]
+        self._rec_label = y[at]
+        self._rec_time = t[at]
+
+        # Per-record change as c falls to the record's value: the hand-over moves to this record.
+        last = np.ones(len(at), dtype=bool)
+        last[:-1] = self._rec_lead[1:] != self._rec_lead[:-1]
+        later_label = np.zeros(len(at), dtype=np.int64)
+        later_label[:-1] = self._rec_label[1:]
+        later_label[last] = 0
+        d_handed = last.astype(np.int64)
+        d_success = self._rec_label - later_label
+        d_caught = (last & self.won[self._rec_lead]).astype(np.int64)
+        sweep = np.argsort(-self._rec_value, kind="stable")
+        values = self._rec_value[sweep]
+        ends = _last_of_runs(values)
+        self.cutoffs = values[ends]  # every cut-off at which a figure changes, highest first
+        self._handed = np.cumsum(d_handed[sweep])[ends]
+        self._success = np.cumsum(d_success[sweep])[ends]
+        self._caught = np.cumsum(d_caught[sweep])[ends]
+        self.maxima = np.sort(self._rec_value[last])  # each lead's highest probability, ascending
+
+    @classmethod
+    def from_predictions(
+        cls, predictions: pd.DataFrame, leads_per_week: float, horizon_days: int | None = None
+    ) -> TradeOff:
+        """From a stored ``test_predictions`` table; extra columns are ignored.
+
+        Without ``created_at`` (a model trained before scoring moments) each row is its own lead, created at
+        its ``as_of``.
+        """
+        missing = [c for c in REQUIRED_COLUMNS if c not in predictions.columns]
+        if missing:
+            raise ValueError(f"test predictions lack the columns {missing}")
+        per_lead = "created_at" in predictions.columns and "lead_id" in predictions.columns
+        as_of = predictions["as_of"] if "as_of" in predictions.columns else None
+        return cls(
+            predictions["probability"].to_numpy(),
+            predictions["label"].to_numpy(),
+            leads_per_week,
+            lead_ids=predictions["lead_id"].astype(str).to_numpy() if per_lead else None,
+            as_of=as_of,
+            created_at=predictions["created_at"] if per_lead else as_of,
+            horizon_days=horizon_days,
+        )
+
+    # ---- the replay ------------------------------------------------------------------------
+    def _counts(self, cutoff: float) -> tuple[int, int, int]:
+        """(handed, success, caught) at ``cutoff``, from the sweep."""
+        k = int(np.searchsorted(-self.cutoffs, -cutoff, side="right"))  # candidate values >= cutoff
+        if k == 0:
+            return (0, 0, 0)
+        return (int(self._handed[k - 1]), int(self._success[k - 1]), int(self._caught[k - 1]))
+
+    def _hand_over_records(self, cutoff: float) -> np.ndarray:
+        """For each handed lead, the index of its hand-over record: its first record at or above the cut-off."""
+        at = np.flatnonzero(self._rec_value >= cutoff)
+        leads = self._rec_lead[at]
+        first = np.ones(len(at), dtype=bool)
+        first[1:] = leads[1:] != leads[:-1]
+        return at[first]
+
+    def hand_overs(self, cutoff: float) -> pd.DataFrame:
+        """The replay itself: one row per lead handed over at ``cutoff`` (when, after how many days, outcome)."""
+        at = self._hand_over_records(cutoff)
+        lead = self._rec_lead[at]
+        return pd.DataFrame(
+            {
+                "lead_id": self.lead_ids[lead],
+                "handed_over_at": pd.to_datetime(self._rec_time[at], utc=True),
+                "days_to_hand_over": (self._rec_time[at] - self.created[lead]) / DAY_NS,
+                "probability": self._rec_value[at],
+                "won_after_hand_over": self._rec_label[at].astype(bool),
+                "won_in_window": self.won[lead],
+            }
+        )
 
     def analyze(self, cutoff: float) -> CutoffAnalysis:
-        k = self._count_at(cutoff)
-        w = int(self.cum_wins[k - 1]) if k else 0
-        n, inflow = self.n, self.leads_per_week
-        base = self.wins / n if n else 0.0
-        share = wilson(k, n)
-        precision = wilson(w, k)
-        won_share = wilson(w, n)
+        """Every figure at ``cutoff``, with 95% intervals over leads."""
+        handed, success, caught = self._counts(cutoff)
+        n, inflow, base = self.n, self.leads_per_week, self.base_rate
+        share = wilson(handed, n)
+        won_share = wilson(success, n)
+        precision = wilson(success, handed)
+        median: Figure | None = None
+        if handed:
+            at = self._hand_over_records(cutoff)
+            days = (self._rec_time[at] - self.created[self._rec_lead[at]]) / DAY_NS
+            median = Figure(float(np.median(days)), *median_interval(days))
         return CutoffAnalysis(
             cutoff=float(cutoff),
-            share_qualified=Figure(k / n if n else 0.0, *share),
-            qualified_per_week=Figure(k / n * inflow if n else 0.0, share[0] * inflow, share[1] * inflow),
-            precision=Figure(w / k if k else 0.0, *precision),
-            recall=Figure(w / self.wins if self.wins else 0.0, *wilson(w, self.wins)),
-            expected_wins_per_week=Figure(w / n * inflow if n else 0.0, won_share[0] * inflow, won_share[1] * inflow),
+            share_qualified=Figure(handed / n if n else 0.0, *share),
+            qualified_per_week=Figure(handed / n * inflow if n else 0.0, share[0] * inflow, share[1] * inflow),
+            precision=Figure(success / handed if handed else 0.0, *precision),
+            recall=Figure(caught / self.wins if self.wins else 0.0, *wilson(caught, self.wins)),
+            expected_wins_per_week=Figure(
+                success / n * inflow if n else 0.0, won_share[0] * inflow, won_share[1] * inflow
+            ),
             lift=Figure(
-                (w / k) / base if k and base else 0.0,
+                (success / handed) / base if handed and base else 0.0,
                 precision[0] / base if base else 0.0,
                 precision[1] / base if base else 0.0,
             ),
+            median_days_to_hand_over=median,
             leads_per_week=inflow,
             test_leads=n,
             test_wins=self.wins,
+            leads_handed_over=handed,
+            wins_after_hand_over=success,
+            wins_caught=caught,
+            base_rate=base,
+            test_moments=self.moments,
+            horizon_days=self.horizon_days,
         )
 
+    # ---- reverse queries -------------------------------------------------------------------
     def candidate_cutoffs(self) -> np.ndarray:
-        """Every distinct test probability, highest first (the cut-offs at which anything changes)."""
-        return np.unique(self.p)[::-1]
+        """Every cut-off at which a figure changes (every record value of every lead), highest first."""
+        return self.cutoffs
+
+    def _above_all(self) -> float:
+        """A cut-off that hands over nobody."""
+        return float(np.nextafter(self.cutoffs[0], np.inf)) if self.n else 1.0
 
     def cutoff_for_capacity(self, leads_per_week: float) -> float:
-        """The lowest cut-off whose qualified leads per week stay within sales capacity."""
-        max_k = int(math.floor(leads_per_week / self.leads_per_week * self.n)) if self.leads_per_week else 0
-        return self._lowest_cutoff_with_at_most(max_k)
+        """The lowest cut-off whose leads handed over per week stay within ``leads_per_week`` (sales capacity).
+
+        When even the highest cut-off hands over more, the cut-off just above every probability (nobody).
+        """
+        if not self.n:
+            return 1.0
+        per_week = self._handed / self.n * self.leads_per_week  # the same expression as analyze()
+        fits = np.flatnonzero(per_week <= leads_per_week)
+        return float(self.cutoffs[fits[-1]]) if fits.size else self._above_all()
 
     def cutoff_for_precision(self, min_precision: float) -> float:
-        """The lowest cut-off (most leads) whose precision is at least ``min_precision``."""
-        ks = np.arange(1, self.n + 1)
-        precision = self.cum_wins / ks
-        valid = self._boundaries() & (precision >= min_precision)
-        if not valid.any():
-            return float(self.p[0]) if self.n else 1.0
-        return float(self.p[np.flatnonzero(valid)[-1]])
+        """The lowest cut-off (most leads) whose precision is at least ``min_precision``.
+
+        Raises:
+            Unreachable: no cut-off reaches it; ``best`` is the highest precision of any cut-off.
+        """
+        if not self.n:
+            raise Unreachable("precision", min_precision, 0.0, None)
+        precision = self._success / self._handed  # handed >= 1 at every candidate
+        fits = np.flatnonzero(precision >= min_precision)
+        if not fits.size:
+            best = np.flatnonzero(precision == precision.max())[-1]
+            raise Unreachable("precision", min_precision, float(precision[best]), float(self.cutoffs[best]))
+        return float(self.cutoffs[fits[-1]])
 
     def cutoff_for_recall(self, min_recall: float) -> float:
-        """The highest cut-off (fewest leads) that still catches ``min_recall`` of all conversions."""
-        recall = self.cum_wins / max(self.wins, 1)
-        valid = self._boundaries() & (recall >= min_recall - 1e-12)
-        if not valid.any():
-            return float(self.p[-1]) if self.n else 0.0
-        return float(self.p[np.flatnonzero(valid)[0]])
+        """The highest cut-off (fewest leads) that hands over at least ``min_recall`` of the window's wins.
 
-    def _boundaries(self) -> np.ndarray:
-        """Positions where a cut-off can fall: the last of each run of equal probabilities."""
-        last = np.ones(self.n, dtype=bool)
-        last[:-1] = self.p[:-1] != self.p[1:]
-        return last
+        Raises:
+            Unreachable: no cut-off reaches it (only when the window has no wins, or for a recall above 1).
+        """
+        if not self.wins:
+            raise Unreachable("recall", min_recall, 0.0, None)
+        recall = self._caught / self.wins
+        fits = np.flatnonzero(recall >= min_recall)
+        if not fits.size:
+            raise Unreachable("recall", min_recall, float(recall[-1]), float(self.cutoffs[-1]))
+        return float(self.cutoffs[fits[0]])
 
-    def _lowest_cutoff_with_at_most(self, max_k: int) -> float:
-        valid = self._boundaries() & (np.arange(1, self.n + 1) <= max_k)
-        if not valid.any():
-            return float(np.nextafter(self.p[0], 1.0)) if self.n else 1.0  # nobody qualifies
-        return float(self.p[np.flatnonzero(valid)[-1]])
-
-    def curve(self, points: int = 101) -> list[CutoffAnalysis]:
-        """The whole trade-off at ``points`` cut-offs (quantiles of the test probabilities)."""
-        cutoffs = np.unique(np.quantile(self.p, np.linspace(0, 1, points))) if self.n else np.array([0.5])
-        return [self.analyze(float(c)) for c in cutoffs[::-1]]
-
+    # ---- model change ----------------------------------------------------------------------
     def share_at(self, cutoff: float) -> float:
-        return self._count_at(cutoff) / self.n if self.n else 0.0
+        """Share of test leads handed over at ``cutoff`` (per lead)."""
+        return self._counts(cutoff)[0] / self.n if self.n else 0.0
 
     def cutoff_for_share(self, share: float) -> float:
-        """The cut-off that qualifies (as nearly as possible) ``share`` of the test leads."""
+        """The cut-off that hands over (as nearly as possible) ``share`` of the test leads.
+
+        Each lead is handed over iff its highest probability reaches the cut-off, so the k-th highest lead
+        maximum hands over k leads (ties hand over all the tied leads).
+        """
         if self.n == 0:
             return 0.5
         k = min(max(int(round(share * self.n)), 0), self.n)
-        if k == 0:
-            return float(np.nextafter(self.p[0], 1.0))
-        return float(self.p[k - 1])
+        return float(self.maxima[self.n - k]) if k else self._above_all()
+
+    def default_cutoffs(self) -> dict[str, float]:
+        """Until a policy exists: grade A hands over the top 10% of leads, B the next 20%, C the next 30%;
+        qualified = A or B (30% of leads)."""
+        a, b, c = (self.cutoff_for_share(share) for share in (0.1, 0.3, 0.6))
+        return {"a": a, "b": b, "c": c, "qualified": b}
+
+    # ---- the whole curve ---------------------------------------------------------------------
+    def curve(self, points: int = 101) -> list[CutoffAnalysis]:
+        """The trade-off at about ``points`` cut-offs, highest first: quantiles of the lead maxima (even steps
+        of the share handed over), and the lowest cut-off, which hands every lead over when first scored."""
+        if not self.n:
+            return [self.analyze(0.5)]
+        quantiles = np.quantile(self.maxima, np.linspace(0, 1, points), method="inverted_cdf")
+        cutoffs = np.unique(np.r_[quantiles, self.cutoffs[-1]])
+        return [self.analyze(float(c)) for c in cutoffs[::-1]]
+
+    def table(self, points: int = 101) -> pd.DataFrame:
+        """:meth:`curve` as a table, one row per cut-off: each figure with ``_low``/``_high`` 95% bounds."""
+        rows = []
+        for a in self.curve(points):
+            row: dict[str, object] = {}
+            for f in fields(a):
+                value = getattr(a, f.name)
+                if isinstance(value, Figure) or f.name == "median_days_to_hand_over":
+                    row[f.name] = value.value if value else float("nan")
+                    row[f"{f.name}_low"] = value.low if value else float("nan")
+                    row[f"{f.name}_high"] = value.high if value else float("nan")
+                else:
+                    row[f.name] = value
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def tradeoff_of_predictions(
+    predictions: pd.DataFrame, leads_per_week: float, horizon_days: int | None = None
+) -> TradeOff:
+    """The replayed trade-off of stored test predictions (see :meth:`TradeOff.from_predictions`)."""
+    return TradeOff.from_predictions(predictions, leads_per_week, horizon_days)

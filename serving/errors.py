@@ -44,6 +44,14 @@ class InvalidLeadData(ServingError):
         return cls(detail, field=field, more=more)
 
 
+class TargetUnreachable(InvalidLeadData):
+    """422: no cut-off reaches the requested figure; ``ctx`` carries the best reachable value (and its cut-off)."""
+
+    def __init__(self, detail: str, field: list[str | int], best_reachable: float, cutoff: float | None) -> None:
+        super().__init__(detail, field=field)
+        self.ctx = {"best_reachable": best_reachable, "cutoff": cutoff}
+
+
 class PayloadTooLarge(ServingError):
     status_code = 413
 
@@ -76,7 +84,13 @@ def install_error_handlers(app: FastAPI) -> None:
         body: dict[str, object] = {"detail": exc.detail}
         if exc.field is not None:
             problems = [(exc.field, exc.detail), *getattr(exc, "more", ())]
-            body = {"detail": [{"loc": loc, "msg": msg, "type": type(exc).__name__} for loc, msg in problems]}
+            items: list[dict[str, object]] = [
+                {"loc": loc, "msg": msg, "type": type(exc).__name__} for loc, msg in problems
+            ]
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                items[0]["ctx"] = ctx
+            body = {"detail": items}
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 

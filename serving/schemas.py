@@ -180,16 +180,39 @@ class FigureOut(BaseModel):
 
 
 class AnalysisOut(BaseModel):
-    cutoff: float
-    share_qualified: FigureOut
-    qualified_per_week: FigureOut
-    precision: FigureOut
-    recall: FigureOut
-    expected_wins_per_week: FigureOut
-    lift: FigureOut
-    leads_per_week: float
-    test_leads: int
-    test_wins: int
+    """The trade-off at one cut-off, replayed on the test window as production runs: each lead is handed to
+    sales the first time its probability reaches the cut-off. Every count is a count of leads; every interval
+    is a 95% interval over leads (Wilson on lead counts; order statistics for the median)."""
+
+    cutoff: float = Field(description="Probability cut-off: a lead is handed over when it first reaches it.")
+    share_qualified: FigureOut = Field(description="Share of test-window leads handed over (per lead, 0-1).")
+    qualified_per_week: FigureOut = Field(
+        description="Leads handed over per week: the share handed over times new leads per week."
+    )
+    precision: FigureOut = Field(
+        description="Share of handed-over leads won within the horizon after their hand-over (per handed lead)."
+    )
+    recall: FigureOut = Field(
+        description="Share of the test window's won leads that were handed over before they closed (per won lead)."
+    )
+    expected_wins_per_week: FigureOut = Field(
+        description="Won leads per week among those handed over (won within the horizon after hand-over)."
+    )
+    lift: FigureOut = Field(description="Precision divided by the base rate (ratio).")
+    median_days_to_hand_over: FigureOut | None = Field(
+        description="Median days from a lead's creation to its hand-over, over handed leads; null when none is."
+    )
+    leads_per_week: float = Field(description="New leads per week (the last 12 weeks of data) scaled to.")
+    test_leads: int = Field(description="Leads in the test window.")
+    test_wins: int = Field(description="Test-window leads won (within the horizon after some scoring moment).")
+    leads_handed_over: int = Field(description="Test-window leads handed over at this cut-off.")
+    wins_after_hand_over: int = Field(description="Handed-over test leads won within the horizon after hand-over.")
+    wins_caught: int = Field(description="Won test leads handed over before they closed.")
+    base_rate: float = Field(
+        description="Share of leads won within the horizon after their first scoring moment (per lead, 0-1)."
+    )
+    test_moments: int = Field(description="Scoring moments (rows) replayed; several per lead.")
+    horizon_days: int | None = Field(description="The horizon of 'won within the horizon', in days.")
     model_version: str
 
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from models.threshold_analysis import CutoffAnalysis
+from models.threshold_analysis import CutoffAnalysis, Unreachable
 from serving.deps import AnyRole, Served, require
-from serving.errors import InvalidLeadData
+from serving.errors import InvalidLeadData, TargetUnreachable
 from serving.schemas import AnalysisOut, CurveOut, DecisionIn, HistoryOut, PolicyOut, ProposalIn, ThresholdOut
 from serving.store import Principal
 from serving.thresholds import Grades, Policy
@@ -64,7 +64,13 @@ def analysis(
     min_precision: Annotated[float | None, Query(gt=0, le=1, description="The cut-off for this precision.")] = None,
     min_recall: Annotated[float | None, Query(gt=0, le=1, description="The cut-off for this recall.")] = None,
 ) -> AnalysisOut:
-    """Share qualified, qualified per week, precision, recall, wins per week and lift, with 95% intervals."""
+    """The replayed trade-off at one cut-off, in leads, with 95% intervals over leads.
+
+    Leads handed over per week and their share, precision, recall, expected wins per week, lift and median days
+    to hand-over. Give the cut-off, or ask for one: the lowest within a capacity (leads per week), the lowest
+    reaching a precision, the highest reaching a recall. A precision or recall no cut-off reaches is a 422
+    naming the field, with the best reachable value in ``ctx``.
+    """
     given = {
         k: v
         for k, v in {
@@ -79,12 +85,17 @@ def analysis(
         raise InvalidLeadData("give exactly one of cutoff, leads_per_week, min_precision, min_recall", field=["query"])
     trade = request.app.state.tradeoff(serving.loaded.version)
     ((name, value),) = given.items()
-    chosen = {
-        "cutoff": lambda v: v,
-        "leads_per_week": trade.cutoff_for_capacity,
-        "min_precision": trade.cutoff_for_precision,
-        "min_recall": trade.cutoff_for_recall,
-    }[name](value)
+    try:
+        chosen = {
+            "cutoff": lambda v: v,
+            "leads_per_week": trade.cutoff_for_capacity,
+            "min_precision": trade.cutoff_for_precision,
+            "min_recall": trade.cutoff_for_recall,
+        }[name](value)
+    except Unreachable as err:
+        raise TargetUnreachable(
+            f"{name}={value:g} is unreachable: {err}", ["query", name], err.best, err.best_cutoff
+        ) from err
     return analysis_out(trade.analyze(chosen), serving.loaded.version)
 
 

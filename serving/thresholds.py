@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow.parquet as pq
 from sqlalchemy import (
     Column,
     DateTime,
@@ -310,7 +311,12 @@ class ThresholdService:
     def in_force(
         self, model_name: str, model_version: str, defaults: GradeCutoffs, tradeoff: Callable[[str], TradeOff | None]
     ) -> InForce:
-        """The active policy; mapped by share of leads when it was set for another model version."""
+        """The active policy; mapped by share of leads when it was set for another model version.
+
+        Each cut-off (qualified and grade bounds) of the old version becomes the cut-off of the new version that
+        hands over the same share of test-window LEADS (a lead counts once, handed over the first time its
+        probability reaches the cut-off), from each version's replayed trade-off.
+        """
         policy = self.active_policy()
         if policy is None:
             return InForce(defaults, 0, None, None)
@@ -345,7 +351,7 @@ class ThresholdService:
                 grades,
                 reason=(
                     f"model {model_name} version {model_version} became champion: cut-offs mapped from policy "
-                    f"{policy.id} (model version {policy.model_version}) so the same share of leads qualifies"
+                    f"{policy.id} (model version {policy.model_version}) so the same share of leads is handed over"
                 ),
                 origin=f"model change (mapped from policy {policy.id})",
                 auto_key=key,
@@ -354,8 +360,19 @@ class ThresholdService:
             pass  # another process opened it already, or the mapping is degenerate (kept as defaults)
 
 
+PREDICTION_COLUMNS = ("lead_id", "as_of", "created_at", "probability", "label")
+
+
 def tradeoff_of(loaded: LoadedModel) -> TradeOff:
-    """The trade-off of a loaded model version, from the test predictions stored with it."""
-    preds = pd.read_parquet(loaded.path / "test_predictions.parquet", columns=["probability", "label"])
-    inflow = float(loaded.model.meta.get("leads_per_week") or 0.0)
-    return TradeOff(preds["probability"].to_numpy(), preds["label"].to_numpy(), inflow)
+    """The trade-off of a loaded model version, replayed per lead on the test predictions stored with it.
+
+    Reads only the columns the replay uses; a model stored without ``created_at`` (trained before scoring
+    moments) is replayed with each row as its own lead.
+    """
+    path = loaded.path / "test_predictions.parquet"
+    stored = set(pq.read_schema(path).names)
+    preds = pd.read_parquet(path, columns=[c for c in PREDICTION_COLUMNS if c in stored])
+    meta = loaded.model.meta
+    inflow = float(meta.get("leads_per_week") or 0.0)
+    horizon = meta.get("horizon_days")
+    return TradeOff.from_predictions(preds, inflow, horizon_days=int(horizon) if horizon is not None else None)

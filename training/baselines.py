@@ -87,9 +87,19 @@ class RulesBaseline:
             total[known] += table[codes[known].astype(int)]
         return total
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_cal: np.ndarray, y_cal: np.ndarray) -> RulesBaseline:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_cal: np.ndarray,
+        y_cal: np.ndarray,
+        weight: np.ndarray | None = None,
+        weight_cal: np.ndarray | None = None,
+    ) -> RulesBaseline:
+        """Points from the training window (rows weighted, e.g. one per lead), a sigmoid from the calibration one."""
         names = self.spec.feature_names
-        base = max(float(np.mean(y)), 1e-6)
+        w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+        base = max(float(np.average(y, weights=w)), 1e-6)
         for attr, vocab in self.spec.categorical_attributes.items():
             col = f"attr_{slug(attr)}"
             codes = X[:, names.index(col)]
@@ -97,10 +107,11 @@ class RulesBaseline:
             for i in range(len(vocab)):
                 sel = codes == i
                 if sel.sum() >= 30:
-                    rate = (y[sel].sum() + base * 10) / (sel.sum() + 10)  # shrunk towards the base rate
+                    mass, wins = w[sel].sum(), (w[sel] * y[sel]).sum()
+                    rate = (wins + base * 10) / (mass + 10)  # shrunk towards the base rate
                     table[i] = np.clip(np.round(10 * np.log(rate / base)), -15, 15)
             self.attribute_points_[col] = table
-        self.calibrator_ = Calibrator("sigmoid").fit(self.points(X_cal) / 10.0, y_cal)
+        self.calibrator_ = Calibrator("sigmoid").fit(self.points(X_cal) / 10.0, y_cal, weight_cal)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from features.spec import attribute_number, category_key, factorize_values, reads_as_numbers
 
 EXTENSIONS = (".parquet", ".csv")
 OUTCOME_VALUES = ("won", "lost")
@@ -48,6 +50,7 @@ class ValidationReport:
     examples: dict[tuple[str, str], list[DataIssue]] = field(default_factory=dict)
     rows_read: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    end_bound: pd.Timestamp | None = None  # rows dated later are dropped (see :func:`load_crm_data`)
 
     def add(self, issue: DataIssue, count: int = 1) -> None:
         key = (issue.file, issue.reason)
@@ -95,6 +98,7 @@ class FlatExportOptions:
     positive_label: str = "1"
     time_column: str | None = None
     exclude_columns: tuple[str, ...] = ()
+    close_column: str | None = None
 
 
 @dataclass
@@ -106,6 +110,8 @@ class CRMData:
     outcomes: pd.DataFrame
     report: ValidationReport
     flat: FlatExportOptions | None = None
+    data_end: pd.Timestamp | None = None
+    excluded_columns: tuple[str, ...] = ()
 
     @property
     def has_time(self) -> bool:
@@ -114,7 +120,14 @@ class CRMData:
 
     @property
     def end_time(self) -> pd.Timestamp:
-        """The last moment the data knows about (latest lead, touch or close)."""
+        """The end of the data: the export time given as ``--data-end``, else the latest lead, touch or close
+        time that is not after the moment of training (later rows were dropped as an error of their own)."""
+        if self.data_end is not None:
+            return self.data_end
+        return self.latest_time()
+
+    def latest_time(self) -> pd.Timestamp:
+        """The latest lead, touch or close time in the tables."""
         candidates = [self.leads["created_at"].max()]
         if self.touchpoints is not None and len(self.touchpoints):
             candidates.append(self.touchpoints["occurred_at"].max())
@@ -223,6 +236,9 @@ class _Checker:
         if not optional:
             self.flag(missing, column, "missing timestamp")
         self.flag((parsed < MIN_TIMESTAMP).to_numpy(), column, "timestamp before 1970")
+        bound = self.report.end_bound
+        if bound is not None:
+            self.flag((parsed > bound).to_numpy(), column, f"dated after the end of the data ({bound.isoformat()})")
         return parsed
 
     def finish(self) -> pd.DataFrame:
@@ -264,7 +280,13 @@ def validate_leads(frame: pd.DataFrame, name: str, report: ValidationReport, str
 def validate_touchpoints(
     frame: pd.DataFrame, name: str, leads: pd.DataFrame, report: ValidationReport, strict: bool
 ) -> pd.DataFrame:
-    """Touches need a known lead, a parseable ``occurred_at`` and a ``touch_type``; ``value`` is numeric."""
+    """Touches need a known lead, a parseable ``occurred_at`` and a ``touch_type``; ``value`` is numeric.
+
+    Every kept row is a touch, even one equal to another (two calls on one date in a date-only export are
+    two touches). With a ``touch_id`` column, a row repeating the id of an earlier good row is a re-sent
+    touch: dropped and counted (rows with a blank id are all kept). Without one, re-sent rows cannot be told
+    from distinct touches: all count, and the rows equal to another in every column are noted in the report.
+    """
     check = _Checker(frame, name, report, strict)
     check.require_columns(("lead_id", "occurred_at", "touch_type"))
     occurred = check.parse_time("occurred_at")
@@ -280,8 +302,23 @@ def validate_touchpoints(
     for optional in ("channel", "campaign"):
         if optional not in frame.columns:
             updates[optional] = pd.Series([None] * len(frame), dtype=object)
+    if "touch_id" in frame.columns:  # last: the first good row of an id is the one kept
+        touch_id = frame["touch_id"].astype(str).str.strip()
+        named = ~_blank(frame["touch_id"]) & ~check.bad
+        repeated = np.zeros(len(frame), dtype=bool)
+        repeated[named] = touch_id[named].duplicated(keep="first").to_numpy()
+        check.flag(repeated, "touch_id", "duplicate touch_id (first row kept)")
     check.frame = frame.assign(**updates)
-    return check.finish()
+    kept = check.finish()
+    if "touch_id" not in frame.columns and len(kept):
+        equal = kept.duplicated(keep=False)
+        if equal.any():
+            repeats = int(kept.duplicated(keep="first").sum())
+            report.notes.append(
+                f"{name}: {int(equal.sum())} row(s) equal another row in every column ({repeats} repeat an earlier"
+                " row); all count as touches (add a touch_id column to have re-sent rows dropped)"
+            )
+    return kept
 
 
 def validate_outcomes(
@@ -312,7 +349,15 @@ def validate_outcomes(
 # ---------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------
-def load_crm_data(path: str | Path, *, flat: FlatExportOptions | None = None, strict: bool = False) -> CRMData:
+def load_crm_data(
+    path: str | Path,
+    *,
+    flat: FlatExportOptions | None = None,
+    strict: bool = False,
+    exclude_columns: tuple[str, ...] = (),
+    data_end: pd.Timestamp | str | None = None,
+    now: pd.Timestamp | None = None,
+) -> CRMData:
     """Load and validate CRM data from a directory of tables or a single flat export file.
 
     Args:
@@ -320,24 +365,71 @@ def load_crm_data(path: str | Path, *, flat: FlatExportOptions | None = None, st
             (a flat export, read with ``flat`` or the default :class:`FlatExportOptions`).
         flat: how to read a flat export.
         strict: fail on the first bad rows instead of dropping and counting them.
+        exclude_columns: lead attribute columns to leave out (any data shape; unknown names are an error).
+        data_end: the export time: rows dated later are dropped as "dated after the end of the data" (an
+            error kind of its own). By default the latest time in the data that is not after ``now``.
+        now: the moment of training (default: the clock), the bound when ``data_end`` is not given.
 
     Returns:
-        Validated tables and a report of every dropped row.
+        Validated tables, the end of the data, and a report of every dropped row.
 
     Raises:
-        DataValidationError: a required file or column is missing, or (strict) any row is bad.
+        DataValidationError: a required file or column is missing, an excluded column does not exist, or
+            (strict) any row is bad.
     """
     path = Path(path)
     if not path.exists():
         raise DataValidationError([DataIssue(str(path), None, None, "no such file or directory")])
+    explicit_end = None if data_end is None else _one_time(data_end, "--data-end")
+    report = ValidationReport(end_bound=explicit_end if explicit_end is not None else _now(now))
+    excluded = tuple(dict.fromkeys((*(flat.exclude_columns if flat else ()), *exclude_columns)))
     if path.is_file():
-        return load_flat_export(path, flat or FlatExportOptions(), strict=strict)
-    report = ValidationReport()
+        options = flat or FlatExportOptions()
+        data = load_flat_export(path, replace(options, exclude_columns=excluded), strict=strict, report=report)
+    else:
+        data = _load_directory(path, report, strict, excluded)
+    if data.has_time or data.touchpoints is not None:
+        data.data_end = explicit_end if explicit_end is not None else data.latest_time()
+    return data
+
+
+def _now(now: pd.Timestamp | None) -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
+
+
+def _one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
+    """One timestamp in UTC (naive means UTC); a clear error names ``what`` when it cannot be read."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as err:
+        raise DataValidationError([DataIssue(what, None, None, f"cannot read {value!r} as a time")]) from err
+    if pd.isna(stamp):
+        raise DataValidationError([DataIssue(what, None, None, f"cannot read {value!r} as a time")])
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _exclude(frame: pd.DataFrame, name: str, excluded: tuple[str, ...], protected: tuple[str, ...]) -> pd.DataFrame:
+    """Drop the excluded attribute columns; naming a column the file lacks (or a key column) is an error."""
+    bad = [
+        DataIssue(name, None, c, "excluded column does not exist in the file")
+        for c in excluded
+        if c not in frame.columns
+    ]
+    bad += [
+        DataIssue(name, None, c, "a key, time or label column cannot be excluded") for c in excluded if c in protected
+    ]
+    if bad:
+        raise DataValidationError(bad)
+    return frame.drop(columns=list(excluded))
+
+
+def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded: tuple[str, ...]) -> CRMData:
     leads_path = find_table(path, "leads")
     outcomes_path = find_table(path, "outcomes")
     touches_path = find_table(path, "touchpoints", required=False)
     assert leads_path is not None and outcomes_path is not None
-    leads = validate_leads(read_table(leads_path), leads_path.name, report, strict)
+    raw_leads = _exclude(read_table(leads_path), leads_path.name, excluded, ("lead_id", "created_at"))
+    leads = validate_leads(raw_leads, leads_path.name, report, strict)
     touchpoints = None
     if touches_path is not None:
         touchpoints = validate_touchpoints(read_table(touches_path), touches_path.name, leads, report, strict)
@@ -345,27 +437,25 @@ def load_crm_data(path: str | Path, *, flat: FlatExportOptions | None = None, st
         report.notes.append("no touchpoints file: models learn from lead attributes alone")
     outcomes = validate_outcomes(read_table(outcomes_path), outcomes_path.name, leads, report, strict)
     leads = _type_attributes(leads)
-    return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report)
+    return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report, excluded_columns=excluded)
 
 
-def load_flat_export(path: Path, options: FlatExportOptions, *, strict: bool = False) -> CRMData:
+def load_flat_export(
+    path: Path, options: FlatExportOptions, *, strict: bool = False, report: ValidationReport | None = None
+) -> CRMData:
     """Read a flat export: one row per lead with its label and no touch log.
 
-    The label column becomes an outcome (``won`` when it equals ``positive_label``); the excluded columns
-    are dropped here and recorded by the caller with the model. Without a time column ``created_at`` is
-    missing and training falls back to a stratified random split.
+    The label column becomes an outcome (``won`` when it equals ``positive_label``), closed at the
+    ``close_column`` time when the export has one; the excluded columns are dropped here and recorded with
+    the model. Without a time column ``created_at`` is missing and training falls back to a stratified
+    random split.
     """
-    report = ValidationReport()
+    report = report if report is not None else ValidationReport()
     frame = read_table(path)
     name = path.name
-    unknown_excluded = [c for c in options.exclude_columns if c not in frame.columns]
-    if unknown_excluded:
-        raise DataValidationError(
-            [DataIssue(name, None, c, "excluded column does not exist in the file") for c in unknown_excluded]
-        )
-    required = (options.id_column, options.label_column) + ((options.time_column,) if options.time_column else ())
-    _Checker(frame, name, report, strict).require_columns(required)
-    frame = frame.drop(columns=list(options.exclude_columns))
+    keys = tuple(c for c in (options.id_column, options.label_column, options.time_column, options.close_column) if c)
+    frame = _exclude(frame, name, options.exclude_columns, keys)
+    _Checker(frame, name, report, strict).require_columns(keys)
     label = frame[options.label_column]
     renamed = frame.drop(columns=[options.label_column]).rename(columns={options.id_column: "lead_id"})
     if options.time_column:
@@ -378,33 +468,54 @@ def load_flat_export(path: Path, options: FlatExportOptions, *, strict: bool = F
     check.flag(_blank(label), options.label_column, "missing label")
     if options.time_column:
         renamed["created_at"] = check.parse_time("created_at")
+    won = (label.astype(str).str.strip() == str(options.positive_label)).to_numpy()
+    if options.close_column:
+        closed = check.parse_time(options.close_column, optional=True)
+        check.flag(
+            (closed < renamed["created_at"]).fillna(False).to_numpy(dtype=bool),
+            options.close_column,
+            "closed before the lead was created",
+        )
+        renamed = renamed.drop(columns=[options.close_column]).assign(__closed=closed)
+    else:
+        renamed["__closed"] = pd.Series(pd.NaT, index=renamed.index, dtype="datetime64[ns, UTC]")
     check.flag(
         renamed["lead_id"].astype(str).duplicated(keep="first").to_numpy(),
         options.id_column,
         "duplicate lead id (first row kept)",
     )
-    won = label.astype(str).str.strip() == str(options.positive_label)
     renamed["lead_id"] = renamed["lead_id"].astype(str)
-    renamed["__won"] = won.to_numpy()
+    renamed["__won"] = won
     check.frame = renamed
     kept = check.finish()
     outcomes = pd.DataFrame(
         {
             "lead_id": kept["lead_id"],
             "outcome": np.where(kept["__won"], "won", "lost"),
-            "closed_at": pd.Series(pd.NaT, index=kept.index, dtype="datetime64[ns, UTC]"),
+            "closed_at": kept["__closed"].astype("datetime64[ns, UTC]"),
         }
     )
-    leads = _type_attributes(kept.drop(columns=["__won"]))
+    leads = _type_attributes(kept.drop(columns=["__won", "__closed"]))
     leads = leads[["lead_id", "created_at", *[c for c in leads.columns if c not in ("lead_id", "created_at")]]]
-    return CRMData(leads=leads, touchpoints=None, outcomes=outcomes, report=report, flat=options)
-
-
-PLACEHOLDERS = ("select", "n/a", "na", "none", "null", "-", "unknown")
+    return CRMData(
+        leads=leads,
+        touchpoints=None,
+        outcomes=outcomes,
+        report=report,
+        flat=options,
+        excluded_columns=options.exclude_columns,
+    )
 
 
 def _type_attributes(leads: pd.DataFrame) -> pd.DataFrame:
-    """Text columns that are all numbers become numeric; placeholders like ``Select`` become missing."""
+    """Read each attribute column once, by the one reading the features use (:mod:`features.spec`).
+
+    A text column whose values all spell numbers (booleans, blanks and placeholders such as ``Select`` may
+    be among them; :func:`~features.spec.reads_as_numbers`) becomes float, read by
+    :func:`~features.spec.attribute_number`; any other text column holds its values' category keys
+    (:func:`~features.spec.category_key`: " Software " -> "software", "TRUE" -> "true", ``Select`` -> None).
+    Numeric and boolean columns (Parquet) are left as they are: the features read them the same way.
+    """
     out = leads.copy()
     for col in out.columns:
         if col in ("lead_id", "created_at"):
@@ -412,11 +523,11 @@ def _type_attributes(leads: pd.DataFrame) -> pd.DataFrame:
         series = out[col]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             continue
-        text = series.astype("string").str.strip()
-        text = text.mask(text.str.lower().isin(PLACEHOLDERS) | (text == ""))
-        numbers = pd.to_numeric(text, errors="coerce")
-        if text.notna().any() and numbers.notna().sum() == text.notna().sum():
-            out[col] = numbers.astype(float)
+        codes, distinct = factorize_values(series)
+        if reads_as_numbers(distinct):
+            numbers = np.array([attribute_number(v) for v in distinct] + [np.nan], dtype=np.float64)
+            out[col] = pd.Series(numbers[codes], index=out.index)
         else:
-            out[col] = text.astype(object).where(text.notna(), None)
+            keys = np.array([category_key(v) for v in distinct] + [None], dtype=object)
+            out[col] = pd.Series(keys[codes], index=out.index, dtype=object)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,47 +13,63 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 METRIC_NAMES = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_at_10pct")
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """ECE over ``bins`` equal-frequency bins: sum of |mean p - mean y| weighted by bin size.
+def expected_calibration_error(
+    y: np.ndarray, p: np.ndarray, bins: int = 10, weights: np.ndarray | None = None
+) -> float:
+    """ECE over ``bins`` bins of (nearly) equal weight by sorted probability: the weighted mean of
+    |mean p - mean y| over the bins (Naeini, Cooper & Hauskrecht 2015, equal-frequency variant).
 
     Args:
         y: 0/1 labels.
         p: predicted probabilities.
-        bins: number of bins of (nearly) equal size, by sorted probability.
+        bins: number of bins.
+        weights: example weights (e.g. ``1 / moments of the lead``, so that each lead counts once).
 
     Returns:
         The expected calibration error, in probability units.
     """
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(p, kind="stable")
+    cum = np.cumsum(w[order])
+    total_w = cum[-1] if len(cum) else 0.0
+    if total_w <= 0:
+        return 0.0
+    which = np.minimum((cum - w[order] / 2) / total_w * bins, bins - 1).astype(int)
     total = 0.0
-    for chunk in np.array_split(order, bins):
-        if len(chunk):
-            total += abs(float(p[chunk].mean()) - float(y[chunk].mean())) * len(chunk)
-    return total / max(len(p), 1)
+    for b in range(bins):
+        chunk = order[which == b]
+        mass = w[chunk].sum()
+        if mass > 0:
+            total += abs(float(np.average(p[chunk], weights=w[chunk]) - np.average(y[chunk], weights=w[chunk]))) * mass
+    return total / total_w
 
 
-def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.10) -> float:
-    """Win rate among the top ``share`` of leads by probability, over the overall win rate."""
-    base = float(np.mean(y))
+def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.10, weights: np.ndarray | None = None) -> float:
+    """Win rate among the top ``share`` (of weight) by probability, over the overall win rate."""
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64)
+    base = float(np.average(y, weights=w)) if len(y) else 0.0
     if base == 0:
         return float("nan")
-    k = max(1, int(round(len(p) * share)))
-    top = np.argsort(-p, kind="stable")[:k]
-    return float(np.mean(y[top])) / base
+    order = np.argsort(-p, kind="stable")
+    cum = np.cumsum(w[order])
+    k = max(1, int(np.searchsorted(cum, share * cum[-1], side="left")) + 1)
+    top = order[:k]
+    return float(np.average(y[top], weights=w[top])) / base
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """The test metrics every model and baseline reports (names without prefix)."""
+def classification_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """The test metrics every model and baseline reports (names without prefix), each example weighted by
+    ``weights`` (default 1; the pipeline passes ``1 / moments of the lead`` so that every lead counts once)."""
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     both = len(np.unique(y)) == 2
     return {
-        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
-        "brier": float(brier_score_loss(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "ece": expected_calibration_error(y, p),
-        "lift_at_10pct": lift_at(y, p, 0.10),
+        "roc_auc": float(roc_auc_score(y, p, sample_weight=weights)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p, sample_weight=weights)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p, sample_weight=weights)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1], sample_weight=weights)),
+        "ece": expected_calibration_error(y, p, weights=weights),
+        "lift_at_10pct": lift_at(y, p, 0.10, weights),
     }
 
 
@@ -159,3 +177,254 @@ def _save(fig: object, path: Path) -> Path:
     fig.savefig(path, dpi=100)  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration check: the first levels of the calibration hierarchy, and ECE against its noise floor
+# ---------------------------------------------------------------------------------------------
+CALIBRATION_MEAN_TOLERANCE = 0.10
+"""Calibration in the large: |mean p - win rate| allowed, as a share of the win rate (or the noise, if larger)."""
+CALIBRATION_NOISE_Z = 3.0
+"""Standard deviations of the win rate allowed (calibrated predictions fail by chance 3 times in 1,000)."""
+CALIBRATION_SLOPE_BAND = (0.8, 1.25)
+"""Calibration slopes accepted (symmetric on a log scale around 1), widened by 1.96 standard errors."""
+CALIBRATION_MAX_SLOPE_SE = 0.2
+"""The slope must be known to +-0.2 (one standard error): predictions that vary too little cannot pass."""
+CALIBRATION_ECE_NOISE_FACTOR = 2.0
+"""ECE allowed: this many times the ECE that calibrated predictions would show by chance, plus the mean tolerance."""
+CALIBRATION_ECE_DRAWS = 100
+"""Simulated outcome sets drawn from ``p`` to measure the ECE that chance alone gives."""
+_LOGIT_CLIP = 1e-7
+_CONSTANT_LOGIT_SD = 1e-6
+
+
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """The result of :func:`calibration_check`; rates and ECE are in probability units, per row (weighted).
+
+    Attributes:
+        rows: rows checked.
+        mean_predicted: (weighted) mean predicted probability.
+        observed_rate: (weighted) share of rows that were won.
+        mean_difference: ``mean_predicted - observed_rate`` (calibration in the large; 0 is ideal).
+        mean_difference_allowed: the largest ``|mean_difference|`` that passes.
+        intercept: calibration intercept, logit scale: ``a`` in ``logit P(y=1) = a + logit(p)`` (0 is ideal).
+        slope: calibration slope: ``b`` in ``logit P(y=1) = a' + b logit(p)`` (1 is ideal; below 1, the
+            predictions are too extreme; above 1, too timid); NaN when it cannot be estimated.
+        slope_se: its standard error (inf when it cannot be estimated).
+        ece: expected calibration error (:func:`expected_calibration_error`, 10 bins).
+        ece_allowed: the largest ECE that passes.
+        passes: every criterion holds.
+        reason: why it fails, or what it passed, in one sentence.
+    """
+
+    rows: int
+    mean_predicted: float
+    observed_rate: float
+    mean_difference: float
+    mean_difference_allowed: float
+    intercept: float
+    slope: float
+    slope_se: float
+    ece: float
+    ece_allowed: float
+    passes: bool
+    reason: str
+
+
+def calibration_check(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> CalibrationCheck:
+    """Whether predicted probabilities are calibrated, on the first levels of the calibration hierarchy.
+
+    ECE alone is not a calibration check: a constant prediction of 0 has an ECE equal to the win rate,
+    under 0.05 at a 3% win rate, and a constant prediction of the win rate has an ECE of about 0. This
+    check asks, in the order of the calibration hierarchy of Van Calster et al. (2016):
+
+    1. **The predictions vary.** The calibration slope is estimable only if ``logit(p)`` varies: a
+       constant (or nearly constant) prediction carries no information about which rows win, and fails.
+       Its standard error must be at most ``CALIBRATION_MAX_SLOPE_SE`` (0.2), which also fails a test set
+       too small to tell a slope of 1 from one of 0.6.
+    2. **Calibration in the large (mean calibration).** ``|mean p - win rate|`` is at most
+       ``CALIBRATION_MEAN_TOLERANCE`` (10%) of the win rate, or 1.96 times the standard deviation the
+       win rate would have if the predictions were right, whichever is larger: a model is not failed for
+       noise, and the tolerance scales with the base rate (a 0.5-point miss is small at 40% and large at 3%).
+       Predicting twice the true rate fails.
+    3. **Weak calibration: the calibration slope.** Logistic recalibration (Cox 1958) fits
+       ``logit P(y=1) = a + b logit(p)``; ``b`` is the calibration slope (1 is ideal; below 1 the
+       predictions are too extreme, as from an overfit model; above 1 too timid). It must lie in
+       ``CALIBRATION_SLOPE_BAND`` (0.8 to 1.25, symmetric around 1 on a log scale) widened by 1.96
+       standard errors: fail only a slope known to be outside it, e.g. 0.3. The calibration intercept
+       (``a`` with ``b`` fixed at 1, an offset model) is reported, not tested: step 2 tests the same
+       property in probability units, which the trade-off's expected wins are counted in.
+    4. **Moderate calibration, roughly: ECE** (:func:`expected_calibration_error`, 10 bins). At most
+       ``CALIBRATION_ECE_NOISE_FACTOR`` (2) times the ECE that calibrated predictions show by chance (its
+       mean over ``CALIBRATION_ECE_DRAWS`` outcome sets drawn from ``p`` itself, seeded), plus 10% of the
+       win rate: ECE only counts beyond its noise floor, which grows as the bins get fewer rows.
+
+    Weights count rows: a weight of 2 is the row seen twice, in every figure and standard error. With
+    ``1 / (rows of the lead)`` each lead counts once and the standard errors are those of one independent
+    row per lead, which is right when leads are independent and a lead's rows are alike.
+
+    Sources: D. R. Cox (1958), "Two further applications of a model for binary regression", Biometrika
+    45:562-565. B. Van Calster, D. Nieboer, Y. Vergouwe, B. De Cock, M. J. Pencina, E. W. Steyerberg
+    (2016), "A calibration hierarchy for risk models was defined: from utopia to empirical data",
+    J. Clin. Epidemiol. 74:167-176. B. Van Calster, D. J. McLernon, M. van Smeden, L. Wynants,
+    E. W. Steyerberg (2019), "Calibration: the Achilles heel of predictive analytics", BMC Medicine 17:230.
+
+    Args:
+        y: 0/1 outcomes.
+        p: predicted probabilities (clipped to [1e-7, 1 - 1e-7] for the logit).
+        weights: optional non-negative weight per row (default 1).
+
+    Returns:
+        The figures of each level, whether all criteria hold, and why not.
+
+    Raises:
+        ValueError: lengths differ, labels are not 0/1, probabilities are outside [0, 1] or not finite, or
+            weights are negative or sum to 0.
+    """
+    y, p, w = _calibration_inputs(y, p, weights)
+    total = float(w.sum())
+    mean_p = float(w @ p) / total
+    rate = float(w @ y) / total
+    noise = math.sqrt(float(w @ (p * (1 - p)))) / total
+    mean_allowed = max(CALIBRATION_MEAN_TOLERANCE * rate, CALIBRATION_NOISE_Z * noise)
+    ece = expected_calibration_error(y, p, weights=w)
+    ece_noise = _ece_by_chance(p, w)
+    ece_allowed = CALIBRATION_ECE_NOISE_FACTOR * ece_noise + CALIBRATION_MEAN_TOLERANCE * rate
+    x = np.log(np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)) - np.log1p(-np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP))
+    both_classes = 0 < float(w @ y) < total
+    varies = math.sqrt(float(w @ (x - float(w @ x) / total) ** 2) / total) > _CONSTANT_LOGIT_SD
+    slope, slope_se = _calibration_slope(y, x, w) if both_classes and varies else (math.nan, math.inf)
+    intercept = _calibration_intercept(y, x, w) if both_classes else math.nan
+
+    low, high = CALIBRATION_SLOPE_BAND
+    failures = []
+    if not both_classes:
+        failures.append(f"all {len(y)} rows are {'won' if rate > 0 else 'lost'}: calibration cannot be checked")
+    elif not varies:
+        failures.append("the predictions do not vary, so the calibration slope cannot be estimated")
+    elif not math.isfinite(slope):
+        failures.append("the calibration slope cannot be estimated (the predictions separate won from lost perfectly)")
+    elif slope_se > CALIBRATION_MAX_SLOPE_SE:
+        failures.append(
+            f"the predictions vary too little for {len(y)} rows to estimate the calibration slope "
+            f"(standard error {slope_se:.2f} > {CALIBRATION_MAX_SLOPE_SE})"
+        )
+    elif not low - 1.96 * slope_se <= slope <= high + 1.96 * slope_se:
+        way = "too extreme" if slope < low else "too timid"
+        failures.append(
+            f"calibration slope {slope:.2f} (standard error {slope_se:.2f}) is outside {low}-{high}: the "
+            f"predictions are {way}"
+        )
+    if both_classes and abs(mean_p - rate) > mean_allowed:
+        failures.append(
+            f"mean prediction {mean_p:.4f} against a win rate of {rate:.4f} (difference allowed {mean_allowed:.4f})"
+        )
+    if both_classes and ece > ece_allowed:
+        failures.append(f"ECE {ece:.4f} above {ece_allowed:.4f}")
+    passes = not failures
+    reason = (
+        f"calibrated: mean prediction {mean_p:.4f} against a win rate of {rate:.4f}, slope {slope:.2f} "
+        f"(standard error {slope_se:.2f}), ECE {ece:.4f}"
+        if passes
+        else "; ".join(failures)
+    )
+    return CalibrationCheck(
+        rows=len(y),
+        mean_predicted=mean_p,
+        observed_rate=rate,
+        mean_difference=mean_p - rate,
+        mean_difference_allowed=mean_allowed,
+        intercept=intercept,
+        slope=slope,
+        slope_se=slope_se,
+        ece=ece,
+        ece_allowed=ece_allowed,
+        passes=passes,
+        reason=reason,
+    )
+
+
+def _calibration_inputs(
+    y: np.ndarray, p: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    w = np.ones_like(p) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not (y.ndim == p.ndim == w.ndim == 1 and len(y) == len(p) == len(w)) or len(y) == 0:
+        raise ValueError(f"y, p and weights need one value per row (got {y.shape}, {p.shape}, {w.shape})")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("y must be 0/1")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise ValueError("p must be probabilities in [0, 1]")
+    if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+        raise ValueError("weights must be finite, non-negative and not all 0")
+    return y, p, w
+
+
+def _ece_by_chance(p: np.ndarray, w: np.ndarray) -> float:
+    """The ECE calibrated predictions would show by chance: its mean over outcomes drawn from ``p`` itself.
+
+    ``CALIBRATION_ECE_DRAWS`` seeded draws, binned exactly as :func:`expected_calibration_error` bins.
+    """
+    rng = np.random.default_rng(0)
+    draws = [
+        expected_calibration_error((rng.random(len(p)) < p).astype(np.float64), p, weights=w)
+        for _ in range(CALIBRATION_ECE_DRAWS)
+    ]
+    return float(np.mean(draws))
+
+
+def _calibration_slope(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Slope ``b`` of the weighted logistic fit ``logit P(y=1) = a + b x`` and its standard error (Newton).
+
+    Fits on ``x`` standardised (the fit is then well conditioned however little ``x`` varies) and scales
+    back. Returns (NaN, inf) when the fit does not converge (perfect separation).
+    """
+    centre = float(w @ x) / float(w.sum())
+    scale = math.sqrt(float(w @ (x - centre) ** 2) / float(w.sum()))
+    design = np.column_stack([np.ones_like(x), (x - centre) / scale])
+    beta = np.zeros(2)
+
+    def loglik(b: np.ndarray) -> float:
+        eta = design @ b
+        return float(w @ (y * eta - np.logaddexp(0.0, eta)))
+
+    current = loglik(beta)
+    for _ in range(100):
+        mu = 1.0 / (1.0 + np.exp(-(design @ beta)))
+        gradient = design.T @ (w * (y - mu))
+        hessian = (design * (w * mu * (1 - mu))[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            return math.nan, math.inf
+        size = 1.0
+        while loglik(beta + size * step) < current - 1e-12 and size > 1e-8:
+            size /= 2
+        beta = beta + size * step
+        current = loglik(beta)
+        if np.max(np.abs(size * step)) < 1e-10:
+            break
+    else:
+        return math.nan, math.inf
+    if abs(beta[1]) > 1e6:
+        return math.nan, math.inf
+    mu = 1.0 / (1.0 + np.exp(-(design @ beta)))
+    hessian = (design * (w * mu * (1 - mu))[:, None]).T @ design
+    try:
+        covariance = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return math.nan, math.inf
+    return float(beta[1]) / scale, math.sqrt(max(float(covariance[1, 1]), 0.0)) / scale
+
+
+def _calibration_intercept(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> float:
+    """``a`` in ``logit P(y=1) = a + x`` (slope fixed at 1): the root of ``sum w (y - expit(a + x))``."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    def score(a: float) -> float:
+        return float(w @ (y - expit(a + x)))
+
+    return float(brentq(score, -50.0, 50.0, xtol=1e-12))

@@ -139,39 +139,79 @@ def test_two_approvals_racing_exactly_one_wins(world) -> None:
         assert [p["status"] for p in policies].count("active") == 1
 
 
-def test_analysis_matches_a_direct_computation_on_the_stored_predictions(world) -> None:
-    srv, result = world
+def stored_moments(srv: Server, result: TrainResult) -> pd.DataFrame:
+    """The stored test predictions as scoring moments of leads, in time order (legacy: a row is a lead)."""
     preds = pd.read_parquet(srv.home / "model-cache" / "leadscore" / result.model_version / "test_predictions.parquet")
+    if "created_at" not in preds.columns:
+        preds = preds.assign(lead_id=np.arange(len(preds)).astype(str), created_at=preds["as_of"])
+    return preds.sort_values(["lead_id", "as_of", "probability"], ascending=[True, True, False])
+
+
+def replay(moments: pd.DataFrame, cutoff: float) -> dict[str, float]:
+    """Production's hand-over, done directly: each lead's first moment at or above the cut-off."""
+    first = moments[moments.probability >= cutoff].groupby("lead_id", sort=False).head(1)
+    won = moments.groupby("lead_id")["label"].max()
+    created = moments.groupby("lead_id")["created_at"].min()
+    since = first["as_of"].reset_index(drop=True) - created.loc[first["lead_id"]].reset_index(drop=True)
+    days = since.dt.total_seconds().to_numpy() / 86_400
+    return {
+        "leads": moments["lead_id"].nunique(),
+        "wins": int(won.sum()),
+        "handed": len(first),
+        "success": int(first["label"].sum()),
+        "caught": int(won.loc[first["lead_id"]].sum()),
+        "base": float(moments.groupby("lead_id").head(1)["label"].mean()),
+        "median_days": float(np.median(days)) if len(first) else float("nan"),
+    }
+
+
+def test_analysis_matches_a_replay_of_the_stored_predictions_per_lead(world) -> None:
+    srv, result = world
+    moments = stored_moments(srv, result)
     inflow = result.model.meta["leads_per_week"]
     for cutoff in (0.01, 0.05, 0.2):
         a = get(srv, f"/v1/threshold/analysis?cutoff={cutoff}", "marketing").json()
-        chosen = preds[preds.probability >= cutoff]
-        assert a["share_qualified"]["value"] == pytest.approx(len(chosen) / len(preds))
-        assert a["qualified_per_week"]["value"] == pytest.approx(len(chosen) / len(preds) * inflow)
-        assert a["precision"]["value"] == pytest.approx(chosen.label.mean())
-        assert a["recall"]["value"] == pytest.approx(chosen.label.sum() / preds.label.sum())
-        assert a["expected_wins_per_week"]["value"] == pytest.approx(chosen.label.sum() / len(preds) * inflow)
-        assert a["lift"]["value"] == pytest.approx(chosen.label.mean() / preds.label.mean())
-        for name in ("share_qualified", "precision", "recall", "lift"):
+        r = replay(moments, cutoff)
+        n = r["leads"]
+        assert (a["test_leads"], a["test_wins"], a["test_moments"]) == (n, r["wins"], len(moments))
+        assert (a["leads_handed_over"], a["wins_after_hand_over"], a["wins_caught"]) == (
+            r["handed"],
+            r["success"],
+            r["caught"],
+        )
+        assert a["share_qualified"]["value"] == pytest.approx(r["handed"] / n)
+        assert a["qualified_per_week"]["value"] == pytest.approx(r["handed"] / n * inflow)
+        assert a["precision"]["value"] == pytest.approx(r["success"] / r["handed"])
+        assert a["recall"]["value"] == pytest.approx(r["caught"] / r["wins"])
+        assert a["expected_wins_per_week"]["value"] == pytest.approx(r["success"] / n * inflow)
+        assert a["lift"]["value"] == pytest.approx(r["success"] / r["handed"] / r["base"])
+        assert a["median_days_to_hand_over"]["value"] == pytest.approx(r["median_days"])
+        for name in ("share_qualified", "precision", "recall", "lift", "median_days_to_hand_over"):
             assert a[name]["low"] <= a[name]["value"] <= a[name]["high"]
 
 
 def test_reverse_questions_pick_the_right_cutoff(world) -> None:
     srv, result = world
-    preds = pd.read_parquet(srv.home / "model-cache" / "leadscore" / result.model_version / "test_predictions.parquet")
-    p = np.sort(preds.probability.to_numpy())[::-1]
+    moments = stored_moments(srv, result)
+    maxima = moments.groupby("lead_id")["probability"].max()
     cap = get(srv, "/v1/threshold/analysis?leads_per_week=50", "sales").json()
     assert cap["qualified_per_week"]["value"] <= 50
-    lower = p[p < cap["cutoff"]]
-    if len(lower):  # one step lower would exceed the capacity
-        assert (preds.probability >= lower[0]).mean() * cap["leads_per_week"] > 50
+    lower = maxima[maxima < cap["cutoff"]]
+    if len(lower):  # the next lead maximum below hands over one lead more than the capacity allows
+        assert replay(moments, lower.max())["handed"] / len(maxima) * cap["leads_per_week"] > 50
     prec = get(srv, "/v1/threshold/analysis?min_precision=0.3", "sales").json()
     assert prec["precision"]["value"] >= 0.3
+    below = np.unique(moments.probability[moments.probability < prec["cutoff"]])[::-1][:30]
+    for c in below:  # no lower cut-off that changes the hand-overs (a sample of the highest) keeps that precision
+        r = replay(moments, c)
+        if (r["handed"], r["success"]) != (prec["leads_handed_over"], prec["wins_after_hand_over"]):
+            assert r["success"] / r["handed"] < 0.3
     rec = get(srv, "/v1/threshold/analysis?min_recall=0.8", "sales").json()
     assert rec["recall"]["value"] >= 0.8
-    higher = p[p > rec["cutoff"]]
+    higher = maxima[maxima > rec["cutoff"]]
     if len(higher):
-        assert preds[preds.probability >= higher[-1]].label.sum() / preds.label.sum() < 0.8
+        r = replay(moments, higher.min())
+        assert r["caught"] / r["wins"] < 0.8
     assert get(srv, "/v1/threshold/analysis", "sales").status_code == 422
     assert get(srv, "/v1/threshold/analysis?cutoff=0.1&min_recall=0.5", "sales").status_code == 422
     curve = get(srv, "/v1/threshold/curve", "sales").json()["points"]
@@ -202,7 +242,9 @@ def test_every_process_and_a_restart_see_the_same_active_policy(world) -> None:
         stop_server(restarted)
 
 
-def test_a_new_champion_keeps_the_share_qualified_and_opens_a_proposal(world, demo_dir: Path, tmp_path: Path) -> None:
+def test_a_new_champion_keeps_the_share_of_leads_handed_over_and_opens_a_proposal(
+    world, demo_dir: Path, tmp_path: Path
+) -> None:
     srv, result = world
     made = propose(srv, "marketing", 0.1)
     post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales")

@@ -14,7 +14,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.api.conftest import Server, start_server, stop_server
 from tests.conftest import make_config
@@ -81,6 +81,33 @@ def test_marketing_proposes_sales_approves_in_the_browser(
         slider.send_keys(Keys.ARROW_LEFT)
     after = (browser.find_element(By.ID, "cutoff").text, browser.find_element(By.ID, "qpw").text)
     assert after != before and after[0] != "–"
+    assert browser.find_element(By.ID, "days").text.endswith(" d")  # median days to hand-over
+    assert "test-window leads" in browser.find_element(By.ID, "basis").text
+
+    # Asking for a capacity shows the figures of the cut-off found, in leads per week.
+    Select(browser.find_element(By.ID, "query-kind")).select_by_value("leads_per_week")
+    browser.find_element(By.ID, "query-value").send_keys("50")
+    browser.find_element(By.ID, "find").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "leads handed over per week"))
+    assert float(browser.find_element(By.ID, "qpw").text) <= 50
+    # An unreachable precision is answered as such, with the best reachable one.
+    Select(browser.find_element(By.ID, "query-kind")).select_by_value("min_precision")
+    value = browser.find_element(By.ID, "query-value")
+    value.clear()
+    value.send_keys("1")
+    browser.find_element(By.ID, "find").click()
+    wait.until(
+        lambda b: (
+            "Unreachable" in b.find_element(By.ID, "message").text or "Cut-off" in b.find_element(By.ID, "message").text
+        )
+    )
+    message = browser.find_element(By.ID, "message").text
+    assert "best reachable precision" in message or "precision 100.0%" in message
+
+    slider.send_keys(Keys.END)
+    for _ in range(15):
+        slider.send_keys(Keys.ARROW_LEFT)
+    after = (browser.find_element(By.ID, "cutoff").text, browser.find_element(By.ID, "qpw").text)
     chosen = float(after[0])
 
     browser.find_element(By.ID, "reason").send_keys("sales can take this many")

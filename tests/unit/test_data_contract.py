@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from features import build_features, infer_spec
 from tests.factories import T0, days, make_lead, make_outcome, make_touch
 from training.data import DataValidationError, FlatExportOptions, load_crm_data
 
 
 def write_dir(tmp_path: Path, leads, touches, outcomes, fmt: str = "csv") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name, rows in (("leads", leads), ("touchpoints", touches), ("outcomes", outcomes)):
         if rows is None:
             continue
@@ -147,3 +150,76 @@ def test_real_export_loads_through_the_flat_path() -> None:
     )
     assert len(data.leads) == 9240 and int((data.outcomes.outcome == "won").sum()) == 3561
     assert "Tags" not in data.leads.columns
+
+
+# ---- touches: re-sent rows are dropped by touch_id, distinct touches all count ------------------------
+def test_rows_repeating_a_touch_id_are_dropped_and_counted(tmp_path: Path) -> None:
+    leads, _, outcomes = good_rows()
+    touches = [
+        make_touch(touch_id="t1", occurred_at="2025-03-02"),
+        make_touch(touch_id="t1", occurred_at="2025-03-02"),  # line 3: t1 sent again
+        make_touch(touch_id="t2", occurred_at="2025-03-02"),  # equal to t1 in every other column: a touch
+        make_touch(touch_id="t3", occurred_at="not a date"),  # line 5: bad, dropped for its time
+        make_touch(touch_id="t3", occurred_at="2025-03-03"),  # so this is t3's first good row: kept
+        make_touch(touch_id=None, occurred_at="2025-03-04"),  # blank ids are never repeats
+        make_touch(touch_id=None, occurred_at="2025-03-04"),
+    ]
+    data = load_crm_data(write_dir(tmp_path, leads, touches, outcomes))
+    assert len(data.touchpoints) == 5  # t1, t2, t3 (the good row), two without an id
+    assert data.touchpoints["touch_id"].tolist()[:3] == ["t1", "t2", "t3"]
+    assert data.report.counts[("touchpoints.csv", "duplicate touch_id (first row kept)")] == 1
+    assert any("line 3, column 'touch_id'" in line for line in data.report.lines())
+    assert data.report.dropped == 2  # the repeat and the unparseable time
+
+    with pytest.raises(DataValidationError, match=r"line 3, column 'touch_id': duplicate touch_id"):
+        load_crm_data(tmp_path, strict=True)
+
+
+def test_without_touch_id_equal_rows_all_count_and_are_noted(tmp_path: Path) -> None:
+    leads, _, outcomes = good_rows()
+    call = make_touch(touch_type="call", occurred_at="2025-03-02")  # a date-only export: two calls that day
+    touches = [call, dict(call), dict(call), make_touch(occurred_at="2025-03-02")]
+    data = load_crm_data(write_dir(tmp_path, leads, touches, outcomes))
+    assert len(data.touchpoints) == 4 and data.report.dropped == 0
+    # three rows equal another in every column, two of them repeat an earlier one
+    assert any(
+        note.startswith("touchpoints.csv: 3 row(s) equal another row in every column (2 repeat an earlier row)")
+        for note in data.report.notes
+    )
+
+
+# ---- attributes: read once, as the features read them -----------------------------------------------
+def test_attribute_columns_are_read_as_the_features_read_values(tmp_path: Path) -> None:
+    leads = [
+        make_lead(lead_id="L1", partner="true", opted_in="1", industry="  Software ", size="1_10", n=" 3 "),
+        make_lead(lead_id="L2", partner="False", opted_in="0", industry="SOFTWARE", size="11-50", n="NaN"),
+        make_lead(lead_id="L3", partner="TRUE", opted_in="true", industry="Select", size=" n/a", n="Select"),
+        make_lead(lead_id="L4", partner="", opted_in="", industry="Finance", size="51-200", n="1e3"),
+    ]
+    data = load_crm_data(write_dir(tmp_path, leads, [make_touch()], [make_outcome()]))
+    got = data.leads.set_index("lead_id")
+    assert got["partner"].tolist() == ["true", "false", "true", None]  # booleans alone: a category
+    assert got["opted_in"].tolist()[:3] == [1.0, 0.0, 1.0] and np.isnan(got["opted_in"]["L4"])  # 0/1: numbers
+    assert got["industry"].tolist() == ["software", "software", None, "finance"]  # stripped, folded; placeholder
+    assert got["size"].tolist() == ["1_10", "11-50", None, "51-200"]  # labels, not numbers
+    np.testing.assert_array_equal(got["n"], [3.0, np.nan, np.nan, 1000.0])
+
+
+def test_csv_and_parquet_read_the_same_attributes_alike(tmp_path: Path) -> None:
+    # Parquet keeps types (bool, int); CSV is text; the features see the same values either way
+    rows = [
+        make_lead(lead_id=f"L{i}", partner=bool(i % 2), opted_in=i % 2, industry=[" Software", "finance"][i % 2])
+        for i in range(6)
+    ]
+    csv = load_crm_data(write_dir(tmp_path / "csv", rows, [make_touch()], [make_outcome()], fmt="csv"))
+    parquet = load_crm_data(write_dir(tmp_path / "pq", rows, [make_touch()], [make_outcome()], fmt="parquet"))
+    spec = infer_spec(csv.leads, csv.touchpoints, min_category_count=1)
+    assert spec == infer_spec(parquet.leads, parquet.touchpoints, min_category_count=1)
+    assert spec.categorical_attributes["partner"] == ("false", "true")
+    assert spec.categorical_attributes["industry"] == ("finance", "software")
+    assert "opted_in" in spec.numeric_attributes
+    as_of = T0 + days(5)
+    pd.testing.assert_frame_equal(
+        build_features(csv.leads, csv.touchpoints, as_of, spec),
+        build_features(parquet.leads, parquet.touchpoints, as_of, spec),
+    )

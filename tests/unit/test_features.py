@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from features import (
@@ -20,6 +22,7 @@ from features import (
 )
 from features.build import datetimes_to_ns, to_utc_ns
 from features.kernel import NEVER_DAYS
+from features.spec import attribute_number, category_key, factorize_values, normalize_label, reads_as_numbers
 from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
 
@@ -69,11 +72,12 @@ def test_unknown_categories_and_bad_numbers_do_not_crash() -> None:
     assert known["attr_lead_source"] == 0 and known["attr_annual_revenue_musd"] == pytest.approx(12.5)
 
 
-def test_exact_duplicate_touches_count_once() -> None:
-    touch = make_touch(occurred_at=T0 + days(1))
-    once = features_of([make_lead()], [touch], T0 + days(2))
-    twice = features_of([make_lead()], [touch, dict(touch)], T0 + days(2))
-    pd.testing.assert_frame_equal(once, twice)
+def test_equal_touches_each_count() -> None:
+    # Two calls on one date of a date-only export are equal in lead, time, type and channel, and are two calls.
+    touch = make_touch(occurred_at=T0 + days(1), touch_type="call")
+    f = features_of([make_lead()], [touch, dict(touch)], T0 + days(2)).iloc[0]
+    assert f["n_call_all"] == 2 and f["n_touches_7d"] == 2
+    assert f["days_since_last_touch"] == pytest.approx(1.0) and f["days_since_first_touch"] == pytest.approx(1.0)
 
 
 def test_high_intent_flags_say_how_long_ago() -> None:
@@ -166,20 +170,22 @@ def test_spec_round_trips_through_json(demo) -> None:
     assert "attr_country" not in again.feature_names and again.excluded_columns == ("country",)
 
 
-def test_records_path_counts_duplicates_once_whatever_the_order() -> None:
+def test_records_path_counts_every_touch_whatever_the_order() -> None:
     a, b = make_lead(lead_id="a"), make_lead(lead_id="b", lead_source="paid_search")
     touches = [
         make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="email"),
         make_touch(lead_id="b", occurred_at=T0 + days(1)),
         make_touch(lead_id="a", occurred_at=T0 + days(1)),
-        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="email"),  # again
-        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="web"),  # differs
+        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="email"),  # equal
+        make_touch(lead_id="a", occurred_at=T0 + days(3), touch_type="email_open", channel="web"),
     ]
     as_of = T0 + days(4)
     records = records_from_frames(frame([a, b]), frame(touches))
-    expected = features_of([a, b], [touches[i] for i in (2, 0, 4, 1)], as_of)
+    expected = features_of([a, b], [touches[i] for i in (4, 3, 2, 1, 0)], as_of)
     np.testing.assert_array_equal(build_features_from_records(records, as_of, SPEC), expected.to_numpy())
-    assert expected.iloc[0]["n_email_open_all"] == 2 and expected.iloc[0]["n_touches_all"] == 3
+    # lead a: three email opens on day 3 (two equal) and a web visit on day 1
+    assert expected.iloc[0]["n_email_open_all"] == 3 and expected.iloc[0]["n_touches_all"] == 4
+    assert expected.iloc[0]["n_ch_email_all"] == 2 and expected.iloc[0]["n_ch_web_all"] == 2
 
 
 @given(
@@ -203,3 +209,194 @@ def test_times_beyond_int64_nanoseconds_are_held_at_the_bounds_not_wrapped() -> 
     far = datetimes_to_ns([datetime(9999, 12, 31, tzinfo=UTC), datetime(1, 1, 1), datetime(2262, 4, 11, tzinfo=UTC)])
     bound = np.iinfo(np.int64).max // 1000 * 1000  # the last whole microsecond int64 nanoseconds hold
     assert far.tolist() == [bound, -bound, int(to_utc_ns(datetime(2262, 4, 11, tzinfo=UTC))[0])]  # (pandas)
+
+
+# ---- one reading of every value: the same value reads the same from CSV, Parquet and JSON ----------------
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        # missing, blank and placeholders (compared after whitespace and case): no category
+        (None, None),
+        (math.nan, None),
+        (pd.NA, None),
+        ("", None),
+        ("   ", None),
+        ("Select", None),
+        (" n/a ", None),
+        ("NULL", None),
+        ("-", None),
+        ("Unknown", None),
+        ("NaN", None),  # spells a number that is no number
+        # booleans, as values or as text in any case and padding
+        (True, "true"),
+        (np.True_, "true"),
+        (False, "false"),
+        ("TRUE", "true"),
+        (" true ", "true"),
+        ("False", "false"),
+        # numbers, as values or as text: written shortest
+        (5, "5"),
+        (5.0, "5"),
+        (np.int64(5), "5"),
+        (np.float32(5.0), "5"),
+        ("5", "5"),
+        (" 5.0 ", "5"),
+        ("1E3", "1000"),
+        (-0.0, "0"),
+        (0.25, "0.25"),
+        ("0.250", "0.25"),
+        # other text: words joined by one space, case folded
+        ("  Software ", "software"),
+        ("SOFTWARE", "software"),
+        ("Paid \t Search", "paid search"),
+        ("51-200", "51-200"),
+        ("1_10", "1_10"),  # digit separators are not read: a size band stays a label, not 110
+        ("yes", "yes"),  # yes/no are texts, not booleans
+    ],
+)
+def test_category_key_reads_every_spelling_of_a_value_alike(value: object, key: str | None) -> None:
+    assert category_key(value) == key
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        (3.5, 3.5),
+        (7, 7.0),
+        (np.int64(7), 7.0),
+        (True, 1.0),
+        (np.False_, 0.0),
+        ("true", 1.0),
+        (" FALSE ", 0.0),
+        (" 3 ", 3.0),
+        ("3.0", 3.0),
+        ("1e3", 1000.0),
+        (None, math.nan),
+        ("", math.nan),
+        ("Select", math.nan),
+        ("n/a", math.nan),
+        ("lots", math.nan),
+        ("1_000", math.nan),
+        (math.inf, math.nan),
+        ("-Infinity", math.nan),
+        (10**400, math.nan),  # beyond float
+    ],
+)
+def test_attribute_number_reads_every_spelling_of_a_number_alike(value: object, number: float) -> None:
+    got = attribute_number(value)
+    assert got == number or (math.isnan(got) and math.isnan(number))
+
+
+VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["Select", " n/a", "TRUE", " 5.0 ", "1e3", "Software ", "inf", "-0", "0.1"])
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(VALUES)
+@example(-0.0)  # reads 0.0, as its key "0" does
+@example(10**30)
+def test_reading_a_key_again_gives_it_back(value: object) -> None:
+    # What lets a vocabulary of keys be looked up with the raw value first: a key reads as itself, and a
+    # number key reads as the same number as the value it came from.
+    key = category_key(value)
+    if key is not None:
+        assert category_key(key) == key
+        np.testing.assert_equal(attribute_number(key), attribute_number(value))
+
+
+@pytest.mark.parametrize(
+    ("values", "numeric"),
+    [
+        (["1", "0", " 2.5 "], True),
+        (["1", "true", None, "n/a"], True),  # booleans among numbers read as 1/0
+        ([True, 1], True),
+        (["true", "FALSE"], False),  # booleans alone are a category
+        ([True, False], False),
+        (["1", "x"], False),
+        (["1_10", "11-50"], False),
+        ([], False),
+        ([None, "Select"], False),
+    ],
+)
+def test_reads_as_numbers(values: list[object], numeric: bool) -> None:
+    assert reads_as_numbers(values) is numeric
+
+
+@pytest.mark.parametrize(
+    ("label", "normal"), [("Web Visit", "web_visit"), (" n/a ", "other"), ("Select", "other"), ("", "other")]
+)
+def test_touch_labels_read_placeholders_as_missing(label: str, normal: str) -> None:
+    assert normalize_label(label) == normal
+
+
+def test_distinct_values_keep_booleans_apart_from_one_and_zero() -> None:
+    # pandas takes True for 1 (and False for 0); their readings differ ("true" against "1")
+    codes, distinct = factorize_values([True, 1, 1.0, "1", None, False, 0])
+    assert codes.tolist() == [0, 1, 1, 2, -1, 3, 4]
+    assert [category_key(v) for v in distinct] == ["true", "1", "1", "false", "0"]
+
+
+def test_many_rows_read_as_a_few_do() -> None:
+    # 130 rows take the per-distinct-value path, 2 rows the per-value one; True and 1 are two categories
+    spec = FeatureSpec(categorical_attributes={"flag": ("true", "1")}, numeric_attributes=("n",), use_touches=False)
+    many = frame([make_lead(flag=v, n=v) for v in [True, 1] * 65])
+    few = frame([make_lead(flag=v, n=v) for v in [True, 1]])
+    f_many = build_features(many, None, T0 + days(1), spec)
+    f_few = build_features(few, None, T0 + days(1), spec)
+    assert f_many["attr_flag"].tolist() == [0.0, 1.0] * 65 and f_many["attr_n"].tolist() == [1.0] * 130
+    np.testing.assert_array_equal(f_many.to_numpy()[:2], f_few.to_numpy())
+
+
+def test_infer_spec_learns_keys_and_kinds_from_raw_values() -> None:
+    leads = frame(
+        [
+            make_lead(lead_id="a", industry=" Software ", partner=True, opted_in="1", employees=" 250 "),
+            make_lead(lead_id="b", industry="software", partner=False, opted_in="true", employees="Select"),
+            make_lead(lead_id="c", industry="SOFTWARE", partner=True, opted_in="0", employees="1e3"),
+            make_lead(lead_id="d", industry="Finance", partner=True, opted_in=None, employees=None),
+            make_lead(lead_id="e", industry="n/a", partner=False, opted_in="FALSE", employees="12"),
+        ]
+    )[["lead_id", "created_at", "industry", "partner", "opted_in", "employees"]]
+    spec = infer_spec(leads, None, min_category_count=1)
+    # three spellings of software are one category, counted 3; "n/a" is no category
+    assert spec.categorical_attributes == {"industry": ("software", "finance"), "partner": ("true", "false")}
+    assert spec.numeric_attributes == ("opted_in", "employees")  # numbers written as text (booleans among them)
+    f = build_features(leads, None, T0 + days(1), spec)
+    assert f["attr_industry"].tolist()[:4] == [0.0, 0.0, 0.0, 1.0] and np.isnan(f["attr_industry"].iloc[4])
+    assert f["attr_partner"].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+    np.testing.assert_array_equal(f["attr_opted_in"], [1.0, 1.0, 0.0, np.nan, 0.0])
+    np.testing.assert_array_equal(f["attr_employees"], [250.0, np.nan, 1000.0, np.nan, 12.0])
+
+
+def test_vocabularies_of_older_specs_still_find_their_values() -> None:
+    # Specs saved before the one reading hold values as they were read then: str(True) and capitalised text
+    saved = {**FeatureSpec(use_touches=False).to_dict(), "version": 1}
+    saved["categorical_attributes"] = {"partner": ["True", "False"], "industry": ["Software", "Finance"]}
+    old = FeatureSpec.from_json(json.dumps(saved))
+    sent: list[dict[str, object]] = [
+        {"partner": True, "industry": "Software"},  # as an old server read them: raw value found as it is
+        {"partner": "true", "industry": " software"},  # other spellings: found by their keys
+        {"partner": False, "industry": "FINANCE"},
+        {"partner": "maybe", "industry": None},
+    ]
+    records = [LeadRecord(str(i), T0, attrs) for i, attrs in enumerate(sent)]
+    f = build_features_from_records(records, T0 + days(1), old)
+    np.testing.assert_array_equal(f[:, -2:], [[0, 0], [0, 0], [1, 1], [np.nan, np.nan]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(VALUES, min_size=1, max_size=6))
+def test_raw_values_find_the_codes_their_keys_find(values: list[object]) -> None:
+    keys = [k for k in dict.fromkeys(category_key(v) for v in values) if k is not None]
+    spec = FeatureSpec(categorical_attributes={"x": tuple(keys[:3])}, use_touches=False)
+    raw = [LeadRecord(str(i), T0, {"x": v}) for i, v in enumerate(values)]
+    keyed = [LeadRecord(str(i), T0, {"x": category_key(v)}) for i, v in enumerate(values)]
+    np.testing.assert_array_equal(
+        build_features_from_records(raw, T0 + days(1), spec), build_features_from_records(keyed, T0 + days(1), spec)
+    )

@@ -1,0 +1,168 @@
+"""Scoring moments, censoring, the end of the data and the purged split, on tiny hand-made CRMs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.data import DataValidationError, load_crm_data
+from training.moments import MomentConfig, scoring_moments
+from training.pipeline import NotEnoughData, TrainConfig, split_examples
+
+UTC = "UTC"
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz=UTC)
+
+
+def write_crm(directory: Path, leads: list[dict], touches: list[dict], outcomes: list[dict]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(leads, columns=["lead_id", "created_at", "industry"]).to_csv(directory / "leads.csv", index=False)
+    pd.DataFrame(touches, columns=["lead_id", "occurred_at", "touch_type"]).to_csv(
+        directory / "touchpoints.csv", index=False
+    )
+    pd.DataFrame(outcomes, columns=["lead_id", "outcome", "closed_at"]).to_csv(directory / "outcomes.csv", index=False)
+    return directory
+
+
+def small_crm(tmp_path: Path, extra_touches: list[dict] | None = None) -> Path:
+    """Three leads; L9 is created late and keeps the end of the data at 2025-06-30."""
+    leads = [
+        {"lead_id": "L1", "created_at": "2025-01-01T10:00:00Z", "industry": "software"},
+        {"lead_id": "L2", "created_at": "2025-01-05T09:00:00Z", "industry": "retail"},
+        {"lead_id": "L9", "created_at": "2025-06-30T00:00:00Z", "industry": "retail"},
+    ]
+    touches = [
+        {"lead_id": "L2", "occurred_at": "2025-01-06T08:00:00Z", "touch_type": "web_visit"},
+        {"lead_id": "L2", "occurred_at": "2025-01-06T15:00:00Z", "touch_type": "pricing_page"},
+        {"lead_id": "L2", "occurred_at": "2025-01-20T11:00:00Z", "touch_type": "email_click"},
+        *(extra_touches or []),
+    ]
+    outcomes = [
+        {"lead_id": "L1", "outcome": "won", "closed_at": "2025-01-04T10:00:00Z"},
+        {"lead_id": "L2", "outcome": "lost", "closed_at": "2025-03-01T00:00:00Z"},
+    ]
+    return write_crm(tmp_path / "crm", leads, touches, outcomes)
+
+
+CONFIG = MomentConfig(horizon_days=30, every_days=20, max_lead_age_days=60)
+
+
+def test_a_lead_won_three_days_after_creation_is_a_positive_example(tmp_path: Path) -> None:
+    data = load_crm_data(small_crm(tmp_path))
+    moments = scoring_moments(data, CONFIG)
+    l1 = moments[moments["lead_id"] == "L1"]
+    # Created 2025-01-01 10:00 and won 2025-01-04 10:00: one moment, at creation, labelled won; the periodic
+    # moment of 2025-01-21 comes after the close, so it is not taken.
+    assert l1["as_of"].tolist() == [ts("2025-01-01T10:00:00")]
+    assert l1["moment"].astype(str).tolist() == ["creation"]
+    assert l1["label"].tolist() == [1]
+
+
+def test_moments_are_creation_activity_days_and_periodic_while_open(tmp_path: Path) -> None:
+    data = load_crm_data(small_crm(tmp_path))
+    l2 = scoring_moments(data, CONFIG).query("lead_id == 'L2'")
+    # Created 01-05 09:00; active on 01-06 (last touch 15:00) and 01-20; periodic at +20 and +40 days
+    # (01-25, 02-14) and +60 (03-06) is after its close on 03-01. Lost: every label is 0.
+    assert l2["as_of"].tolist() == [
+        ts("2025-01-05T09:00"),
+        ts("2025-01-06T15:00"),
+        ts("2025-01-20T11:00"),
+        ts("2025-01-25T09:00"),
+        ts("2025-02-14T09:00"),
+    ]
+    assert l2["moment"].astype(str).tolist() == ["creation", "activity", "activity", "periodic", "periodic"]
+    assert l2["label"].sum() == 0
+
+
+def test_moments_whose_horizon_is_not_observed_are_censored(tmp_path: Path) -> None:
+    data = load_crm_data(small_crm(tmp_path))
+    assert data.end_time == ts("2025-06-30")
+    moments = scoring_moments(data, CONFIG)
+    assert (moments["as_of"] + pd.Timedelta(days=30) <= data.end_time).all()
+    assert "L9" not in set(moments["lead_id"])  # created at the end: its horizon is not observed
+
+
+def test_a_row_dated_2099_is_dropped_counted_and_changes_no_example(tmp_path: Path) -> None:
+    clean = load_crm_data(small_crm(tmp_path / "a"))
+    future = [{"lead_id": "L2", "occurred_at": "2099-01-01T00:00:00Z", "touch_type": "web_visit"}]
+    dirty = load_crm_data(small_crm(tmp_path / "b", future))
+    assert dirty.end_time == clean.end_time == ts("2025-06-30")
+    dropped = {reason: n for (_, reason), n in dirty.report.counts.items()}
+    assert [n for reason, n in dropped.items() if reason.startswith("dated after the end of the data")] == [1]
+    pd.testing.assert_frame_equal(scoring_moments(dirty, CONFIG), scoring_moments(clean, CONFIG))
+    with pytest.raises(DataValidationError, match=r"touchpoints\.csv, line 5, column 'occurred_at': dated after"):
+        load_crm_data(small_crm(tmp_path / "c", future), strict=True)
+
+
+def test_data_end_given_drops_later_rows_of_every_table(tmp_path: Path) -> None:
+    data = load_crm_data(small_crm(tmp_path), data_end="2025-02-01")
+    assert data.end_time == ts("2025-02-01")
+    assert set(data.leads["lead_id"]) == {"L1", "L2"}  # L9 is created after the export
+    assert data.outcomes["lead_id"].tolist() == ["L1"]  # L2's loss on 03-01 is not known yet: open
+    assert len(data.touchpoints) == 3
+    with pytest.raises(DataValidationError, match="--data-end"):
+        load_crm_data(small_crm(tmp_path / "x"), data_end="not a date")
+
+
+def test_exclude_columns_works_for_a_data_directory(tmp_path: Path) -> None:
+    data = load_crm_data(small_crm(tmp_path), exclude_columns=("industry",))
+    assert "industry" not in data.leads.columns and data.excluded_columns == ("industry",)
+    with pytest.raises(DataValidationError, match="column 'owner_notes': excluded column does not exist"):
+        load_crm_data(small_crm(tmp_path / "y"), exclude_columns=("owner_notes",))
+
+
+def daily_crm(tmp_path: Path) -> Path:
+    """One lead a day for 601 days (day 0 = 2024-01-01); every third lead is won 10 days after creation, the
+    others lost after 50 days; each lead has a touch on its day 5 (none after day 600, the end of the data)."""
+    start = ts("2024-01-01")
+    leads, touches, outcomes = [], [], []
+    for d in range(601):
+        created = start + pd.Timedelta(days=d)
+        lead = f"L{d:03d}"
+        leads.append({"lead_id": lead, "created_at": created.isoformat(), "industry": "software"})
+        if d <= 595:
+            touch = {"lead_id": lead, "occurred_at": (created + pd.Timedelta(days=5)).isoformat(), "touch_type": "web"}
+            touches.append(touch)
+        won = d % 3 == 0
+        closed = created + pd.Timedelta(days=10 if won else 50)
+        if closed <= start + pd.Timedelta(days=600):
+            outcomes.append({"lead_id": lead, "outcome": "won" if won else "lost", "closed_at": closed.isoformat()})
+    return write_crm(tmp_path / "daily", leads, touches, outcomes)
+
+
+def test_purged_split_worked_out_by_hand(tmp_path: Path) -> None:
+    data = load_crm_data(daily_crm(tmp_path))
+    config = TrainConfig(data=tmp_path, horizon_days=30, moment_every_days=20, max_lead_age_days=60)
+    moments = scoring_moments(data, CONFIG)
+    split = split_examples(moments, data, config, [])
+    # E = day 600, H = 30: test leads are created up to day 570. The span left after two gaps is
+    # 570 - 0 - 60 = 510 days; test and calibration get 20% each (102 days):
+    # B2 = 570 - 102 = day 468, B1 = 468 - 30 - 102 = day 336.
+    day = lambda d: ts("2024-01-01") + pd.Timedelta(days=d)  # noqa: E731
+    train, cal, test = (moments.iloc[rows] for rows in (split.train, split.calibration, split.test))
+    assert train["created_at"].max() == day(306) and train["as_of"].max() <= day(306)
+    assert cal["created_at"].min() == day(336) and cal["as_of"].max() <= day(438)
+    assert test["created_at"].min() == day(468) and test["created_at"].max() == day(570)
+    # No label used for fitting is observed after the calibration window starts, none used for calibration
+    # after the test window starts.
+    assert (train["as_of"] + pd.Timedelta(days=30)).max() <= cal["created_at"].min()
+    assert (cal["as_of"] + pd.Timedelta(days=30)).max() <= test["created_at"].min()
+    # No lead is in two windows, and every example of a window's lead weighs 1 / its moments there.
+    ids = [set(part["lead_id"]) for part in (train, cal, test)]
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and not (ids[0] & ids[2])
+    for rows in (split.train, split.calibration, split.test):
+        per_lead = pd.Series(split.weight[rows]).groupby(moments["lead_id"].to_numpy()[rows]).sum()
+        np.testing.assert_allclose(per_lead.to_numpy(), 1.0)
+    assert split.windows["test_leads_created"] == "2025-04-13 .. 2025-07-24"  # days 468 .. 570
+
+
+def test_data_too_short_for_a_purged_split_is_refused(tmp_path: Path) -> None:
+    data = load_crm_data(daily_crm(tmp_path))
+    config = TrainConfig(data=tmp_path, horizon_days=200)
+    with pytest.raises(NotEnoughData, match="three horizons"):
+        split_examples(scoring_moments(data, MomentConfig(horizon_days=200)), data, config, [])
