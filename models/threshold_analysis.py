@@ -25,7 +25,9 @@ Figures (every count is a count of leads, never of rows):
 
 95% intervals count leads: Wilson score intervals on the lead counts (share: handed of n; precision: success
 of handed; recall: caught of |W|; the per-week figures: the interval of their share of n (handed of n, success
-of n) times L; lift: precision's interval / base rate), and for the median days the distribution-free
+of n) times the interval of L, low times low and high times high, when the inflow's interval is known (a
+t interval of the mean of the 12 weekly counts; see ``training.pipeline.weekly_inflow``), else times L;
+lift: precision's interval / base rate), and for the median days the distribution-free
 order-statistic interval of a median (see :func:`median_interval`). Duplicating a lead's rows changes none
 of them.
 
@@ -159,6 +161,7 @@ class TradeOff:
         as_of: the time of each moment; None puts every moment at the same time.
         created_at: when each moment's lead was created; None uses the moment's own ``as_of``.
         horizon_days: the horizon of the labels, reported with the figures.
+        leads_per_week_interval: 95% interval of ``leads_per_week`` (None: taken as exact).
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class TradeOff:
         as_of: Any = None,
         created_at: Any = None,
         horizon_days: int | None = None,
+        leads_per_week_interval: tuple[float, float] | None = None,
     ) -> None:
         p = np.asarray(probabilities, dtype=np.float64)
         y_raw = np.asarray(labels)
@@ -201,6 +205,8 @@ class TradeOff:
         self.n = len(starts)
         self.moments = rows
         self.leads_per_week = float(leads_per_week)
+        low, high = leads_per_week_interval or (leads_per_week, leads_per_week)
+        self.leads_per_week_interval = (float(low), float(high))
         self.horizon_days = horizon_days
         self.created = np.minimum.reduceat(born, starts) if rows else np.zeros(0, dtype=np.int64)
         self.won = np.maximum.reduceat(y, starts).astype(bool) if rows else np.zeros(0, dtype=bool)
@@ -237,7 +243,11 @@ class TradeOff:
 
     @classmethod
     def from_predictions(
-        cls, predictions: pd.DataFrame, leads_per_week: float, horizon_days: int | None = None
+        cls,
+        predictions: pd.DataFrame,
+        leads_per_week: float,
+        horizon_days: int | None = None,
+        leads_per_week_interval: tuple[float, float] | None = None,
     ) -> TradeOff:
         """From a stored ``test_predictions`` table; extra columns are ignored.
 
@@ -257,6 +267,7 @@ class TradeOff:
             as_of=as_of,
             created_at=predictions["created_at"] if per_lead else as_of,
             horizon_days=horizon_days,
+            leads_per_week_interval=leads_per_week_interval,
         )
 
     # ---- the replay ------------------------------------------------------------------------
@@ -294,6 +305,7 @@ class TradeOff:
         """Every figure at ``cutoff``, with 95% intervals over leads."""
         handed, success, caught = self._counts(cutoff)
         n, inflow, base = self.n, self.leads_per_week, self.base_rate
+        in_low, in_high = self.leads_per_week_interval
         share = wilson(handed, n)
         won_share = wilson(success, n)
         precision = wilson(success, handed)
@@ -305,11 +317,11 @@ class TradeOff:
         return CutoffAnalysis(
             cutoff=float(cutoff),
             share_qualified=Figure(handed / n if n else 0.0, *share),
-            qualified_per_week=Figure(handed / n * inflow if n else 0.0, share[0] * inflow, share[1] * inflow),
+            qualified_per_week=Figure(handed / n * inflow if n else 0.0, share[0] * in_low, share[1] * in_high),
             precision=Figure(success / handed if handed else 0.0, *precision),
             recall=Figure(caught / self.wins if self.wins else 0.0, *wilson(caught, self.wins)),
             expected_wins_per_week=Figure(
-                success / n * inflow if n else 0.0, won_share[0] * inflow, won_share[1] * inflow
+                success / n * inflow if n else 0.0, won_share[0] * in_low, won_share[1] * in_high
             ),
             lift=Figure(
                 (success / handed) / base if handed and base else 0.0,
@@ -427,7 +439,10 @@ class TradeOff:
 
 
 def tradeoff_of_predictions(
-    predictions: pd.DataFrame, leads_per_week: float, horizon_days: int | None = None
+    predictions: pd.DataFrame,
+    leads_per_week: float,
+    horizon_days: int | None = None,
+    leads_per_week_interval: tuple[float, float] | None = None,
 ) -> TradeOff:
     """The replayed trade-off of stored test predictions (see :meth:`TradeOff.from_predictions`)."""
-    return TradeOff.from_predictions(predictions, leads_per_week, horizon_days)
+    return TradeOff.from_predictions(predictions, leads_per_week, horizon_days, leads_per_week_interval)

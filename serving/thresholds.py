@@ -375,4 +375,10 @@ def tradeoff_of(loaded: LoadedModel) -> TradeOff:
     meta = loaded.model.meta
     inflow = float(meta.get("leads_per_week") or 0.0)
     horizon = meta.get("horizon_days")
-    return TradeOff.from_predictions(preds, inflow, horizon_days=int(horizon) if horizon is not None else None)
+    interval = meta.get("leads_per_week_interval")
+    return TradeOff.from_predictions(
+        preds,
+        inflow,
+        horizon_days=int(horizon) if horizon is not None else None,
+        leads_per_week_interval=(float(interval[0]), float(interval[1])) if interval else None,
+    )

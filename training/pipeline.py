@@ -415,16 +415,30 @@ def first_moments(examples: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return rows[first]
 
 
-def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> float:
-    """New leads per week over the last 12 weeks of data (or the given figure)."""
+INFLOW_WEEKS = 12
+
+
+def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple[float, tuple[float, float]]:
+    """New leads per week over the last 12 weeks before the end of the data, with a 95% interval of that
+    mean rate: a t interval over the 12 weekly counts (``mean +- t(0.975, 11) * sd / sqrt(12)``), which
+    takes in the week-to-week spread as it is (no Poisson assumption). A figure given in the config is
+    taken as exact; a flat export without time assumes it covers one year (and says so).
+    """
+    from scipy.stats import t as student_t
+
     if config.leads_per_week:
-        return float(config.leads_per_week)
+        return float(config.leads_per_week), (float(config.leads_per_week), float(config.leads_per_week))
     if not data.has_time:
         notes.append("no time column: per-week figures assume the export covers one year")
-        return len(data.leads) / 52.0
-    created = data.leads["created_at"]
-    recent = created >= data.end_time - pd.Timedelta(weeks=12)
-    return float(recent.sum()) / 12.0
+        rate = len(data.leads) / 52.0
+        return rate, (rate, rate)
+    end = data.end_time
+    age_weeks = ((end - data.leads["created_at"]) / pd.Timedelta(weeks=1)).to_numpy()
+    recent = (age_weeks >= 0) & (age_weeks < INFLOW_WEEKS)
+    counts = np.bincount(age_weeks[recent].astype(int), minlength=INFLOW_WEEKS)[:INFLOW_WEEKS]
+    mean = float(counts.mean())
+    half = float(student_t.ppf(0.975, INFLOW_WEEKS - 1) * counts.std(ddof=1) / np.sqrt(INFLOW_WEEKS))
+    return mean, (max(0.0, mean - half), mean + half)
 
 
 METRIC_ROWS = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_at_10pct")
@@ -530,7 +544,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         }
     )
     notes.append(f"calibration check on the test window: {'passed' if check.passes else 'FAILED'} ({check.reason})")
-    inflow = weekly_inflow(data, config, notes)
+    inflow, inflow_interval = weekly_inflow(data, config, notes)
     test_rows = examples.iloc[te]
     segment_col = next((c for c in ("lead_source", "Lead Source") if c in test_rows.columns), None)
     predictions = pd.DataFrame(
@@ -546,7 +560,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
             "weight": w_test,
         }
     )
-    trade = tradeoff_of_predictions(predictions, inflow, config.horizon_days)
+    trade = tradeoff_of_predictions(predictions, inflow, config.horizon_days, inflow_interval)
     table = trade.table()
 
     progress("auditing attributes for leakage")
@@ -571,6 +585,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
             "score_reference": score_reference(p_test),
             "default_cutoffs": trade.default_cutoffs(),
             "leads_per_week": inflow,
+            "leads_per_week_interval": list(inflow_interval),
             "test_rows": len(y_test),
             "test_leads": int(first_test.sum()),
             "flat_export": asdict(data.flat) if data.flat else None,
