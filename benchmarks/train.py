@@ -1,4 +1,4 @@
-"""Training benchmark: N demo leads -> snapshots -> features -> LightGBM + baselines -> MLflow registry.
+"""Training benchmark: N demo leads -> scoring moments -> features -> LightGBM + baselines -> MLflow registry.
 
 Run by hand:  .venv/bin/python benchmarks/train.py [--leads 1000000]
 Uses a throw-away LEADSCORE home (SQLite MLflow) in a temporary directory.

@@ -1,1 +1,1 @@
-"""Data loading and validation, demo data, snapshots and labels, fit, evaluate, report, register."""
+"""Data loading and validation, demo data, scoring moments and labels, fit, evaluate, report, register."""

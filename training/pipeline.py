@@ -433,7 +433,8 @@ def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple
         rate = len(data.leads) / 52.0
         return rate, (rate, rate)
     end = data.end_time
-    age_weeks = ((end - data.leads["created_at"]) / pd.Timedelta(weeks=1)).to_numpy()
+    age_seconds = (end - data.leads["created_at"]).dt.total_seconds().to_numpy()
+    age_weeks = age_seconds / pd.Timedelta(weeks=1).total_seconds()
     recent = (age_weeks >= 0) & (age_weeks < INFLOW_WEEKS)
     counts = np.bincount(age_weeks[recent].astype(int), minlength=INFLOW_WEEKS)[:INFLOW_WEEKS]
     mean = float(counts.mean())
