@@ -496,6 +496,16 @@ def threshold_analyze(
     given = [v for v in (cutoff, leads_per_week, min_precision, min_recall) if v is not None]
     if len(given) != 1:
         raise typer.BadParameter("give exactly one of --cutoff, --leads-per-week, --min-precision, --min-recall")
+    # The same bounds as the API's query parameters (/v1/threshold/analysis).
+    for name, value, high, high_open in (
+        ("--cutoff", cutoff, 1.0, True),
+        ("--leads-per-week", leads_per_week, 1e9, False),
+        ("--min-precision", min_precision, 1.0, False),
+        ("--min-recall", min_recall, 1.0, False),
+    ):
+        if value is not None and not (value > 0 and (value < high if high_open else value <= high)):
+            bound = f"below {high:g}" if high_open else f"at most {high:g}"
+            raise typer.BadParameter(f"must be above 0 and {bound} (got {value})", param_hint=name)
     ctx = _ThresholdContext()
     trade = ctx.tradeoff(ctx.champion.version)
     try:
@@ -512,19 +522,24 @@ def threshold_analyze(
         console.print(f"[red]unreachable:[/red] {err}")
         raise typer.Exit(2) from err
     a = trade.analyze(chosen)
-    horizon = f"{a.horizon_days} days" if a.horizon_days is not None else "the horizon"
+    won = (
+        f"won within {a.horizon_days} days of hand-over"
+        if a.horizon_days is not None
+        else "converted (the export's label; no time column)"
+    )
     typer.echo(
         f"cut-off {a.cutoff:.4f} (model version {ctx.champion.version}); replayed on {a.test_leads} test leads "
         f"({a.test_moments} scoring moments, {a.test_wins} won), inflow {a.leads_per_week:.1f} new leads/week"
+        + (f" ({a.leads_per_week_basis})" if a.leads_per_week_basis else "")
     )
     typer.echo(
-        f"  test leads handed over: {a.leads_handed_over}, of which won within {horizon} of hand-over: "
+        f"  test leads handed over: {a.leads_handed_over}, of which {won}: "
         f"{a.wins_after_hand_over}; won test leads caught: {a.wins_caught} of {a.test_wins}"
     )
     rows = [
         ("leads handed over per week", a.qualified_per_week, "{:.1f}"),
         ("share of leads handed over", a.share_qualified, "{:.1%}"),
-        (f"precision (won within {horizon} of hand-over)", a.precision, "{:.1%}"),
+        (f"precision ({won})", a.precision, "{:.1%}"),
         ("recall (won leads handed over before close)", a.recall, "{:.1%}"),
         ("expected wins per week", a.expected_wins_per_week, "{:.1f}"),
         (f"lift over the base rate {a.base_rate:.1%}", a.lift, "{:.2f}x"),

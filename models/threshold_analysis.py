@@ -132,7 +132,8 @@ class CutoffAnalysis:
     wins_caught: int  # won test leads handed over before they closed
     base_rate: float  # mean label at each lead's first scoring moment (per lead)
     test_moments: int  # scoring moments (rows) of the test window
-    horizon_days: int | None  # "won within the horizon" means within this many days
+    horizon_days: int | None  # "won within the horizon" means within this many days; None: the export's label
+    leads_per_week_basis: str = ""  # where leads_per_week comes from (counted, or an assumption)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -162,6 +163,7 @@ class TradeOff:
         created_at: when each moment's lead was created; None uses the moment's own ``as_of``.
         horizon_days: the horizon of the labels, reported with the figures.
         leads_per_week_interval: 95% interval of ``leads_per_week`` (None: taken as exact).
+        leads_per_week_basis: where ``leads_per_week`` comes from, in words (shown with the figures).
     """
 
     def __init__(
@@ -175,6 +177,7 @@ class TradeOff:
         created_at: Any = None,
         horizon_days: int | None = None,
         leads_per_week_interval: tuple[float, float] | None = None,
+        leads_per_week_basis: str = "",
     ) -> None:
         p = np.asarray(probabilities, dtype=np.float64)
         y_raw = np.asarray(labels)
@@ -208,6 +211,7 @@ class TradeOff:
         low, high = leads_per_week_interval or (leads_per_week, leads_per_week)
         self.leads_per_week_interval = (float(low), float(high))
         self.horizon_days = horizon_days
+        self.leads_per_week_basis = leads_per_week_basis
         self.created = np.minimum.reduceat(born, starts) if rows else np.zeros(0, dtype=np.int64)
         self.won = np.maximum.reduceat(y, starts).astype(bool) if rows else np.zeros(0, dtype=bool)
         self.wins = int(self.won.sum())
@@ -248,6 +252,7 @@ class TradeOff:
         leads_per_week: float,
         horizon_days: int | None = None,
         leads_per_week_interval: tuple[float, float] | None = None,
+        leads_per_week_basis: str = "",
     ) -> TradeOff:
         """From a stored ``test_predictions`` table; extra columns are ignored.
 
@@ -268,6 +273,7 @@ class TradeOff:
             created_at=predictions["created_at"] if per_lead else as_of,
             horizon_days=horizon_days,
             leads_per_week_interval=leads_per_week_interval,
+            leads_per_week_basis=leads_per_week_basis,
         )
 
     # ---- the replay ------------------------------------------------------------------------
@@ -338,6 +344,7 @@ class TradeOff:
             base_rate=base,
             test_moments=self.moments,
             horizon_days=self.horizon_days,
+            leads_per_week_basis=self.leads_per_week_basis,
         )
 
     # ---- reverse queries -------------------------------------------------------------------
@@ -443,6 +450,9 @@ def tradeoff_of_predictions(
     leads_per_week: float,
     horizon_days: int | None = None,
     leads_per_week_interval: tuple[float, float] | None = None,
+    leads_per_week_basis: str = "",
 ) -> TradeOff:
     """The replayed trade-off of stored test predictions (see :meth:`TradeOff.from_predictions`)."""
-    return TradeOff.from_predictions(predictions, leads_per_week, horizon_days, leads_per_week_interval)
+    return TradeOff.from_predictions(
+        predictions, leads_per_week, horizon_days, leads_per_week_interval, leads_per_week_basis
+    )

@@ -203,6 +203,7 @@ class AnalysisOut(BaseModel):
         description="Median days from a lead's creation to its hand-over, over handed leads; null when none is."
     )
     leads_per_week: float = Field(description="New leads per week (the last 12 weeks of data) scaled to.")
+    leads_per_week_basis: str = Field(default="", description="Where leads_per_week comes from, in words.")
     test_leads: int = Field(description="Leads in the test window.")
     test_wins: int = Field(description="Test-window leads won (within the horizon after some scoring moment).")
     leads_handed_over: int = Field(description="Test-window leads handed over at this cut-off.")

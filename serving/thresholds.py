@@ -374,11 +374,12 @@ def tradeoff_of(loaded: LoadedModel) -> TradeOff:
     preds = pd.read_parquet(path, columns=[c for c in PREDICTION_COLUMNS if c in stored])
     meta = loaded.model.meta
     inflow = float(meta.get("leads_per_week") or 0.0)
-    horizon = meta.get("horizon_days")
+    horizon = meta.get("label_horizon_days", meta.get("horizon_days"))
     interval = meta.get("leads_per_week_interval")
     return TradeOff.from_predictions(
         preds,
         inflow,
         horizon_days=int(horizon) if horizon is not None else None,
         leads_per_week_interval=(float(interval[0]), float(interval[1])) if interval else None,
+        leads_per_week_basis=str(meta.get("leads_per_week_basis") or ""),
     )

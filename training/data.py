@@ -388,9 +388,32 @@ def load_crm_data(
         data = load_flat_export(path, replace(options, exclude_columns=excluded), strict=strict, report=report)
     else:
         data = _load_directory(path, report, strict, excluded)
+    if len(data.leads) == 0:
+        read = ", ".join(f"{name}: {rows:,} rows read" for name, rows in report.rows_read.items())
+        raise DataValidationError(
+            [DataIssue(str(path), None, None, f"no valid lead is left ({read}); {'; '.join(report.lines()) or ''}")]
+        )
     if data.has_time or data.touchpoints is not None:
         data.data_end = explicit_end if explicit_end is not None else data.latest_time()
+        _note_a_late_end(data)
     return data
+
+
+LATE_END_DAYS = 28
+
+
+def _note_a_late_end(data: CRMData) -> None:
+    """Say so when the end of the data lies weeks after the latest lead: one wrong date (a touch or close typed
+    in the future, but not after today) would otherwise silently censor recent leads and thin the inflow."""
+    if not data.has_time or data.data_end is None:
+        return
+    latest_lead = data.leads["created_at"].max()
+    gap = (data.data_end - latest_lead).days
+    if gap > LATE_END_DAYS:
+        data.report.notes.append(
+            f"the end of the data ({data.data_end.isoformat()}) is {gap} days after the latest lead was created "
+            f"({latest_lead.isoformat()}): if a row carries a wrong date, give --data-end with the export time"
+        )
 
 
 def _now(now: pd.Timestamp | None) -> pd.Timestamp:
@@ -400,9 +423,10 @@ def _now(now: pd.Timestamp | None) -> pd.Timestamp:
 def _one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
     """One timestamp in UTC (naive means UTC); a clear error names ``what`` when it cannot be read."""
     try:
-        stamp = pd.Timestamp(value)
+        stamp = pd.to_datetime(value, format="ISO8601") if isinstance(value, str) else pd.Timestamp(value)
     except (ValueError, TypeError) as err:
-        raise DataValidationError([DataIssue(what, None, None, f"cannot read {value!r} as a time")]) from err
+        reason = f"cannot read {value!r} as an ISO 8601 time (e.g. 2026-05-01 or 2026-05-01T09:30:00Z)"
+        raise DataValidationError([DataIssue(what, None, None, reason)]) from err
     if pd.isna(stamp):
         raise DataValidationError([DataIssue(what, None, None, f"cannot read {value!r} as a time")])
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
@@ -430,6 +454,8 @@ def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded
     assert leads_path is not None and outcomes_path is not None
     raw_leads = _exclude(read_table(leads_path), leads_path.name, excluded, ("lead_id", "created_at"))
     leads = validate_leads(raw_leads, leads_path.name, report, strict)
+    if len(leads) == 0:
+        return CRMData(leads=leads, touchpoints=None, outcomes=leads.iloc[:0], report=report)
     touchpoints = None
     if touches_path is not None:
         touchpoints = validate_touchpoints(read_table(touches_path), touches_path.name, leads, report, strict)

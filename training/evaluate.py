@@ -244,10 +244,10 @@ def calibration_check(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None =
        Its standard error must be at most ``CALIBRATION_MAX_SLOPE_SE`` (0.2), which also fails a test set
        too small to tell a slope of 1 from one of 0.6.
     2. **Calibration in the large (mean calibration).** ``|mean p - win rate|`` is at most
-       ``CALIBRATION_MEAN_TOLERANCE`` (10%) of the win rate, or 1.96 times the standard deviation the
-       win rate would have if the predictions were right, whichever is larger: a model is not failed for
-       noise, and the tolerance scales with the base rate (a 0.5-point miss is small at 40% and large at 3%).
-       Predicting twice the true rate fails.
+       ``CALIBRATION_MEAN_TOLERANCE`` (10%) of the win rate, or ``CALIBRATION_NOISE_Z`` (3) times the
+       standard deviation the win rate would have if the predictions were right, whichever is larger: a
+       model is not failed for noise, and the tolerance scales with the base rate (a 0.5-point miss is
+       small at 40% and large at 3%). Predicting twice the true rate fails.
     3. **Weak calibration: the calibration slope.** Logistic recalibration (Cox 1958) fits
        ``logit P(y=1) = a + b logit(p)``; ``b`` is the calibration slope (1 is ideal; below 1 the
        predictions are too extreme, as from an overfit model; above 1 too timid). It must lie in

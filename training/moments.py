@@ -4,7 +4,8 @@ A CRM asks for a score when a lead arrives, again after days with activity, and 
 examples are those same moments (all configurable and recorded with the model), so no lead can convert
 without ever being an example, and the moment a lead is first scored is a moment the model was trained on:
 
-* **creation**: ``as_of = created_at`` (the touches logged at that very time count);
+* **creation**: ``as_of = created_at`` (the touches logged at that very time count); taken even when the
+  lead was closed at that same instant (a date-only export of a lead won on its first day);
 * **activity**: for each UTC day with at least one touch, ``as_of`` = the time of that day's last touch;
 * **periodic**: ``created_at + k * every_days`` for ``k = 1, 2, ...``.
 
@@ -100,7 +101,10 @@ def scoring_moments(data: CRMData, config: MomentConfig, until: pd.Timestamp | N
     time = np.concatenate(time_parts) if time_parts else np.zeros(0, dtype=np.int64)
     kind = np.concatenate(kind_parts) if kind_parts else np.zeros(0, dtype=np.int8)
 
-    keep = (time >= created[lead]) & (time <= limit[lead]) & (time < close_ns[lead])  # open: before its close
+    # Open: before its close. A lead closed the instant it was created (date-only exports) is still scored once,
+    # at creation, so that no lead can convert without ever being an example.
+    open_then = (time < close_ns[lead]) | ((kind == 0) & (time <= close_ns[lead]))
+    keep = (time >= created[lead]) & (time <= limit[lead]) & open_then
     lead, time, kind = lead[keep], time[keep], kind[keep]
     order = np.lexsort((kind, time, lead))
     lead, time, kind = lead[order], time[order], kind[order]
@@ -109,7 +113,7 @@ def scoring_moments(data: CRMData, config: MomentConfig, until: pd.Timestamp | N
     lead, time, kind = lead[first_of_instant], time[first_of_instant], kind[first_of_instant]
 
     won_at = won_ns[lead]
-    label = (won_at > time) & (won_at <= time + horizon)
+    label = (won_at >= time) & (won_at <= time + horizon)
     rows = leads.iloc[lead].reset_index(drop=True)
     rows["as_of"] = pd.to_datetime(time, utc=True)
     rows["moment"] = pd.Categorical.from_codes(kind.astype(np.int64), categories=pd.Index(MOMENT_KINDS))

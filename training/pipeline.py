@@ -78,6 +78,7 @@ class TrainConfig:
     max_lead_age_days: int = 180
     half_life_days: float = 14.0
     test_fraction: float = 0.2
+    test_follow_up_days: int = 60
     calibration_fraction: float = 0.2
     learning_rate: float = 0.05
     num_leaves: int = 15
@@ -168,23 +169,34 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
     """A purged, lead-grouped time split, or (no time information) a stratified split of leads.
 
     Each lead belongs to the window in which it was created; a window's examples are its leads' moments
-    whose label is observed before the next window starts. With ``E`` the end of the data, ``H`` the horizon
-    and boundaries ``B1 < B2`` on the creation time:
+    whose label is observed before the next window starts. With ``E`` the end of the data, ``H`` the horizon,
+    ``F`` the test follow-up (``test_follow_up_days``, at most the lead-age limit) and boundaries ``B1 < B2``
+    on the creation time:
 
     * train: leads created before ``B1``, moments with ``as_of <= B1 - H``;
     * calibration: leads created in ``[B1, B2)``, moments with ``as_of <= B2 - H``;
-    * test: leads created in ``[B2, E - H]``, moments with ``as_of <= E - H``.
+    * test: leads created in ``[B2, E - H - F]``, each followed for the same ``F`` days: moments with
+      ``as_of <= created + F`` (so ``<= E - H``). Every test lead is replayed over the same span of its life,
+      so a lead created late in the window is not cut short: the trade-off's figures are "within the
+      first F days of a lead", the same for every lead.
 
     So no label used for fitting is observed after the calibration window starts, none used for
     calibration after the test window starts (a gap of one horizon each), and no lead is in two windows.
-    The creation span left after the two gaps, ``E - H - first lead - 2H``, is shared by the windows in
-    the proportions ``1 - c - t : c : t`` (``c``, ``t``: the calibration and test fractions).
+    The creation span left after the two gaps and the follow-up, ``E - H - first lead - 2H - F``, is shared
+    by the windows in the proportions ``1 - c - t : c : t`` (``c``, ``t``: the calibration and test
+    fractions).
 
     Raises:
-        NotEnoughData: the data is too short for two gaps of one horizon.
+        NotEnoughData: no examples, or data too short for two gaps of one horizon and the follow-up.
     """
     n = len(examples)
-    if not data.has_time or examples["as_of"].nunique() <= 1:
+    if n == 0:
+        raise NotEnoughData(
+            "no training examples: no lead has a scoring moment whose horizon ends before the end of the data "
+            f"({data.end_time.date() if data.has_time else 'no time column'}); add data, check --data-end, or "
+            "shorten --horizon-days"
+        )
+    if not data.has_time:
         notes.append(
             "no usable time information: stratified random split of leads (train/calibration/test), not out-of-time"
         )
@@ -196,23 +208,26 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         parts = (np.sort(train), np.sort(cal), np.sort(test))
         return Split("stratified", *parts, windows={}, weight=_weights(examples, parts))
     horizon = pd.Timedelta(days=config.horizon_days)
+    follow_days = min(config.test_follow_up_days, config.max_lead_age_days)
+    follow = pd.Timedelta(days=follow_days)
     end = data.end_time
     first = examples["created_at"].min()
-    span = (end - horizon - first) - 2 * horizon
+    span = (end - horizon - first) - 2 * horizon - follow
     if span <= pd.Timedelta(days=3):
         raise NotEnoughData(
             f"the data runs from {first.date()} to {end.date()}: a time split purged by the horizon needs more "
-            f"than three horizons ({3 * config.horizon_days} days) of leads plus the windows themselves; "
-            "shorten --horizon-days or add data"
+            f"than three horizons ({3 * config.horizon_days} days) plus the test follow-up ({follow_days} days) "
+            "of leads, plus the windows themselves; shorten --horizon-days or add data"
         )
     test_span = span * config.test_fraction
     cal_span = span * config.calibration_fraction
-    b2 = (end - horizon - test_span).floor("D")
+    test_last = end - horizon - follow
+    b2 = (test_last - test_span).floor("D")
     b1 = (b2 - horizon - cal_span).floor("D")
     created, as_of = examples["created_at"], examples["as_of"]
     train = np.flatnonzero(((created < b1) & (as_of <= b1 - horizon)).to_numpy())
     cal = np.flatnonzero(((created >= b1) & (created < b2) & (as_of <= b2 - horizon)).to_numpy())
-    test = np.flatnonzero(((created >= b2) & (as_of <= end - horizon)).to_numpy())
+    test = np.flatnonzero(((created >= b2) & (created <= test_last) & (as_of <= created + follow)).to_numpy())
     windows = {
         "train_leads_created": f"{first.date()} .. {(b1 - horizon).date()}",
         "train_moments_until": str((b1 - horizon).date()),
@@ -220,18 +235,19 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         "calibration_leads_created": f"{b1.date()} .. {(b2 - horizon).date()}",
         "calibration_moments_until": str((b2 - horizon).date()),
         "gap_after_calibration": f"{(b2 - horizon).date()} .. {b2.date()} ({config.horizon_days} days)",
-        "test_leads_created": f"{b2.date()} .. {(end - horizon).date()}",
+        "test_leads_created": f"{b2.date()} .. {test_last.date()}",
+        "test_follow_up_days": str(follow_days),
         "test_moments_until": str((end - horizon).date()),
         "data_end": end.isoformat(),
     }
     parts = (train, cal, test)
-    gap_leads = examples.loc[
-        ((created >= b1 - horizon) & (created < b1)) | ((created >= b2 - horizon) & (created < b2)), "lead_id"
-    ].nunique()
+    in_gap = ((created >= b1 - horizon) & (created < b1)) | ((created >= b2 - horizon) & (created < b2))
+    gap_leads = examples.loc[in_gap, "lead_id"].nunique()
     notes.append(
         f"purged time split: train leads created {windows['train_leads_created']}, calibration "
-        f"{windows['calibration_leads_created']}, test {windows['test_leads_created']}; gaps of one horizon "
-        f"between the windows ({gap_leads:,} leads created inside the gaps are in no window)"
+        f"{windows['calibration_leads_created']}, test {windows['test_leads_created']} (each test lead followed "
+        f"for its first {follow_days} days); gaps of one horizon between the windows ({gap_leads:,} leads created "
+        "inside the gaps are in no window)"
     )
     return Split("time", *parts, windows=windows, weight=_weights(examples, parts))
 
@@ -418,20 +434,22 @@ def first_moments(examples: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
 INFLOW_WEEKS = 12
 
 
-def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple[float, tuple[float, float]]:
+def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple[float, tuple[float, float], str]:
     """New leads per week over the last 12 weeks before the end of the data, with a 95% interval of that
     mean rate: a t interval over the 12 weekly counts (``mean +- t(0.975, 11) * sd / sqrt(12)``), which
     takes in the week-to-week spread as it is (no Poisson assumption). A figure given in the config is
-    taken as exact; a flat export without time assumes it covers one year (and says so).
+    taken as exact; a flat export without time assumes it covers one year (and says so). The third value says
+    where the figure comes from, in words.
     """
     from scipy.stats import t as student_t
 
     if config.leads_per_week:
-        return float(config.leads_per_week), (float(config.leads_per_week), float(config.leads_per_week))
+        rate = float(config.leads_per_week)
+        return rate, (rate, rate), "given at training"
     if not data.has_time:
         notes.append("no time column: per-week figures assume the export covers one year")
         rate = len(data.leads) / 52.0
-        return rate, (rate, rate)
+        return rate, (rate, rate), "assumed: the export (no time column) covers one year"
     end = data.end_time
     age_seconds = (end - data.leads["created_at"]).dt.total_seconds().to_numpy()
     age_weeks = age_seconds / pd.Timedelta(weeks=1).total_seconds()
@@ -439,7 +457,8 @@ def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple
     counts = np.bincount(age_weeks[recent].astype(int), minlength=INFLOW_WEEKS)[:INFLOW_WEEKS]
     mean = float(counts.mean())
     half = float(student_t.ppf(0.975, INFLOW_WEEKS - 1) * counts.std(ddof=1) / np.sqrt(INFLOW_WEEKS))
-    return mean, (max(0.0, mean - half), mean + half)
+    basis = f"counted: new leads per week over the {INFLOW_WEEKS} weeks before {end.date()}"
+    return mean, (max(0.0, mean - half), mean + half), basis
 
 
 METRIC_ROWS = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_at_10pct")
@@ -451,8 +470,13 @@ MODELS = {
 }
 
 
-def score_reference(p: np.ndarray) -> list[float]:
-    return np.quantile(p, np.linspace(0, 1, 1001)).round(8).tolist()
+def score_reference(p: np.ndarray, weight: np.ndarray | None = None) -> list[float]:
+    """1,001 quantiles of the test-window probabilities, each scoring moment weighted (``1 / moments of its
+    lead``) so that the 0-100 score is a percentile among test leads, not among rows."""
+    q = np.linspace(0, 1, 1001)
+    if weight is None:
+        return np.quantile(p, q).round(8).tolist()
+    return np.quantile(p, q, weights=weight, method="inverted_cdf").round(8).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +509,11 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     check_enough(examples["lead_id"].iloc[split.train], y_all[split.train], config.min_class_count)
     for name, idx in (("calibration", split.calibration), ("test", split.test)):
         if len(np.unique(y_all[idx])) < 2:
-            raise NotEnoughData(f"the {name} window has only one class; add data or shorten --horizon-days")
+            end = f"the end of the data is {data.end_time.isoformat()}; " if data.has_time else ""
+            raise NotEnoughData(
+                f"the {name} window has only one class (no lead won, or every lead won, within the horizon); "
+                f"{end}add data, check --data-end, or shorten --horizon-days"
+            )
 
     progress("building point-in-time features")
     lead_cols = list(data.leads.columns)
@@ -545,7 +573,8 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         }
     )
     notes.append(f"calibration check on the test window: {'passed' if check.passes else 'FAILED'} ({check.reason})")
-    inflow, inflow_interval = weekly_inflow(data, config, notes)
+    inflow, inflow_interval, inflow_basis = weekly_inflow(data, config, notes)
+    label_horizon = config.horizon_days if data.has_time else None  # no time: the export's own label
     test_rows = examples.iloc[te]
     segment_col = next((c for c in ("lead_source", "Lead Source") if c in test_rows.columns), None)
     predictions = pd.DataFrame(
@@ -561,7 +590,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
             "weight": w_test,
         }
     )
-    trade = tradeoff_of_predictions(predictions, inflow, config.horizon_days, inflow_interval)
+    trade = tradeoff_of_predictions(predictions, inflow, label_horizon, inflow_interval, inflow_basis)
     table = trade.table()
 
     progress("auditing attributes for leakage")
@@ -583,10 +612,12 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
             "calibration": {"method": calibrator.method, "cv_log_loss": cal_scores},
             "model_selection": selection,
             "best_iteration": int(booster.best_iteration or booster.current_iteration()),
-            "score_reference": score_reference(p_test),
+            "score_reference": score_reference(p_test, w_test),
             "default_cutoffs": trade.default_cutoffs(),
             "leads_per_week": inflow,
             "leads_per_week_interval": list(inflow_interval),
+            "leads_per_week_basis": inflow_basis,
+            "label_horizon_days": label_horizon,
             "test_rows": len(y_test),
             "test_leads": int(first_test.sum()),
             "flat_export": asdict(data.flat) if data.flat else None,
@@ -783,14 +814,26 @@ def _track_and_register(
 def decide_promotion(
     config: TrainConfig, model: ScoringModel, version: str, examples: pd.DataFrame, split: Split, data: CRMData
 ) -> tuple[bool, str]:
-    """Promote when the new model's test ROC AUC is at least the champion's on the same test window."""
+    """Promote when the new model passes the calibration check and its test ROC AUC is at least the champion's
+    on the same test window (``--force`` promotes anyway)."""
     new_auc = model.meta["metrics"]["test_roc_auc"]
+    calibrated = bool(model.meta["metrics"].get("test_calibration_passes", 0.0))
     try:
         champion = load_champion(config.model_name, "champion", config.cache_dir)
     except _NoChampion:
+        if not calibrated and not config.force:
+            return False, (
+                f"not promoted: version {version} fails the calibration check on the test window and there is no "
+                "champion to compare with (use --force to promote anyway)"
+            )
         return True, f"promoted version {version} to champion (there was no champion)"
     if config.force:
         return True, f"promoted version {version} to champion (--force; champion was version {champion.version})"
+    if not model.meta["metrics"].get("test_calibration_passes", 0.0):
+        return False, (
+            f"kept champion version {champion.version}: version {version} fails the calibration check on the test "
+            "window (see the notes; use --force to promote anyway)"
+        )
     rows = examples.iloc[split.test]
     lead_cols = list(data.leads.columns)
     X_champ = build_features(rows[lead_cols], data.touchpoints, rows["as_of"], champion.model.spec).to_numpy(

@@ -297,6 +297,9 @@ def test_the_cli_drives_the_same_workflow(world) -> None:
 
     out = cli("analyze", "--cutoff", "0.2")
     assert out.returncode == 0 and "precision" in out.stdout and "95% [" in out.stdout
+    for option, value in (("--cutoff", "1.5"), ("--cutoff", "0"), ("--leads-per-week", "-5"), ("--min-recall", "1.5")):
+        bad = cli("analyze", option, value)  # the API's bounds: a usage error, never figures
+        assert bad.returncode == 2 and option in bad.stderr and "must be above 0" in bad.stderr, (option, bad.stderr)
     proposed = cli("propose", "--cutoff", "0.27", "--reason", "from the cli", key=srv.keys["sales"])
     assert proposed.returncode == 0, proposed.stderr
     version = int(proposed.stdout.split()[1])

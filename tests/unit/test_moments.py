@@ -63,6 +63,23 @@ def test_a_lead_won_three_days_after_creation_is_a_positive_example(tmp_path: Pa
     assert l1["label"].tolist() == [1]
 
 
+def test_a_lead_created_and_won_on_the_same_date_is_a_positive_example(tmp_path: Path) -> None:
+    leads = [
+        {"lead_id": "A", "created_at": "2025-01-01", "industry": "web"},
+        {"lead_id": "C", "created_at": "2025-01-02", "industry": "web"},
+        {"lead_id": "Z", "created_at": "2025-12-31", "industry": "web"},
+    ]
+    outcomes = [
+        {"lead_id": "A", "outcome": "won", "closed_at": "2025-01-01"},
+        {"lead_id": "C", "outcome": "lost", "closed_at": "2025-01-02"},
+    ]
+    data = load_crm_data(write_crm(tmp_path / "sameday", leads, [], outcomes))
+    moments = scoring_moments(data, CONFIG).set_index("lead_id")
+    # Date-only export: each closed the day it arrived; each is scored once, at creation, and nothing after.
+    assert moments.loc[["A", "C"], "label"].tolist() == [1, 0]
+    assert moments.loc[["A", "C"], "moment"].astype(str).tolist() == ["creation", "creation"]
+
+
 def test_moments_are_creation_activity_days_and_periodic_while_open(tmp_path: Path) -> None:
     data = load_crm_data(small_crm(tmp_path))
     l2 = scoring_moments(data, CONFIG).query("lead_id == 'L2'")
@@ -118,7 +135,7 @@ def test_exclude_columns_works_for_a_data_directory(tmp_path: Path) -> None:
 
 def daily_crm(tmp_path: Path) -> Path:
     """One lead a day for 601 days (day 0 = 2024-01-01); every third lead is won 10 days after creation, the
-    others lost after 50 days; each lead has a touch on its day 5 (none after day 600, the end of the data)."""
+    others lost after 100 days; each lead has a touch on its day 5 (none after day 600, the end of the data)."""
     start = ts("2024-01-01")
     leads, touches, outcomes = [], [], []
     for d in range(601):
@@ -129,7 +146,7 @@ def daily_crm(tmp_path: Path) -> Path:
             touch = {"lead_id": lead, "occurred_at": (created + pd.Timedelta(days=5)).isoformat(), "touch_type": "web"}
             touches.append(touch)
         won = d % 3 == 0
-        closed = created + pd.Timedelta(days=10 if won else 50)
+        closed = created + pd.Timedelta(days=10 if won else 100)
         if closed <= start + pd.Timedelta(days=600):
             outcomes.append({"lead_id": lead, "outcome": "won" if won else "lost", "closed_at": closed.isoformat()})
     return write_crm(tmp_path / "daily", leads, touches, outcomes)
@@ -137,17 +154,22 @@ def daily_crm(tmp_path: Path) -> Path:
 
 def test_purged_split_worked_out_by_hand(tmp_path: Path) -> None:
     data = load_crm_data(daily_crm(tmp_path))
-    config = TrainConfig(data=tmp_path, horizon_days=30, moment_every_days=20, max_lead_age_days=60)
+    config = TrainConfig(
+        data=tmp_path, horizon_days=30, moment_every_days=20, max_lead_age_days=60, test_follow_up_days=40
+    )
     moments = scoring_moments(data, CONFIG)
     split = split_examples(moments, data, config, [])
-    # E = day 600, H = 30: test leads are created up to day 570. The span left after two gaps is
-    # 570 - 0 - 60 = 510 days; test and calibration get 20% each (102 days):
-    # B2 = 570 - 102 = day 468, B1 = 468 - 30 - 102 = day 336.
+    # E = day 600, H = 30, test follow-up F = 40 days: test leads are created up to day 600 - 30 - 40 = 530.
+    # The span left after two gaps and the follow-up is 530 - 0 - 60 = 470 days; test and calibration get 20%
+    # each (94 days): B2 = 530 - 94 = day 436, B1 = 436 - 30 - 94 = day 312.
     day = lambda d: ts("2024-01-01") + pd.Timedelta(days=d)  # noqa: E731
     train, cal, test = (moments.iloc[rows] for rows in (split.train, split.calibration, split.test))
-    assert train["created_at"].max() == day(306) and train["as_of"].max() <= day(306)
-    assert cal["created_at"].min() == day(336) and cal["as_of"].max() <= day(438)
-    assert test["created_at"].min() == day(468) and test["created_at"].max() == day(570)
+    assert train["created_at"].max() == day(282) and train["as_of"].max() <= day(282)
+    assert cal["created_at"].min() == day(312) and cal["as_of"].max() <= day(406)
+    assert test["created_at"].min() == day(436) and test["created_at"].max() == day(530)
+    # every test lead is followed for its first 40 days, the same for all, though moments run to 60 days
+    assert (test["as_of"] - test["created_at"]).max() == pd.Timedelta(days=40)
+    assert (moments["as_of"] - moments["created_at"]).max() == pd.Timedelta(days=60)
     # No label used for fitting is observed after the calibration window starts, none used for calibration
     # after the test window starts.
     assert (train["as_of"] + pd.Timedelta(days=30)).max() <= cal["created_at"].min()
@@ -158,7 +180,7 @@ def test_purged_split_worked_out_by_hand(tmp_path: Path) -> None:
     for rows in (split.train, split.calibration, split.test):
         per_lead = pd.Series(split.weight[rows]).groupby(moments["lead_id"].to_numpy()[rows]).sum()
         np.testing.assert_allclose(per_lead.to_numpy(), 1.0)
-    assert split.windows["test_leads_created"] == "2025-04-13 .. 2025-07-24"  # days 468 .. 570
+    assert split.windows["test_leads_created"] == "2025-03-12 .. 2025-06-14"  # days 436 .. 530
 
 
 def test_data_too_short_for_a_purged_split_is_refused(tmp_path: Path) -> None:
@@ -166,3 +188,18 @@ def test_data_too_short_for_a_purged_split_is_refused(tmp_path: Path) -> None:
     config = TrainConfig(data=tmp_path, horizon_days=200)
     with pytest.raises(NotEnoughData, match="three horizons"):
         split_examples(scoring_moments(data, MomentConfig(horizon_days=200)), data, config, [])
+
+
+def test_a_data_end_before_every_lead_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match=r"no valid lead is left \(leads\.csv: 3 rows read"):
+        load_crm_data(small_crm(tmp_path), data_end="1990-01-01")
+    with pytest.raises(DataValidationError, match="ISO 8601"):
+        load_crm_data(small_crm(tmp_path / "us"), data_end="01/02/2026")  # month or day first? refused
+
+
+def test_an_end_of_data_weeks_after_the_latest_lead_is_noted(tmp_path: Path) -> None:
+    late = [{"lead_id": "L2", "occurred_at": "2025-09-01T00:00:00Z", "touch_type": "web_visit"}]
+    data = load_crm_data(small_crm(tmp_path, late))  # a touch typed 2025-09 instead of 2025-01: not in the future
+    assert data.end_time == ts("2025-09-01")
+    assert any("63 days after the latest lead was created" in note for note in data.report.notes)
+    assert not any("after the latest lead" in note for note in load_crm_data(small_crm(tmp_path / "ok")).report.notes)
