@@ -815,18 +815,15 @@ def decide_promotion(
     config: TrainConfig, model: ScoringModel, version: str, examples: pd.DataFrame, split: Split, data: CRMData
 ) -> tuple[bool, str]:
     """Promote when the new model passes the calibration check and its test ROC AUC is at least the champion's
-    on the same test window (``--force`` promotes anyway)."""
+    on the same test window (``--force`` promotes anyway). The first model is promoted (so that a fresh install
+    serves), with a warning in the message when it fails the calibration check."""
     new_auc = model.meta["metrics"]["test_roc_auc"]
     calibrated = bool(model.meta["metrics"].get("test_calibration_passes", 0.0))
     try:
         champion = load_champion(config.model_name, "champion", config.cache_dir)
     except _NoChampion:
-        if not calibrated and not config.force:
-            return False, (
-                f"not promoted: version {version} fails the calibration check on the test window and there is no "
-                "champion to compare with (use --force to promote anyway)"
-            )
-        return True, f"promoted version {version} to champion (there was no champion)"
+        warning = "" if calibrated else " - WARNING: it fails the calibration check on the test window (see the notes)"
+        return True, f"promoted version {version} to champion (there was no champion){warning}"
     if config.force:
         return True, f"promoted version {version} to champion (--force; champion was version {champion.version})"
     if not model.meta["metrics"].get("test_calibration_passes", 0.0):
