@@ -209,6 +209,8 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         return Split("stratified", *parts, windows={}, weight=_weights(examples, parts))
     horizon = pd.Timedelta(days=config.horizon_days)
     follow_days = min(config.test_follow_up_days, config.max_lead_age_days)
+    if (examples["moment"] == "creation").all():
+        follow_days = 0  # scored once, at creation (a flat export): nothing to follow up
     follow = pd.Timedelta(days=follow_days)
     end = data.end_time
     first = examples["created_at"].min()
