@@ -443,16 +443,3 @@ class TradeOff:
                     row[f.name] = value
             rows.append(row)
         return pd.DataFrame(rows)
-
-
-def tradeoff_of_predictions(
-    predictions: pd.DataFrame,
-    leads_per_week: float,
-    horizon_days: int | None = None,
-    leads_per_week_interval: tuple[float, float] | None = None,
-    leads_per_week_basis: str = "",
-) -> TradeOff:
-    """The replayed trade-off of stored test predictions (see :meth:`TradeOff.from_predictions`)."""
-    return TradeOff.from_predictions(
-        predictions, leads_per_week, horizon_days, leads_per_week_interval, leads_per_week_basis
-    )

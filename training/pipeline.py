@@ -30,7 +30,7 @@ from models.registry import (
     tag_version,
 )
 from models.scoring_model import ScoringModel
-from models.threshold_analysis import tradeoff_of_predictions
+from models.threshold_analysis import TradeOff
 from training.baselines import RulesBaseline, logistic_baseline
 from training.data import CRMData, FlatExportOptions, load_crm_data
 from training.evaluate import calibration_check, classification_metrics, save_plots, segment_auc
@@ -592,7 +592,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
             "weight": w_test,
         }
     )
-    trade = tradeoff_of_predictions(predictions, inflow, label_horizon, inflow_interval, inflow_basis)
+    trade = TradeOff.from_predictions(predictions, inflow, label_horizon, inflow_interval, inflow_basis)
     table = trade.table()
 
     progress("auditing attributes for leakage")
