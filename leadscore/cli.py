@@ -90,8 +90,8 @@ CloseColumn = Annotated[
 DataEnd = Annotated[
     str | None,
     typer.Option(
-        help="The export time (ISO 8601): rows dated later are dropped and counted. Default: the latest time in "
-        "the data that is not after now."
+        help="The export time (ISO 8601, or 'now'): rows dated later are dropped and counted. Default: the latest "
+        "time in the data that is not after now."
     ),
 ]
 ExcludeColumns = Annotated[
@@ -491,7 +491,7 @@ def threshold_analyze(
     ] = None,
 ) -> None:
     """The replayed trade-off for a cut-off, in leads, with 95% intervals; exit 2 when no cut-off reaches it."""
-    from models.threshold_analysis import Unreachable
+    from models.threshold_analysis import Figure, Unreachable
 
     given = [v for v in (cutoff, leads_per_week, min_precision, min_recall) if v is not None]
     if len(given) != 1:
@@ -536,15 +536,22 @@ def threshold_analyze(
         f"  test leads handed over: {a.leads_handed_over}, of which {won}: "
         f"{a.wins_after_hand_over}; won test leads caught: {a.wins_caught} of {a.test_wins}"
     )
-    rows = [
+    rows: list[tuple[str, Figure | None, str]] = [
         ("leads handed over per week", a.qualified_per_week, "{:.1f}"),
         ("share of leads handed over", a.share_qualified, "{:.1%}"),
         (f"precision ({won})", a.precision, "{:.1%}"),
-        ("recall (won leads handed over before close)", a.recall, "{:.1%}"),
+        (
+            "recall (won leads handed over before close)"
+            if a.horizon_days is not None
+            else "recall (converted leads handed over)",
+            a.recall,
+            "{:.1%}",
+        ),
         ("expected wins per week", a.expected_wins_per_week, "{:.1f}"),
         (f"lift over the base rate {a.base_rate:.1%}", a.lift, "{:.2f}x"),
-        ("median days to hand-over", a.median_days_to_hand_over, "{:.1f} days"),
     ]
+    if a.horizon_days is not None:  # without time every lead is scored once, at an unknown creation time
+        rows.append(("median days to hand-over", a.median_days_to_hand_over, "{:.1f} days"))
     for label, f, fmt in rows:
         if f is None:
             typer.echo(f"  {label:<46} (no lead handed over)")

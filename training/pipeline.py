@@ -510,6 +510,11 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     y_all, w_all = examples["label"].to_numpy(), split.weight
     check_enough(examples["lead_id"].iloc[split.train], y_all[split.train], config.min_class_count)
     for name, idx in (("calibration", split.calibration), ("test", split.test)):
+        if len(idx) == 0:
+            raise NotEnoughData(
+                f"the {name} window has no scoring moment (windows: {split.windows}); take more kinds of moments "
+                "(--moments), shorten --every-days or --horizon-days, or add data"
+            )
         if len(np.unique(y_all[idx])) < 2:
             end = f"the end of the data is {data.end_time.isoformat()}; " if data.has_time else ""
             raise NotEnoughData(

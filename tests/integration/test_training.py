@@ -57,7 +57,8 @@ def test_model_beats_the_creation_time_and_logistic_baselines_and_is_calibrated(
     m = trained.result.metrics
     # At first score the 10k-lead fixture's test window has about 60 wins: an AUC is known to about +-0.03
     # there, and the model ties the creation-time regression in AUC (0.768 against 0.770) while it beats it
-    # in log loss; on 20k demo leads it beats it in both (see the closing note of issue 12).
+    # in log loss. On 20k demo leads it beats it in both with seed 42 and loses in both with seed 7: at first
+    # score the requirement of issue 12 is not met yet (see its closing note).
     beats_the_creation_time_logistic_regression(m, first_score_auc_slack=0.01)
     assert m["test_log_loss"] < m["baseline_logreg_test_log_loss"]
     assert m["test_calibration_passes"] == 1.0
