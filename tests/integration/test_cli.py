@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from serving.store import KeyStore, make_engine
 from tests.conftest import TrainedWorld, clean_env
@@ -69,8 +68,8 @@ def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: T
     assert bad.returncode == 2 and "not a timestamp" in bad.stderr
 
 
-@pytest.mark.skipif(not REAL_EXPORT.exists(), reason="the shared real CRM export is not beside this checkout")
 def test_train_on_the_real_export_without_leaky_columns(tmp_path: Path) -> None:
+    assert REAL_EXPORT.exists(), f"the real CRM export belongs beside the checkout (../shared): {REAL_EXPORT}"
     proc = leadscore(
         tmp_path,
         "train",

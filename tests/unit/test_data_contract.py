@@ -140,8 +140,7 @@ def test_flat_export_unknown_excluded_column_is_an_error(tmp_path: Path) -> None
 
 def test_real_export_loads_through_the_flat_path() -> None:
     real = Path(__file__).resolve().parents[3] / "shared" / "data" / "xeducation" / "Leads.csv"
-    if not real.exists():
-        pytest.skip("the shared real export is not beside this checkout")
+    assert real.exists(), f"the real CRM export belongs beside the checkout (../shared): {real}"
     data = load_crm_data(
         real,
         flat=FlatExportOptions(
