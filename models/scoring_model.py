@@ -1,4 +1,5 @@
-"""The scoring model as one unit: feature spec + booster + calibrator + reason labels + score scale."""
+"""The scoring model as one unit: feature spec + margin model (a LightGBM booster, or the regularised logistic
+regression model selection may prefer) + calibrator + reason labels + score scale."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from lightgbm.basic import _LIB, _safe_call
 from features.kernel import NEVER_DAYS
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
+from models.linear import LinearMargin
 from models.reasons import TOUCH_PHRASES, describe
 
 FORMAT_VERSION = 1
@@ -159,12 +161,17 @@ def _group_key(info: FeatureInfo) -> str:
 
 @dataclass
 class ScoringModel:
-    """Everything the scorer needs; saved as JSON + LightGBM text (no pickles)."""
+    """Everything the scorer needs; saved as JSON + LightGBM text (no pickles).
+
+    The margin comes from ``booster``, or from ``linear`` when model selection chose the logistic regression
+    (then ``booster`` is None).
+    """
 
     spec: FeatureSpec
-    booster: lgb.Booster
+    booster: lgb.Booster | None
     calibrator: Calibrator
     meta: dict[str, Any] = field(default_factory=dict)
+    linear: LinearMargin | None = None
 
     def __post_init__(self) -> None:
         self._infos = self.spec.feature_infos()
@@ -181,7 +188,10 @@ class ScoringModel:
 
     # ---- prediction -----------------------------------------------------------------------
     def margin(self, X: np.ndarray) -> np.ndarray:
-        """The booster's raw margins (a few float32 rows, as the scoring server sends, take the fast path)."""
+        """Raw margins (a few float32 rows, as the scoring server sends, take the booster's fast path)."""
+        if self.linear is not None:
+            return self.linear.margin(X)
+        assert self.booster is not None
         if len(X) <= FAST_ROWS and X.dtype == np.float32:
             if self._rows is None:
                 self._rows = SingleRowPredictor(self.booster)
@@ -209,7 +219,11 @@ class ScoringModel:
 
     # ---- explanations ---------------------------------------------------------------------
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """LightGBM's own per-feature contributions to the raw margin (last column: the bias)."""
+        """Per-feature contributions to the raw margin (last column: the bias): LightGBM's own (TreeSHAP), or
+        the linear model's exact ones."""
+        if self.linear is not None:
+            return self.linear.contributions(X)
+        assert self.booster is not None
         return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=_threads(X)), dtype=np.float64)
 
     def explain(
@@ -270,7 +284,11 @@ class ScoringModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spec.json").write_text(self.spec.to_json())
-        (directory / "booster.txt").write_text(self.booster.model_to_string())
+        if self.linear is not None:
+            (directory / "linear.json").write_text(json.dumps(self.linear.to_dict()))
+        else:
+            assert self.booster is not None
+            (directory / "booster.txt").write_text(self.booster.model_to_string())
         (directory / "calibrator.json").write_text(json.dumps(self.calibrator.to_dict()))
         (directory / "meta.json").write_text(
             json.dumps({"format_version": FORMAT_VERSION, **self.meta}, indent=2, default=str)
@@ -283,9 +301,11 @@ class ScoringModel:
         meta = json.loads((directory / "meta.json").read_text())
         if int(meta.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
             raise ValueError(f"model format {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
+        linear_file, booster_file = directory / "linear.json", directory / "booster.txt"
         return cls(
             spec=FeatureSpec.from_json((directory / "spec.json").read_text()),
-            booster=lgb.Booster(model_str=(directory / "booster.txt").read_text()),
+            booster=lgb.Booster(model_str=booster_file.read_text()) if booster_file.exists() else None,
             calibrator=Calibrator.from_dict(json.loads((directory / "calibrator.json").read_text())),
             meta=meta,
+            linear=LinearMargin.from_dict(json.loads(linear_file.read_text())) if linear_file.exists() else None,
         )

@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from features import build_features, infer_spec
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
+from models.linear import LinearMargin
 from models.registry import NoChampionModel as _NoChampion
 from models.registry import (
     configure_tracking,
@@ -319,20 +320,28 @@ def lightgbm_params(config: TrainConfig, spec: FeatureSpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One LightGBM setting tried by model selection."""
+    """One model setting tried by model selection: LightGBM (leaves, minimum leaf size, learning rate) or a
+    regularised logistic regression (``C``, the inverse L2 penalty; the LightGBM fields are then 0)."""
 
-    num_leaves: int
-    min_data_in_leaf: int
-    learning_rate: float
+    kind: str  # "lightgbm" | "logistic_regression"
+    num_leaves: int = 0
+    min_data_in_leaf: int = 0
+    learning_rate: float = 0.0
+    C: float = 0.0
+
+
+LOGISTIC_C = (0.05, 0.5)
 
 
 def candidates(config: TrainConfig) -> list[Candidate]:
-    """The configured setting first, then two simpler ones: 4 leaves, and 2 (stumps: an additive model, which
-    is what small attribute-only data supports). A small, fixed tuning budget, chosen on the calibration window."""
-    given = Candidate(config.num_leaves, config.min_data_in_leaf, config.learning_rate)
+    """The configured LightGBM setting first, then two simpler ones: 4 leaves, and 2 (stumps: an additive
+    model, which is what small attribute-only data supports), then logistic regressions with a strong and a
+    mild L2 penalty. A small, fixed budget, chosen on the calibration window; ``--no-tune`` keeps the first."""
+    given = Candidate("lightgbm", config.num_leaves, config.min_data_in_leaf, config.learning_rate)
     if not config.tune:
         return [given]
-    return list(dict.fromkeys([given, Candidate(4, 50, 0.05), Candidate(2, 50, 0.05)]))
+    boosters = [given, Candidate("lightgbm", 4, 50, 0.05), Candidate("lightgbm", 2, 50, 0.05)]
+    return list(dict.fromkeys(boosters)) + [Candidate("logistic_regression", C=c) for c in LOGISTIC_C]
 
 
 def fit_booster(
@@ -367,7 +376,7 @@ def fit_booster(
     )
 
 
-def select_booster(
+def select_model(
     X: np.ndarray,
     y: np.ndarray,
     X_cal: np.ndarray,
@@ -376,22 +385,67 @@ def select_booster(
     config: TrainConfig,
     weight: np.ndarray,
     weight_cal: np.ndarray,
-) -> tuple[lgb.Booster, dict[str, Any]]:
-    """Fit each candidate setting; keep the one with the lowest weighted log loss on the calibration window
-    (the test window is never looked at). Returns the booster and what was tried, for the model's record."""
+    stopping: np.ndarray | None = None,
+) -> tuple[lgb.Booster | None, LinearMargin | None, dict[str, Any]]:
+    """Fit each candidate; keep the one with the lowest weighted log loss on the calibration window (the
+    test window is never looked at). Returns the booster or the linear model (the other is None) and what
+    was tried, for the model's record.
+
+    ``stopping`` (a mask over the calibration rows, whole leads; see :func:`stopping_half`) splits the window
+    in two halves for the boosters: each is early-stopped on one half and predicts the other (two-fold
+    cross-fitting), so that every candidate is compared on predictions for moments it never saw, and early
+    stopping does not favour the boosters. A chosen booster is then fitted again, early-stopped on the whole
+    window. Without ``stopping`` (or when a half has one class) each booster is early-stopped on the whole
+    window and compared there.
+    """
     from sklearn.metrics import log_loss
 
+    folds = [np.ones(len(y_cal), dtype=bool)]
+    if stopping is not None and all(len(np.unique(y_cal[m])) == 2 for m in (stopping, ~stopping)):
+        folds = [stopping, ~stopping]
+    categorical = [name in spec.categorical_feature_names for name in spec.feature_names]
     tried = []
-    best: tuple[float, lgb.Booster, Candidate] | None = None
+    best: tuple[float, LinearMargin | None, Candidate] | None = None
     for candidate in candidates(config):
-        booster = fit_booster(X, y, X_cal, y_cal, spec, config, weight, weight_cal, candidate)
-        p = np.asarray(booster.predict(X_cal), dtype=np.float64)
+        linear = None
+        p = np.zeros(len(y_cal))
+        if candidate.kind == "lightgbm":
+            iterations = []
+            for fit_on in folds:
+                booster = fit_booster(
+                    X, y, X_cal[fit_on], y_cal[fit_on], spec, config, weight, weight_cal[fit_on], candidate
+                )
+                predict_on = ~fit_on if len(folds) == 2 else fit_on
+                p[predict_on] = np.asarray(booster.predict(X_cal[predict_on]), dtype=np.float64)
+                iterations.append(booster.best_iteration)
+            extra: dict[str, Any] = {"best_iteration": iterations}
+        else:
+            linear = LinearMargin(categorical, C=candidate.C, seed=config.seed).fit(X, y, weight)
+            p = 1.0 / (1.0 + np.exp(-linear.margin(X_cal)))
+            extra = {}
         loss = float(log_loss(y_cal, np.clip(p, 1e-7, 1 - 1e-7), sample_weight=weight_cal, labels=[0, 1]))
-        tried.append({**asdict(candidate), "best_iteration": booster.best_iteration, "calibration_log_loss": loss})
+        tried.append({**asdict(candidate), **extra, "calibration_log_loss": loss})
         if best is None or loss < best[0]:
-            best = (loss, booster, candidate)
+            best = (loss, linear, candidate)
     assert best is not None
-    return best[1], {"chosen": asdict(best[2]), "tried": tried, "chosen_by": "weighted log loss, calibration window"}
+    _, linear, candidate = best
+    booster: lgb.Booster | None = None
+    if candidate.kind == "lightgbm":  # the chosen setting, early-stopped on the whole window
+        booster = fit_booster(X, y, X_cal, y_cal, spec, config, weight, weight_cal, candidate)
+    by = "weighted log loss on the calibration window" + (
+        " (boosters cross-fitted: early-stopped on one half of its leads, predicting the other)"
+        if len(folds) == 2
+        else ""
+    )
+    chosen = {"chosen": asdict(candidate), "tried": tried, "chosen_by": by}
+    return booster, linear, chosen
+
+
+def stopping_half(lead_ids: pd.Series | np.ndarray, seed: int) -> np.ndarray:
+    """A mask choosing about half of the leads (all moments of a lead together), the same for the same ids
+    and seed."""
+    hashed = pd.util.hash_array(np.asarray(lead_ids).astype(str), hash_key=f"{seed:016d}"[-16:])
+    return (hashed % 2 == 0).astype(bool)
 
 
 def choose_calibrator(
@@ -543,11 +597,13 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     X_cal, y_cal, w_cal = X_all[ca], y_all[ca], w_all[ca]
     X_test, y_test, w_test = X_all[te], y_all[te], w_all[te]
 
-    progress(f"fitting LightGBM on {len(y):,} scoring moments of {len(set(train_rows['lead_id'])):,} leads")
-    booster, selection = select_booster(X, y, X_cal, y_cal, spec, config, w, w_cal)
-    margin_cal = np.asarray(booster.predict(X_cal, raw_score=True))
+    progress(f"fitting the candidate models on {len(y):,} scoring moments of {len(set(train_rows['lead_id'])):,} leads")
+    stopping = stopping_half(examples["lead_id"].to_numpy()[ca], config.seed)
+    booster, linear, selection = select_model(X, y, X_cal, y_cal, spec, config, w, w_cal, stopping)
+    model = ScoringModel(spec=spec, booster=booster, calibrator=Calibrator(), linear=linear)
+    margin_cal = model.margin(X_cal)
     calibrator, cal_scores = choose_calibrator(margin_cal, y_cal, config.seed, w_cal)
-    model = ScoringModel(spec=spec, booster=booster, calibrator=calibrator)
+    model = replace(model, calibrator=calibrator)
     p_test = model.predict_proba(X_test)
 
     progress("fitting baselines")
@@ -618,7 +674,8 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
             "metrics": metrics,
             "calibration": {"method": calibrator.method, "cv_log_loss": cal_scores},
             "model_selection": selection,
-            "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+            "margin_model": "lightgbm" if booster is not None else "logistic_regression",
+            "best_iteration": int(booster.best_iteration or booster.current_iteration()) if booster else None,
             "score_reference": score_reference(p_test, w_test),
             "default_cutoffs": trade.default_cutoffs(),
             "leads_per_week": inflow,
@@ -641,8 +698,22 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         p_logreg=p_logreg,
         p_rules=p_rules,
         audit=audit,
+        importance=feature_importance(model, X_test, w_test),
     )
     return _track_and_register(config, model, evaluation, Examples(examples, split, data), notes, started, progress)
+
+
+def feature_importance(model: ScoringModel, X_test: np.ndarray, w_test: np.ndarray) -> pd.DataFrame:
+    """Per feature: LightGBM's total gain and split count, or for a logistic regression the (weighted) mean
+    absolute contribution to the margin over the test window, in log odds per scoring moment."""
+    if model.booster is not None:
+        frame = {"gain": model.booster.feature_importance("gain"), "split": model.booster.feature_importance("split")}
+        key = "gain"
+    else:
+        contributions = np.abs(model.contributions(X_test)[:, :-1])
+        frame = {"mean_abs_contribution": np.average(contributions, axis=0, weights=w_test)}
+        key = "mean_abs_contribution"
+    return pd.DataFrame({"feature": model.spec.feature_names, **frame}).sort_values(key, ascending=False)
 
 
 def audit_attributes(examples: pd.DataFrame, split: Split, data: CRMData, seed: int) -> LeakageAudit:
@@ -685,6 +756,7 @@ class Evaluation:
     p_logreg: np.ndarray
     p_rules: np.ndarray
     audit: LeakageAudit
+    importance: pd.DataFrame
 
 
 @dataclass
@@ -763,14 +835,7 @@ def _track_and_register(
         (out / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
         (out / "validation_report.json").write_text(json.dumps({**data.report.to_dict(), "messages": notes}, indent=2))
         (out / "feature_spec.json").write_text(model.spec.to_json())
-        importance = pd.DataFrame(
-            {
-                "feature": model.spec.feature_names,
-                "gain": model.booster.feature_importance("gain"),
-                "split": model.booster.feature_importance("split"),
-            }
-        ).sort_values("gain", ascending=False)
-        importance.to_csv(out / "feature_importance.csv", index=False)
+        evaluation.importance.to_csv(out / "feature_importance.csv", index=False)
         predictions.to_parquet(out / "test_predictions.parquet", index=False)
         table.to_csv(out / "threshold_table.csv", index=False)
         if segment_col:
