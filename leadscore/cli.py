@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from models.threshold_analysis import TradeOff
     from serving.store import KeyStore, Principal
     from serving.thresholds import InForce, Policy
-    from training.data import FlatExportOptions
+    from training.data import FlatExportOptions, InputOptions
 
 app = typer.Typer(
     help="Leadscore: calibrated lead scoring with reasons and an agreed qualified-lead threshold.",
@@ -99,6 +99,53 @@ ExcludeColumns = Annotated[
     typer.Option(help="Comma-separated lead attribute columns to leave out (e.g. leaky ones); any data shape."),
 ]
 Strict = Annotated[bool, typer.Option(help="Fail on any bad row instead of dropping and reporting it.")]
+Delimiter = Annotated[
+    str | None, typer.Option(help="Delimiter of text files: ',', ';', tab (or '\\t'), '|'. Default: detected.")
+]
+Encoding = Annotated[
+    str | None, typer.Option(help="Encoding of text files (e.g. utf-8, cp1252, utf-16). Default: detected.")
+]
+Sheet = Annotated[
+    str | None, typer.Option(help="Excel workbooks: the sheet, by name or 0-based number. Default: the first.")
+]
+DateFormat = Annotated[
+    str | None,
+    typer.Option(help="strftime format of the time columns written as text, e.g. '%d/%m/%Y %H:%M'. Default: detected."),
+]
+DayFirst = Annotated[
+    bool | None,
+    typer.Option(
+        "--dayfirst/--no-dayfirst",
+        help="Dates like 01/02/2026 are day-first (--dayfirst) or month-first. Default: decided per column.",
+    ),
+]
+Timezone = Annotated[str, typer.Option(help="IANA time zone of times written without an offset.")]
+WonValues = Annotated[
+    str | None, typer.Option(help="Comma-separated outcome or label values that mean won (your own stage names).")
+]
+LostValues = Annotated[str | None, typer.Option(help="Comma-separated outcome values that mean lost.")]
+
+
+def _inputs(
+    delimiter: str | None,
+    encoding: str | None,
+    sheet: str | None,
+    date_format: str | None,
+    dayfirst: bool | None,
+    timezone: str,
+    won_values: str | None,
+    lost_values: str | None,
+) -> InputOptions:
+    from training.data import InputOptions
+    from training.reading import ReadOptions
+    from training.timestamps import TimeOptions
+
+    return InputOptions(
+        read=ReadOptions(delimiter=delimiter, encoding=encoding, sheet=sheet),
+        time=TimeOptions(date_format=date_format, dayfirst=dayfirst, timezone=timezone),
+        won_values=_columns(won_values),
+        lost_values=_columns(lost_values),
+    )
 
 
 @app.command()
@@ -125,6 +172,14 @@ def train(
     positive_label: PositiveLabel = "1",
     exclude_columns: ExcludeColumns = None,
     strict: Strict = False,
+    delimiter: Delimiter = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    date_format: DateFormat = None,
+    dayfirst: DayFirst = None,
+    timezone: Timezone = "UTC",
+    won_values: WonValues = None,
+    lost_values: LostValues = None,
 ) -> None:
     """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version."""
     from rich.table import Table
@@ -148,6 +203,7 @@ def train(
         strict=strict,
         exclude_columns=_columns(exclude_columns),
         data_end=data_end,
+        inputs=_inputs(delimiter, encoding, sheet, date_format, dayfirst, timezone, won_values, lost_values),
         horizon_days=horizon_days,
         moment_at_creation="creation" in kinds,
         moment_after_activity="activity" in kinds,
@@ -173,6 +229,8 @@ def train(
 
             result = run_training(config, progress=progress)
     except (NotEnoughData, DataValidationError) as err:
+        for note in getattr(err, "notes", []):  # the validation report first: it often shows the cause
+            console.print(f"[yellow]note:[/yellow] {note}")
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     for note in result.notes:
@@ -207,6 +265,12 @@ def score(
     positive_label: PositiveLabel = "1",
     exclude_columns: ExcludeColumns = None,
     strict: Strict = False,
+    delimiter: Delimiter = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    date_format: DateFormat = None,
+    dayfirst: DayFirst = None,
+    timezone: Timezone = "UTC",
 ) -> None:
     """Score every open lead: lead_id, probability, score, grade, qualified and top reasons."""
     import pandas as pd
@@ -233,11 +297,12 @@ def score(
             flat=_flat_options(id_column, time_column, label_column, positive_label),
             strict=strict,
             exclude_columns=_columns(exclude_columns),
+            inputs=_inputs(delimiter, encoding, sheet, date_format, dayfirst, timezone, None, None),
         )
     except (NoChampionModel, DataValidationError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
-    for line in dataset.report.lines():
+    for line in dataset.report.reading_lines() + dataset.report.lines():
         console.print(f"[yellow]note:[/yellow] {line}")
     leads, closed, not_created = open_leads(dataset, when)
     cutoffs = _active_cutoffs(loaded)

@@ -1,8 +1,10 @@
 """The CRM data contract: loading, validation with clear errors, and the flat-export path.
 
-A data directory holds ``leads.*``, ``outcomes.*`` and usually ``touchpoints.*`` (CSV or Parquet, by
-extension). A single file is a flat CRM export: a leads table with a label column and no touch log.
-Bad rows are dropped and counted (or, in strict mode, the load fails); nothing is dropped silently.
+A data directory holds ``leads.*``, ``outcomes.*`` and usually ``touchpoints.*`` (CSV or other delimited
+text, Excel or Parquet, by extension). A single file is a flat CRM export: a leads table with a label column
+and no touch log. Files are read as CRMs and spreadsheets write them (:mod:`training.reading`: delimiter,
+encoding, decimal comma, Excel sheets; :mod:`training.timestamps`: one reading of each time column). Bad rows
+are dropped and counted (or, in strict mode, the load fails); nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -17,11 +19,62 @@ import numpy as np
 import pandas as pd
 
 from features.spec import attribute_number, category_key, factorize_values, reads_as_numbers
+from training.reading import EXCEL_EXTENSIONS, TEXT_EXTENSIONS, ReadOptions, UnreadableFile
+from training.reading import read_table as read_any_table
+from training.timestamps import AmbiguousDates, TimeOptions, parse_times
 
-EXTENSIONS = (".parquet", ".csv")
+EXTENSIONS = (".parquet", *TEXT_EXTENSIONS, *EXCEL_EXTENSIONS)
 OUTCOME_VALUES = ("won", "lost")
+# Outcome values as CRMs write them, normalised by :func:`outcome_key` (Salesforce opportunity stages, lead
+# conversion flags, checkboxes); a company's own stage names come with ``--won-values`` / ``--lost-values``.
+WON_VALUES = frozenset(
+    {"won", "closed won", "win", "converted", "closed converted", "customer", "1", "true", "yes", "y"}
+)
+LOST_VALUES = frozenset(
+    {
+        "lost",
+        "closed lost",
+        "loss",
+        "not converted",
+        "closed not converted",
+        "unconverted",
+        "disqualified",
+        "0",
+        "false",
+        "no",
+        "n",
+    }
+)
+UNKNOWN_VALUES_NAMED = 10  # unknown outcome values counted each by name; the rest together
+SCIENTIFIC_ID = r"^\s*[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+\s*$"
 MIN_TIMESTAMP = pd.Timestamp("1970-01-01", tz="UTC")
 EXAMPLES_PER_REASON = 5
+
+
+def outcome_key(value: object) -> str:
+    """An outcome value as compared with the vocabularies: lower case, punctuation, ``_`` and ``-`` as
+    spaces, spaces collapsed ("Closed - Won" -> "closed won", "CLOSED_LOST" -> "closed lost")."""
+    text = str(value).strip().lower()
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text).split())
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read input files: delimiter, encoding and Excel sheet (:class:`ReadOptions`), time columns
+    (:class:`TimeOptions`), and a company's own outcome values (added to :data:`WON_VALUES` /
+    :data:`LOST_VALUES`, compared by :func:`outcome_key`)."""
+
+    read: ReadOptions = field(default_factory=ReadOptions)
+    time: TimeOptions = field(default_factory=TimeOptions)
+    won_values: tuple[str, ...] = ()
+    lost_values: tuple[str, ...] = ()
+
+    def won(self) -> frozenset[str]:
+        return WON_VALUES | {outcome_key(v) for v in self.won_values}
+
+    def lost(self) -> frozenset[str]:
+        custom_won = {outcome_key(v) for v in self.won_values}
+        return (LOST_VALUES - custom_won) | {outcome_key(v) for v in self.lost_values}
 
 
 @dataclass(frozen=True)
@@ -51,6 +104,9 @@ class ValidationReport:
     rows_read: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     end_bound: pd.Timestamp | None = None  # rows dated later are dropped (see :func:`load_crm_data`)
+    inputs: InputOptions = field(default_factory=InputOptions)
+    formats: dict[str, str] = field(default_factory=dict)  # file -> how it was read
+    time_readings: dict[str, str] = field(default_factory=dict)  # "file, column" -> how its times were read
 
     def add(self, issue: DataIssue, count: int = 1) -> None:
         key = (issue.file, issue.reason)
@@ -71,8 +127,16 @@ class ValidationReport:
             out.append(f"{file}: dropped {count} row(s): {reason} (first: {example})")
         return out
 
+    def reading_lines(self) -> list[str]:
+        """How each file and each time column was read (detected or given)."""
+        return [f"{file}: {how}" for file, how in self.formats.items()] + [
+            f"{where}: times read as {how}" for where, how in self.time_readings.items()
+        ]
+
     def to_dict(self) -> dict[str, object]:
         return {
+            "formats": dict(self.formats),
+            "time_readings": dict(self.time_readings),
             "rows_read": dict(self.rows_read),
             "dropped": {f"{f}: {r}": c for (f, r), c in sorted(self.counts.items())},
             "notes": list(self.notes),
@@ -160,25 +224,35 @@ class CRMData:
 # Reading files
 # ---------------------------------------------------------------------------------------------
 def find_table(directory: Path, stem: str, required: bool = True) -> Path | None:
-    """``stem.parquet`` or ``stem.csv`` in ``directory``."""
-    for ext in EXTENSIONS:
-        candidate = directory / f"{stem}{ext}"
-        if candidate.exists():
-            return candidate
+    """``stem.parquet``, ``stem.csv`` (or ``.txt``, ``.tsv``, ``.xlsx``, ``.xls``) in ``directory``; two of
+    them is an error (which one is meant?)."""
+    found = [directory / f"{stem}{ext}" for ext in EXTENSIONS if (directory / f"{stem}{ext}").exists()]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DataValidationError([DataIssue(str(directory), None, None, f"more than one {stem} table ({names})")])
+    if found:
+        return found[0]
     if required:
-        raise DataValidationError(
-            [DataIssue(str(directory), None, None, f"no {stem}.parquet or {stem}.csv in this directory")]
-        )
+        wanted = " or ".join(f"{stem}{ext}" for ext in EXTENSIONS)
+        raise DataValidationError([DataIssue(str(directory), None, None, f"no {wanted} in this directory")])
     return None
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (as text, parsed later with clear errors) or Parquet file."""
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    raise DataValidationError([DataIssue(str(path), None, None, "unsupported file type (use .csv or .parquet)")])
+def read_table(path: Path, report: ValidationReport | None = None) -> pd.DataFrame:
+    """Read a table file as text (CSV and Excel cells; parsed later with clear errors) or Parquet, the way
+    ``report.inputs.read`` says (detected by default); what was detected goes into ``report.formats``.
+
+    Raises:
+        DataValidationError: the file cannot be read (unknown type, undecodable, ragged rows, no rows...).
+    """
+    options = report.inputs.read if report is not None else ReadOptions()
+    try:
+        frame, found = read_any_table(path, options)
+    except UnreadableFile as err:
+        raise DataValidationError([DataIssue(str(path), None, None, err.reason)]) from err
+    if report is not None:
+        report.formats[path.name] = found.describe()
+    return frame
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -227,12 +301,26 @@ class _Checker:
         self.bad |= mask
 
     def parse_time(self, column: str, *, optional: bool = False) -> pd.Series:
-        """Parse a timestamp column to UTC (naive means UTC); flag unparseable and out-of-range values."""
+        """Parse a timestamp column to UTC, one reading for the whole column (:func:`parse_times`: naive
+        times are in ``--timezone``); flag unparseable and out-of-range values.
+
+        Raises:
+            DataValidationError: day-first or month-first cannot be told from the values, or a time option
+                (``--timezone``, ``--date-format``) is invalid.
+        """
         raw = self.frame[column]
-        missing = raw.isna().to_numpy()
-        parsed = _to_utc(raw)
+        missing = _blank(raw)
+        try:
+            parsed_times = parse_times(raw, file=self.name, column=column, options=self.report.inputs.time)
+        except AmbiguousDates as err:
+            raise DataValidationError([DataIssue(self.name, None, column, str(err).split(": ", 1)[-1])]) from err
+        except ValueError as err:
+            raise DataValidationError([DataIssue(self.name, None, column, str(err))]) from err
+        parsed = parsed_times.values
+        if not pd.api.types.is_datetime64_any_dtype(raw):
+            self.report.time_readings[f"{self.name}, column '{column}'"] = parsed_times.reading
         unparseable = parsed.isna().to_numpy() & ~missing
-        self.flag(unparseable, column, "unparseable timestamp")
+        self.flag(unparseable, column, f"unparseable timestamp (the column is read as {parsed_times.reading})")
         if not optional:
             self.flag(missing, column, "missing timestamp")
         self.flag((parsed < MIN_TIMESTAMP).to_numpy(), column, "timestamp before 1970")
@@ -241,23 +329,30 @@ class _Checker:
             self.flag((parsed > bound).to_numpy(), column, f"dated after the end of the data ({bound.isoformat()})")
         return parsed
 
+    def lead_ids(self, column: str = "lead_id", shown: str | None = None) -> pd.Series:
+        """The column's ids as text (leading zeros kept, surrounding spaces removed; whole numbers from
+        Parquet without a decimal point); flags blanks and ids a spreadsheet turned into numbers in scientific
+        notation (``4.687E+11``: rounded, so joins on them would be wrong)."""
+        raw = self.frame[column]
+        if pd.api.types.is_float_dtype(raw):
+            whole = raw.notna() & (raw == np.floor(raw))
+            ids = raw.astype(object).where(~whole, raw[whole].astype("int64").astype(str)).astype(str)
+        else:
+            ids = raw.astype(str).str.strip()
+        shown = shown or column
+        self.flag(_blank(raw), shown, "missing lead id")
+        self.flag(
+            ids.str.fullmatch(SCIENTIFIC_ID).fillna(False).to_numpy(dtype=bool),
+            shown,
+            "id in scientific notation (a spreadsheet turned it into a rounded number; export ids as text)",
+        )
+        return ids
+
     def finish(self) -> pd.DataFrame:
         self.report.rows_read[self.name] = len(self.frame)
         if self.strict and self.issues:
             raise DataValidationError(self.issues)
         return self.frame.loc[~self.bad].reset_index(drop=True)
-
-
-def _to_utc(raw: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        parsed = pd.to_datetime(raw, utc=True)
-    else:
-        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
-        if parsed.isna().sum() > raw.isna().sum():
-            # Retry the stragglers one by one in any format pandas understands.
-            retry = parsed.isna() & raw.notna()
-            parsed.loc[retry] = pd.to_datetime(raw[retry], utc=True, errors="coerce", format="mixed")
-    return parsed.dt.as_unit("ns")
 
 
 def _blank(series: pd.Series) -> np.ndarray:
@@ -268,9 +363,8 @@ def validate_leads(frame: pd.DataFrame, name: str, report: ValidationReport, str
     """Leads need a non-blank unique ``lead_id`` and a parseable ``created_at``."""
     check = _Checker(frame, name, report, strict)
     check.require_columns(("lead_id", "created_at"))
-    check.flag(_blank(frame["lead_id"]), "lead_id", "missing lead_id")
+    ids = check.lead_ids()
     created = check.parse_time("created_at")
-    ids = frame["lead_id"].astype(str)
     check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "duplicate lead_id (first row kept)")
     frame = frame.assign(lead_id=ids, created_at=created)
     check.frame = frame
@@ -291,7 +385,7 @@ def validate_touchpoints(
     check.require_columns(("lead_id", "occurred_at", "touch_type"))
     occurred = check.parse_time("occurred_at")
     check.flag(_blank(frame["touch_type"]), "touch_type", "missing touch_type")
-    ids = frame["lead_id"].astype(str)
+    ids = check.lead_ids()
     check.flag(~ids.isin(leads["lead_id"]).to_numpy(), "lead_id", "touch point for an unknown lead")
     updates: dict[str, Any] = {"lead_id": ids, "occurred_at": occurred}
     if "value" in frame.columns:
@@ -324,13 +418,30 @@ def validate_touchpoints(
 def validate_outcomes(
     frame: pd.DataFrame, name: str, leads: pd.DataFrame, report: ValidationReport, strict: bool
 ) -> pd.DataFrame:
-    """Outcomes are ``won``/``lost`` for a known lead, closed no earlier than the lead was created."""
+    """Outcomes are won or lost (:data:`WON_VALUES` / :data:`LOST_VALUES` and the ``--won-values`` /
+    ``--lost-values`` of ``report.inputs``, stored as ``won``/``lost``) for a known lead, closed no earlier
+    than the lead was created. Values that are neither are counted by value."""
     check = _Checker(frame, name, report, strict)
     check.require_columns(("lead_id", "outcome", "closed_at"))
+    ids = check.lead_ids()
     closed = check.parse_time("closed_at")
-    outcome = frame["outcome"].astype(str).str.strip().str.lower()
-    check.flag(~outcome.isin(OUTCOME_VALUES).to_numpy(), "outcome", "unknown outcome value (expected won or lost)")
-    ids = frame["lead_id"].astype(str)
+    key = frame["outcome"].map(outcome_key, na_action="ignore")
+    won_values, lost_values = report.inputs.won(), report.inputs.lost()
+    is_won, is_lost = key.isin(won_values).to_numpy(), key.isin(lost_values).to_numpy()
+    check.flag(_blank(frame["outcome"]), "outcome", "missing outcome")
+    unknown = ~is_won & ~is_lost & ~_blank(frame["outcome"])
+    if unknown.any():
+        raw = frame["outcome"].astype(str).str.strip()
+        counts = raw[unknown].value_counts()
+        for value in counts.index[:UNKNOWN_VALUES_NAMED]:
+            check.flag(
+                unknown & (raw == value).to_numpy(),
+                "outcome",
+                f"unknown outcome value {value!r} (known: won, lost, Closed Won, Closed Lost, converted, 1/0, "
+                "true/false...; name your own with --won-values / --lost-values)",
+            )
+        check.flag(unknown, "outcome", "other unknown outcome values (see --won-values / --lost-values)")
+    outcome = pd.Series(np.where(is_won, "won", "lost"), index=frame.index)
     created = ids.map(leads.set_index("lead_id")["created_at"])
     check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
     check.flag(
@@ -357,6 +468,7 @@ def load_crm_data(
     exclude_columns: tuple[str, ...] = (),
     data_end: pd.Timestamp | str | None = None,
     now: pd.Timestamp | None = None,
+    inputs: InputOptions | None = None,
 ) -> CRMData:
     """Load and validate CRM data from a directory of tables or a single flat export file.
 
@@ -369,19 +481,23 @@ def load_crm_data(
         data_end: the export time: rows dated later are dropped as "dated after the end of the data" (an
             error kind of its own). By default the latest time in the data that is not after ``now``.
         now: the moment of training (default: the clock), the bound when ``data_end`` is not given.
+        inputs: how to read the files (delimiter, encoding, sheet, time columns, outcome values); detected
+            by default, and what was detected is in ``report.formats`` and ``report.time_readings``.
 
     Returns:
         Validated tables, the end of the data, and a report of every dropped row.
 
     Raises:
-        DataValidationError: a required file or column is missing, an excluded column does not exist, or
-            (strict) any row is bad.
+        DataValidationError: a required file or column is missing or unreadable, an excluded column does not
+            exist, a time column reads both day-first and month-first, or (strict) any row is bad.
     """
     path = Path(path)
     if not path.exists():
         raise DataValidationError([DataIssue(str(path), None, None, "no such file or directory")])
     explicit_end = None if data_end is None else _one_time(data_end, "--data-end")
-    report = ValidationReport(end_bound=explicit_end if explicit_end is not None else _now(now))
+    report = ValidationReport(
+        end_bound=explicit_end if explicit_end is not None else _now(now), inputs=inputs or InputOptions()
+    )
     excluded = tuple(dict.fromkeys((*(flat.exclude_columns if flat else ()), *exclude_columns)))
     if path.is_file():
         options = flat or FlatExportOptions()
@@ -452,16 +568,16 @@ def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded
     outcomes_path = find_table(path, "outcomes")
     touches_path = find_table(path, "touchpoints", required=False)
     assert leads_path is not None and outcomes_path is not None
-    raw_leads = _exclude(read_table(leads_path), leads_path.name, excluded, ("lead_id", "created_at"))
+    raw_leads = _exclude(read_table(leads_path, report), leads_path.name, excluded, ("lead_id", "created_at"))
     leads = validate_leads(raw_leads, leads_path.name, report, strict)
     if len(leads) == 0:
         return CRMData(leads=leads, touchpoints=None, outcomes=leads.iloc[:0], report=report)
     touchpoints = None
     if touches_path is not None:
-        touchpoints = validate_touchpoints(read_table(touches_path), touches_path.name, leads, report, strict)
+        touchpoints = validate_touchpoints(read_table(touches_path, report), touches_path.name, leads, report, strict)
     else:
         report.notes.append("no touchpoints file: models learn from lead attributes alone")
-    outcomes = validate_outcomes(read_table(outcomes_path), outcomes_path.name, leads, report, strict)
+    outcomes = validate_outcomes(read_table(outcomes_path, report), outcomes_path.name, leads, report, strict)
     leads = _type_attributes(leads)
     return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report, excluded_columns=excluded)
 
@@ -477,7 +593,7 @@ def load_flat_export(
     random split.
     """
     report = report if report is not None else ValidationReport()
-    frame = read_table(path)
+    frame = read_table(path, report)
     name = path.name
     keys = tuple(c for c in (options.id_column, options.label_column, options.time_column, options.close_column) if c)
     frame = _exclude(frame, name, options.exclude_columns, keys)
@@ -490,11 +606,11 @@ def load_flat_export(
         renamed["created_at"] = pd.Series(pd.NaT, index=renamed.index, dtype="datetime64[ns, UTC]")
         report.notes.append(f"{name}: no time column, so no time split is possible; a stratified random split is used")
     check = _Checker(renamed, name, report, strict)
-    check.flag(_blank(renamed["lead_id"]), options.id_column, "missing lead id")
+    ids = check.lead_ids("lead_id", shown=options.id_column)
     check.flag(_blank(label), options.label_column, "missing label")
     if options.time_column:
         renamed["created_at"] = check.parse_time("created_at")
-    won = (label.astype(str).str.strip() == str(options.positive_label)).to_numpy()
+    won = flat_label_won(label, options, report, name)
     if options.close_column:
         closed = check.parse_time(options.close_column, optional=True)
         check.flag(
@@ -505,12 +621,8 @@ def load_flat_export(
         renamed = renamed.drop(columns=[options.close_column]).assign(__closed=closed)
     else:
         renamed["__closed"] = pd.Series(pd.NaT, index=renamed.index, dtype="datetime64[ns, UTC]")
-    check.flag(
-        renamed["lead_id"].astype(str).duplicated(keep="first").to_numpy(),
-        options.id_column,
-        "duplicate lead id (first row kept)",
-    )
-    renamed["lead_id"] = renamed["lead_id"].astype(str)
+    check.flag(ids.duplicated(keep="first").to_numpy(), options.id_column, "duplicate lead id (first row kept)")
+    renamed["lead_id"] = ids
     renamed["__won"] = won
     check.frame = renamed
     kept = check.finish()
@@ -531,6 +643,39 @@ def load_flat_export(
         flat=options,
         excluded_columns=options.exclude_columns,
     )
+
+
+def flat_label_won(label: pd.Series, options: FlatExportOptions, report: ValidationReport, name: str) -> np.ndarray:
+    """Which rows of a flat export's label column mean converted: the value ``positive_label`` (compared by
+    :func:`outcome_key`, so "TRUE" is "true"), the ``--won-values``, and, when ``positive_label`` is itself a
+    common won value (``1``, ``true``, ``yes``, ``converted``...), all of :data:`WON_VALUES`. Every other value
+    means not converted; the values counted each way are noted (values that are in neither vocabulary by
+    name), so that a label read the wrong way shows."""
+    key = label.map(outcome_key, na_action="ignore")
+    positive = outcome_key(options.positive_label)
+    won_values = {positive} | {outcome_key(v) for v in report.inputs.won_values}
+    if positive in WON_VALUES:
+        won_values |= WON_VALUES
+    won = key.isin(won_values).to_numpy()
+    present = key.notna().to_numpy()
+
+    def values(mask: np.ndarray) -> str:
+        counts = label[mask].astype(str).str.strip().value_counts()
+        shown = ", ".join(f"{v!r} {c:,}" for v, c in counts.iloc[:UNKNOWN_VALUES_NAMED].items())
+        return shown + (f" and {len(counts) - UNKNOWN_VALUES_NAMED} more values" if len(counts) > 10 else "")
+
+    report.notes.append(
+        f"{name}, column '{options.label_column}': {int(won.sum()):,} converted ({values(won)}); "
+        f"{int((present & ~won).sum()):,} not converted ({values(present & ~won) or 'none'})"
+    )
+    neither = present & ~won & ~key.isin(report.inputs.lost()).to_numpy()
+    if neither.any():
+        report.notes.append(
+            f"{name}, column '{options.label_column}': {int(neither.sum()):,} value(s) are neither a known won nor "
+            f"a known lost value and count as not converted ({values(neither)}); if some mean converted, name "
+            "them with --won-values"
+        )
+    return won
 
 
 def _type_attributes(leads: pd.DataFrame) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from models.registry import (
 from models.scoring_model import ScoringModel
 from models.threshold_analysis import TradeOff
 from training.baselines import RulesBaseline, logistic_baseline
-from training.data import CRMData, FlatExportOptions, load_crm_data
+from training.data import CRMData, FlatExportOptions, InputOptions, load_crm_data
 from training.evaluate import calibration_check, classification_metrics, save_plots, segment_auc
 from training.leakage import LeakageAudit, audit_leakage
 from training.moments import MomentConfig, flat_moments, scoring_moments
@@ -55,7 +55,15 @@ POSITIVE_TOUCHES = (
 
 
 class NotEnoughData(ValueError):
-    """The training window has too few wins or non-wins to learn from."""
+    """The training window has too few wins or non-wins to learn from.
+
+    ``notes`` carries what the run had found by then (how files were read, rows dropped and why), so that
+    the cause, say "1,005 outcomes dropped: unknown value 'Closed Won'", is shown before the refusal.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.notes: list[str] = []
 
 
 @dataclass
@@ -67,6 +75,7 @@ class TrainConfig:
     strict: bool = False
     exclude_columns: tuple[str, ...] = ()
     data_end: str | None = None
+    inputs: InputOptions = field(default_factory=InputOptions)
     horizon_days: int = 90
     experiment: str = "leadscore"
     model_name: str = "leadscore"
@@ -412,12 +421,12 @@ def select_model(
         if candidate.kind == "lightgbm":
             iterations = []
             for fit_on in folds:
-                booster = fit_booster(
+                fold_booster = fit_booster(
                     X, y, X_cal[fit_on], y_cal[fit_on], spec, config, weight, weight_cal[fit_on], candidate
                 )
                 predict_on = ~fit_on if len(folds) == 2 else fit_on
-                p[predict_on] = np.asarray(booster.predict(X_cal[predict_on]), dtype=np.float64)
-                iterations.append(booster.best_iteration)
+                p[predict_on] = np.asarray(fold_booster.predict(X_cal[predict_on]), dtype=np.float64)
+                iterations.append(fold_booster.best_iteration)
             extra: dict[str, Any] = {"best_iteration": iterations}
         else:
             linear = LinearMargin(categorical, C=candidate.C, seed=config.seed).fit(X, y, weight)
@@ -542,12 +551,21 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     """Load, validate, split, fit, evaluate, log to MLflow and register; promote when asked and earned.
 
     Raises:
-        DataValidationError: the data breaks the contract (strict mode or missing columns).
+        DataValidationError: the data breaks the contract (unreadable file, missing column, a time column
+            read both ways, or any bad row in strict mode).
         NotEnoughData: fewer than ``min_class_count`` won or not-won leads in the training window, or data
-            too short for a purged time split.
+            too short for a purged time split; its ``notes`` hold the validation report.
     """
-    started = time.perf_counter()
     notes: list[str] = []
+    try:
+        return _train(config, progress, notes)
+    except NotEnoughData as err:
+        err.notes = notes
+        raise
+
+
+def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainResult:
+    started = time.perf_counter()
     progress("loading and validating data")
     data = load_crm_data(
         config.data,
@@ -555,8 +573,9 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         strict=config.strict,
         exclude_columns=config.exclude_columns,
         data_end=config.data_end,
+        inputs=config.inputs,
     )
-    notes += data.report.notes + data.report.lines()
+    notes += data.report.reading_lines() + data.report.notes + data.report.lines()
 
     progress("taking scoring moments and labels")
     examples = make_examples(data, config, notes)
@@ -832,6 +851,7 @@ def _track_and_register(
         if evaluation.audit.exclude_line:
             mlflow.set_tag("leakage_exclude_line", evaluation.audit.exclude_line[:5000])
         mlflow.set_tags({"data_sha256": fingerprint["sha256"], "split": split.kind})
+        mlflow.set_tag("input_formats", "; ".join(data.report.reading_lines())[:5000] or "(none)")
         (out / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
         (out / "validation_report.json").write_text(json.dumps({**data.report.to_dict(), "messages": notes}, indent=2))
         (out / "feature_spec.json").write_text(model.spec.to_json())

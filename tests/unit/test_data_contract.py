@@ -119,7 +119,9 @@ def test_flat_export_with_exclusions_and_time(tmp_path: Path) -> None:
     data = load_crm_data(path, flat=options)
     assert list(data.leads.columns) == ["lead_id", "created_at", "src"]
     assert data.leads["src"].isna().tolist() == [False, True, False]  # "Select" is a placeholder, not a value
-    assert data.outcomes["outcome"].tolist() == ["won", "lost", "lost"]
+    # "yes" is a won value of the common vocabulary, as "1" is; the counts by value are noted
+    assert data.outcomes["outcome"].tolist() == ["won", "lost", "won"]
+    assert "export.csv, column 'converted': 2 converted ('1' 1, 'yes' 1); 1 not converted ('0' 1)" in data.report.notes
     assert data.has_time
 
 
