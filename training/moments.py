@@ -131,12 +131,16 @@ def _ns(times: pd.Series) -> np.ndarray:
 
 def _close_times(data: CRMData) -> tuple[np.ndarray, np.ndarray]:
     """Per lead (in the leads table's order): its close time and its win time, int64 ns (``_NEVER`` if none)."""
-    outcomes = data.outcomes.set_index("lead_id")
-    ids = data.leads["lead_id"]
-    closed = pd.to_datetime(ids.map(outcomes["closed_at"]), utc=True)
-    outcome = ids.map(outcomes["outcome"])
-    close_ns = np.where(closed.isna(), _NEVER, closed.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64))
-    won_ns = np.where(outcome.eq("won").to_numpy(), close_ns, _NEVER)
+    outcomes = data.outcomes
+    position = pd.Index(outcomes["lead_id"]).get_indexer(data.leads["lead_id"])
+    closed = pd.to_datetime(outcomes["closed_at"], utc=True)
+    closed_ns = np.append(
+        np.where(closed.isna(), _NEVER, closed.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64)),
+        _NEVER,
+    )  # position -1 (no outcome) reads the last value: never
+    won = np.append(outcomes["outcome"].eq("won").to_numpy(dtype=bool), False)
+    close_ns = closed_ns[position]
+    won_ns = np.where(won[position], close_ns, _NEVER)
     return close_ns.astype(np.int64), won_ns.astype(np.int64)
 
 

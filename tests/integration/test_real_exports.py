@@ -1,0 +1,307 @@
+"""Real CRM exports: the same data written the way CRMs and spreadsheets write it gives the same validated
+tables and the same features as the clean CSV; ambiguous or mangled files stop with exit 2 naming file and
+column (issue 13)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import build_features, infer_spec
+from tests.conftest import clean_env
+from training.data import CRMData, DataValidationError, InputOptions, load_crm_data
+from training.demo_data import generate_demo_data
+from training.reading import ReadOptions
+from training.timestamps import TimeOptions
+
+TIMES = {"leads": "created_at", "touchpoints": "occurred_at", "outcomes": "closed_at"}
+END = pd.Timestamp("2030-01-01", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    """300 demo leads with numeric ids that keep leading zeros and times to the minute (what every shape
+    below can write exactly)."""
+    demo = generate_demo_data(n_leads=300, seed=3)
+    out = {}
+    for name, frame in (("leads", demo.leads), ("touchpoints", demo.touchpoints), ("outcomes", demo.outcomes)):
+        frame = frame.copy()
+        frame["lead_id"] = "000" + frame["lead_id"].str[1:]  # "L0000017" -> "0000000017"
+        frame[TIMES[name]] = frame[TIMES[name]].dt.floor("min")
+        out[name] = frame
+    return out
+
+
+def write(directory: Path, tables: dict[str, pd.DataFrame], **to_csv: object) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = str(to_csv.pop("suffix", ".csv"))
+    for name, frame in tables.items():
+        frame.to_csv(directory / f"{name}{suffix}", index=False, **to_csv)  # type: ignore[call-overload]
+    return directory
+
+
+def with_times(tables: dict[str, pd.DataFrame], render: Callable[[pd.Series], pd.Series]) -> dict[str, pd.DataFrame]:
+    return {name: frame.assign(**{TIMES[name]: render(frame[TIMES[name]])}) for name, frame in tables.items()}
+
+
+def load(directory: Path, **inputs: object) -> CRMData:
+    return load_crm_data(directory, data_end=END, inputs=InputOptions(**inputs))  # type: ignore[arg-type]
+
+
+def epoch_ms(t: pd.Series) -> pd.Series:
+    return (t - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(milliseconds=1)
+
+
+def excel_serial(t: pd.Series) -> pd.Series:
+    return (t.dt.tz_localize(None) - pd.Timestamp("1899-12-30")) / pd.Timedelta(days=1)
+
+
+SHAPES: dict[str, Callable[[Path, dict[str, pd.DataFrame]], tuple[Path, dict[str, object]]]] = {
+    "semicolon, decimal comma, Windows-1252": lambda d, t: (
+        write(d, t, sep=";", decimal=",", encoding="cp1252"),
+        {},
+    ),
+    "day-first dates 31/12/2025 14:56": lambda d, t: (
+        write(d, with_times(t, lambda s: s.dt.strftime("%d/%m/%Y %H:%M"))),
+        {},
+    ),
+    "month-first dates 12/31/2025 2:56 PM (Salesforce)": lambda d, t: (
+        write(d, with_times(t, lambda s: s.dt.strftime("%m/%d/%Y %I:%M %p"))),
+        {},
+    ),
+    "epoch milliseconds (HubSpot)": lambda d, t: (write(d, with_times(t, epoch_ms)), {}),
+    "Excel serial days": lambda d, t: (write(d, with_times(t, excel_serial)), {}),
+    "local times with DST offsets": lambda d, t: (
+        write(d, with_times(t, lambda s: s.dt.tz_convert("Europe/Berlin").dt.strftime("%Y-%m-%dT%H:%M:%S%z"))),
+        {},
+    ),
+    "naive local times with --timezone": lambda d, t: (
+        write(d, with_times(t, lambda s: s.dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d %H:%M"))),
+        {"time": TimeOptions(timezone="America/New_York")},
+    ),
+    "UTF-8 with BOM, CRLF, every field quoted": lambda d, t: (
+        write(d, t, encoding="utf-8-sig", lineterminator="\r\n", quoting=1),
+        {},
+    ),
+    "Excel Unicode text (UTF-16, tab)": lambda d, t: (
+        write(d, t, sep="\t", encoding="utf-16", suffix=".txt"),
+        {},
+    ),
+    "pipe-delimited": lambda d, t: (write(d, t, sep="|"), {}),
+    "outcomes as Salesforce stages Closed Won / Closed Lost": lambda d, t: (
+        write(
+            d,
+            {
+                **t,
+                "outcomes": t["outcomes"].assign(
+                    outcome=t["outcomes"]["outcome"].map({"won": "Closed Won", "lost": "Closed Lost"})
+                ),
+            },
+        ),
+        {},
+    ),
+    "a company's own stage names with --won-values / --lost-values": lambda d, t: (
+        write(
+            d,
+            {
+                **t,
+                "outcomes": t["outcomes"].assign(
+                    outcome=t["outcomes"]["outcome"].map({"won": "Signed", "lost": "Churned"})
+                ),
+            },
+        ),
+        {"won_values": ("Signed",), "lost_values": ("Churned",)},
+    ),
+    "upper-case touch types with trailing spaces": lambda d, t: (
+        write(
+            d,
+            {**t, "touchpoints": t["touchpoints"].assign(touch_type=t["touchpoints"]["touch_type"].str.upper() + "  ")},
+        ),
+        {},
+    ),
+}
+
+
+def excel_shape(d: Path, t: dict[str, pd.DataFrame]) -> tuple[Path, dict[str, object]]:
+    """A directory of workbooks, each table on its second sheet (after a cover sheet), times as date cells."""
+    d.mkdir(parents=True, exist_ok=True)
+    for name, frame in t.items():
+        with pd.ExcelWriter(d / f"{name}.xlsx", engine="openpyxl") as book:
+            pd.DataFrame({"note": ["exported from the CRM"]}).to_excel(book, sheet_name="Cover", index=False)
+            frame.assign(**{TIMES[name]: frame[TIMES[name]].dt.tz_localize(None)}).to_excel(
+                book, sheet_name="Data", index=False
+            )
+    return d, {"read": ReadOptions(sheet="Data")}
+
+
+SHAPES["Excel workbooks, --sheet"] = excel_shape
+
+
+@pytest.fixture(scope="module")
+def clean(tables: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> CRMData:
+    return load(write(tmp_path_factory.mktemp("clean"), tables))
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.reset_index(drop=True).copy()
+    for col in out.columns:
+        if out[col].dtype == object or isinstance(out[col].dtype, pd.StringDtype):
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_each_export_shape_gives_the_clean_csvs_tables_and_features(
+    shape: str, tables: dict[str, pd.DataFrame], clean: CRMData, tmp_path: Path
+) -> None:
+    directory, inputs = SHAPES[shape](tmp_path / "export", tables)
+    data = load(directory, **inputs)
+    assert data.report.dropped == 0, data.report.lines()
+    assert data.leads["lead_id"].iloc[0].startswith("000")  # ids are text: leading zeros kept
+    for name in ("leads", "outcomes"):
+        pd.testing.assert_frame_equal(
+            comparable(getattr(data, name)), comparable(getattr(clean, name)), check_dtype=False, obj=name
+        )
+    assert data.touchpoints is not None and clean.touchpoints is not None
+    pd.testing.assert_series_equal(data.touchpoints["occurred_at"], clean.touchpoints["occurred_at"])
+    spec = infer_spec(clean.leads, clean.touchpoints)
+    as_of = pd.Timestamp("2026-03-01", tz="UTC")
+    expected = build_features(clean.leads, clean.touchpoints, as_of, spec)
+    got = build_features(data.leads, data.touchpoints, as_of, spec)
+    pd.testing.assert_frame_equal(got, expected)
+    assert set(data.report.formats) == {p.name for p in directory.iterdir()}
+
+
+def test_what_was_detected_is_reported(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    accented = {**tables, "leads": tables["leads"].assign(owner="Jürgen Müller, Café €")}
+    directory, _ = SHAPES["semicolon, decimal comma, Windows-1252"](tmp_path / "eu", accented)
+    data = load(directory)
+    assert set(data.leads["owner"]) == {"jürgen müller, café €"}  # decoded right (then a category key)
+    assert "cp1252 (detected)" in data.report.formats["leads.csv"]
+    assert "';'-delimited (detected)" in data.report.formats["leads.csv"]
+    assert "decimal comma" in data.report.formats["leads.csv"]
+    day_first = load(SHAPES["day-first dates 31/12/2025 14:56"](tmp_path / "dmy", tables)[0])
+    assert day_first.report.time_readings["leads.csv, column 'created_at'"].startswith("day-first")
+    assert any("times read as day-first" in line for line in day_first.report.reading_lines())
+
+
+def test_day_first_dates_are_never_read_month_first(tmp_path: Path) -> None:
+    """31/12/2025 decides the column: 01/02/2026 is the 1st of February, not the 2nd of January."""
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\n1,31/12/2025 10:00\n2,01/02/2026 10:00\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n1,won,15/02/2026 09:00\n")
+    data = load(tmp_path)
+    assert data.leads["created_at"].tolist() == [
+        pd.Timestamp("2025-12-31 10:00", tz="UTC"),
+        pd.Timestamp("2026-02-01 10:00", tz="UTC"),
+    ]
+    assert data.outcomes["closed_at"].tolist() == [pd.Timestamp("2026-02-15 09:00", tz="UTC")]
+
+
+def test_a_column_readable_both_ways_is_refused_naming_file_column_and_the_choice(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\n1,01/02/2026\n2,03/04/2026\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n")
+    with pytest.raises(DataValidationError) as err:
+        load(tmp_path)
+    message = str(err.value)
+    assert "leads.csv" in message and "created_at" in message and "--dayfirst" in message
+    assert "--date-format" in message
+    chosen = load(tmp_path, time=TimeOptions(dayfirst=True))
+    assert chosen.leads["created_at"].tolist()[0] == pd.Timestamp("2026-02-01", tz="UTC")
+    month_first = load(tmp_path, time=TimeOptions(date_format="%m/%d/%Y"))
+    assert month_first.leads["created_at"].tolist()[0] == pd.Timestamp("2026-01-02", tz="UTC")
+
+
+def test_ids_in_scientific_notation_are_refused_by_row(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text(
+        "lead_id,created_at\n000123,2026-01-01\n4.687E+11,2026-01-02\n468700000001,2026-01-03\n"
+    )
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n000123,won,2026-01-05\n")
+    data = load(tmp_path)
+    assert data.leads["lead_id"].tolist() == ["000123", "468700000001"]
+    (line,) = [x for x in data.report.lines() if "scientific notation" in x]
+    assert "leads.csv: dropped 1 row(s)" in line and "line 3" in line and "'lead_id'" in line
+    assert data.outcomes["lead_id"].tolist() == ["000123"]
+
+
+def test_unknown_outcome_values_are_counted_by_value(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\n" + "".join(f"{i},2026-01-01\n" for i in range(6)))
+    (tmp_path / "outcomes.csv").write_text(
+        "lead_id,outcome,closed_at\n0,Closed Won,2026-02-01\n1,CLOSED_LOST,2026-02-01\n2,Pending,2026-02-01\n"
+        "3,Pending,2026-02-01\n4,On hold,2026-02-01\n5,converted,2026-02-01\n"
+    )
+    data = load(tmp_path)
+    assert data.outcomes.set_index("lead_id")["outcome"].to_dict() == {"0": "won", "1": "lost", "5": "won"}
+    counts = {reason: n for (_, reason), n in data.report.counts.items()}
+    assert [n for reason, n in counts.items() if "'Pending'" in reason] == [2]
+    assert [n for reason, n in counts.items() if "'On hold'" in reason] == [1]
+
+
+def leadscore(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "leadscore", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(LEADSCORE_HOME=str(home), COLUMNS="200"),
+        check=False,
+    )
+
+
+def test_a_refusal_shows_the_validation_report_first(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    """Every outcome in a company's own stage names: the dropped outcomes, by value, come before the refusal."""
+    stages = {"won": "Signed", "lost": "Churned"}
+    directory = write(
+        tmp_path / "own",
+        {**tables, "outcomes": tables["outcomes"].assign(outcome=tables["outcomes"]["outcome"].map(stages))},
+    )
+    run = leadscore(tmp_path / "home", "train", "--data", str(directory), "--data-end", "2030-01-01")
+    assert run.returncode == 2, run.stdout + run.stderr
+    output = run.stdout + run.stderr
+    assert "Traceback" not in output
+    assert "unknown outcome value 'Signed'" in output and "unknown outcome value 'Churned'" in output
+    assert output.index("unknown outcome value 'Signed'") < output.index("error:")
+
+
+BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
+    "binary bytes named .csv": (lambda d: (d / "leads.csv").write_bytes(bytes(range(256)) * 40), "leads.csv"),
+    "ragged rows": (
+        lambda d: (d / "leads.csv").write_text("lead_id,created_at\n1,2026-01-01\n2,2026-01-02,extra,more\n"),
+        "line 3",
+    ),
+    "an empty file": (lambda d: (d / "leads.csv").write_bytes(b""), "leads.csv"),
+    "a text file named .xlsx": (lambda d: (d / "leads.xlsx").write_text("lead_id,created_at\n"), "leads.xlsx"),
+    "an ambiguous date column": (
+        lambda d: (d / "leads.csv").write_text("lead_id,created_at\n1,01/02/2026\n2,03/04/2026\n"),
+        "column 'created_at'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_no_broken_file_makes_the_cli_print_a_traceback(case: str, tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    (directory / "outcomes.csv").write_text("lead_id,outcome,closed_at\n1,won,2026-02-01\n")
+    writer, says = BROKEN[case]
+    writer(directory)
+    run = leadscore(tmp_path / "home", "train", "--data", str(directory))
+    output = run.stdout + run.stderr
+    assert run.returncode == 2 and "Traceback" not in output, output
+    assert says in output, output
+
+
+def test_numeric_ids_from_parquet_are_text_without_a_decimal_point(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {"lead_id": [17.0, 18.0], "created_at": pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True)}
+    ).to_parquet(tmp_path / "leads.parquet")
+    pd.DataFrame(
+        {"lead_id": np.array([17], dtype=np.int64), "outcome": ["won"], "closed_at": ["2026-01-03"]}
+    ).to_parquet(tmp_path / "outcomes.parquet")
+    data = load(tmp_path)
+    assert data.leads["lead_id"].tolist() == ["17", "18"]
+    assert data.outcomes["lead_id"].tolist() == ["17"]
