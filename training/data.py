@@ -355,6 +355,27 @@ class _Checker:
         return self.frame.loc[~self.bad].reset_index(drop=True)
 
 
+def same_day_close(
+    closed: pd.Series, created: pd.Series, report: ValidationReport, name: str, column: str
+) -> pd.Series:
+    """A close written as a date only (midnight, local time in ``--timezone``) on the day the lead was
+    created is taken as at creation, not as before it (CRMs store a conversion date without its time); the
+    number of such closes is noted. Other closes before creation stay as they are (and are refused)."""
+    local = closed.dt.tz_convert(report.inputs.time.timezone)
+    midnight = local.notna() & (local == local.dt.normalize())
+    same_day = created.notna() & (
+        local.dt.normalize() == created.dt.tz_convert(report.inputs.time.timezone).dt.normalize()
+    )
+    moved = (midnight & same_day & (closed < created)).to_numpy(dtype=bool)
+    if moved.any():
+        report.notes.append(
+            f"{name}, column '{column}': {int(moved.sum()):,} close date(s) without a time, on the day the lead "
+            "was created, are taken as at creation"
+        )
+        closed = closed.where(~moved, created)
+    return closed
+
+
 def _blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
 
@@ -444,6 +465,7 @@ def validate_outcomes(
     outcome = pd.Series(np.where(is_won, "won", "lost"), index=frame.index)
     created = ids.map(leads.set_index("lead_id")["created_at"])
     check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
+    closed = same_day_close(closed, pd.to_datetime(created, utc=True), report, name, "closed_at")
     check.flag(
         (closed < created).fillna(False).to_numpy(dtype=bool), "closed_at", "outcome dated before the lead was created"
     )
@@ -613,6 +635,7 @@ def load_flat_export(
     won = flat_label_won(label, options, report, name)
     if options.close_column:
         closed = check.parse_time(options.close_column, optional=True)
+        closed = same_day_close(closed, renamed["created_at"], report, name, options.close_column)
         check.flag(
             (closed < renamed["created_at"]).fillna(False).to_numpy(dtype=bool),
             options.close_column,

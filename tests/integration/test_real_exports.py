@@ -4,6 +4,7 @@ column (issue 13)."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -305,3 +306,85 @@ def test_numeric_ids_from_parquet_are_text_without_a_decimal_point(tmp_path: Pat
     data = load(tmp_path)
     assert data.leads["lead_id"].tolist() == ["17", "18"]
     assert data.outcomes["lead_id"].tolist() == ["17"]
+
+
+# ---- the README's two recipes, run as written there on synthetic files of that shape ----
+
+
+def readme_command(starts: str) -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if x.startswith(starts)]
+    return shlex.split(line)[1:]  # without "leadscore"
+
+
+def demo_flat(n_leads: int = 6000) -> pd.DataFrame:
+    demo = generate_demo_data(n_leads=n_leads, seed=11)
+    flat = demo.leads.merge(demo.outcomes[["lead_id", "outcome", "closed_at"]], on="lead_id", how="left")
+    return flat.assign(won=flat["outcome"].eq("won"), closed_at=flat["closed_at"].where(flat["outcome"].eq("won")))
+
+
+def salesforce_report(flat: pd.DataFrame) -> pd.DataFrame:
+    """A Salesforce lead report: 18-character ids, US dates with AM/PM in the org's time zone, a date-only
+    Converted Date, a Status that sales fill in, Converted as 1/0."""
+    local = flat["created_at"].dt.tz_convert("America/New_York")
+    converted = flat["closed_at"].dt.tz_convert("America/New_York")
+    rng = np.random.default_rng(0)
+    status = np.where(
+        flat["won"], "Closed - Converted", rng.choice(["Open", "Working", "Closed - Not Converted"], len(flat))
+    )
+    return pd.DataFrame(
+        {
+            "Lead ID": "00Q5e0000" + flat["lead_id"].str[1:] + "AB",
+            "Company": "Company " + flat["lead_id"].str[-4:],
+            "Created Date": local.dt.strftime("%m/%d/%Y %I:%M %p"),
+            "Lead Source": flat["lead_source"].str.replace("_", " ").str.title(),
+            "Industry": flat["industry"].str.title(),
+            "Annual Revenue": flat["annual_revenue_musd"].mul(1e6).round(),
+            "Status": status,
+            "Converted": flat["won"].astype(int),
+            "Converted Date": converted.dt.strftime("%m/%d/%Y"),
+        }
+    )
+
+
+def hubspot_contacts(flat: pd.DataFrame) -> pd.DataFrame:
+    """A HubSpot contacts export: numeric record ids, times in the portal's zone without offset, a lifecycle
+    stage (customer when converted), Original Source in HubSpot's upper-case names."""
+    local = flat["created_at"].dt.tz_convert("Europe/Berlin")
+    customer = flat["closed_at"].dt.tz_convert("Europe/Berlin")
+    rng = np.random.default_rng(1)
+    stages = rng.choice(["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead"], len(flat))
+    return pd.DataFrame(
+        {
+            "Record ID": (np.arange(len(flat)) + 51_000_000_001).astype(str),
+            "Create Date": local.dt.strftime("%Y-%m-%d %H:%M"),
+            "Lifecycle Stage": np.where(flat["won"], "customer", stages),
+            "Became a Customer Date": customer.dt.strftime("%Y-%m-%d %H:%M"),
+            "Original Source": flat["lead_source"].str.upper(),
+            "Industry": flat["industry"],
+            "Number of Employees": flat["company_size"],
+            "Country/Region": flat["country"],
+        }
+    )
+
+
+RECIPES = {
+    "leadscore train --data salesforce_leads.csv": ("salesforce_leads.csv", salesforce_report),
+    "leadscore train --data hubspot_contacts.csv": ("hubspot_contacts.csv", hubspot_contacts),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_the_readme_recipes_train_on_exports_of_that_shape(recipe: str, tmp_path: Path) -> None:
+    file_name, make = RECIPES[recipe]
+    flat = demo_flat()
+    make(flat).to_csv(tmp_path / file_name, index=False)
+    args = readme_command(recipe)
+    args[args.index("--data") + 1] = str(tmp_path / file_name)
+    run = leadscore(tmp_path / "home", *args)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    wins = int(flat["won"].sum())
+    assert f"{wins:,} converted" in output  # every converted lead was read as converted
+    assert "dropped" not in output  # no row lost (a same-day date-only close is taken as at creation)
+    assert "model: leadscore version 1" in output
