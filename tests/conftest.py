@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env.update(extra)
     return env
+
+
+def leadscore(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the console script as a user does, with ``LEADSCORE_HOME`` set to ``home``."""
+    return subprocess.run(
+        [sys.executable, "-m", "leadscore", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(LEADSCORE_HOME=str(home), COLUMNS="200"),
+        check=False,
+    )
 
 
 # ---- shared worlds: a small demo CRM and trained, registered models ----

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from serving.store import KeyStore, make_engine
-from tests.conftest import TrainedWorld, clean_env
+from tests.conftest import TrainedWorld, leadscore
 
 REAL_EXPORT = Path(__file__).resolve().parents[3] / "shared" / "data" / "xeducation" / "Leads.csv"
 LEAKY = (
     "Lead Number,Tags,Lead Quality,Lead Profile,Asymmetrique Activity Index,Asymmetrique Profile Index,"
     "Asymmetrique Activity Score,Asymmetrique Profile Score,Last Activity,Last Notable Activity"
 )
-
-
-def leadscore(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "leadscore", *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(LEADSCORE_HOME=str(home), COLUMNS="200"),
-        check=False,
-    )
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ column (issue 13)."""
 from __future__ import annotations
 
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pandas as pd
 import pytest
 
 from features import build_features, infer_spec
-from tests.conftest import clean_env
+from tests.conftest import leadscore
 from training.data import CRMData, DataValidationError, InputOptions, load_crm_data
 from training.demo_data import generate_demo_data
 from training.reading import ReadOptions
@@ -241,16 +239,6 @@ def test_unknown_outcome_values_are_counted_by_value(tmp_path: Path) -> None:
     counts = {reason: n for (_, reason), n in data.report.counts.items()}
     assert [n for reason, n in counts.items() if "'Pending'" in reason] == [2]
     assert [n for reason, n in counts.items() if "'On hold'" in reason] == [1]
-
-
-def leadscore(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "leadscore", *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(LEADSCORE_HOME=str(home), COLUMNS="200"),
-        check=False,
-    )
 
 
 def test_a_refusal_shows_the_validation_report_first(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
