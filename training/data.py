@@ -53,8 +53,15 @@ EXAMPLES_PER_REASON = 5
 
 def outcome_key(value: object) -> str:
     """An outcome value as compared with the vocabularies: lower case, punctuation, ``_`` and ``-`` as
-    spaces, spaces collapsed ("Closed - Won" -> "closed won", "CLOSED_LOST" -> "closed lost")."""
+    spaces, spaces collapsed ("Closed - Won" -> "closed won", "CLOSED_LOST" -> "closed lost"); a whole
+    number written as a float is the integer ("1.0" -> "1")."""
     text = str(value).strip().lower()
+    try:
+        number = float(text)
+        if number.is_integer():  # "1.0" as pandas writes a float column with blanks
+            return str(int(number))
+    except (ValueError, OverflowError):
+        pass
     return " ".join("".join(ch if ch.isalnum() else " " for ch in text).split())
 
 
@@ -70,7 +77,9 @@ class InputOptions:
     lost_values: tuple[str, ...] = ()
 
     def won(self) -> frozenset[str]:
-        return WON_VALUES | {outcome_key(v) for v in self.won_values}
+        """The won values: a value the user names as lost is not won, even a built-in one ("Converted")."""
+        custom_lost = {outcome_key(v) for v in self.lost_values}
+        return (WON_VALUES - custom_lost) | {outcome_key(v) for v in self.won_values}
 
     def lost(self) -> frozenset[str]:
         custom_won = {outcome_key(v) for v in self.won_values}
@@ -283,6 +292,8 @@ class _Checker:
         missing = [c for c in columns if c not in self.frame.columns]
         if missing:
             have = ", ".join(map(str, self.frame.columns[:20]))
+            read = self.report.formats.get(self.name)
+            have += f"; read as {read}: check --delimiter, --encoding or --sheet" if read else ""
             raise DataValidationError(
                 [
                     DataIssue(self.name, None, c, f"required column is missing (columns present: {have})")
@@ -300,7 +311,7 @@ class _Checker:
         self.issues += [DataIssue(self.name, int(p) + 2, column, reason) for p in positions[:EXAMPLES_PER_REASON]]
         self.bad |= mask
 
-    def parse_time(self, column: str, *, optional: bool = False) -> pd.Series:
+    def parse_time(self, column: str, *, optional: bool = False, shown: str | None = None) -> pd.Series:
         """Parse a timestamp column to UTC, one reading for the whole column (:func:`parse_times`: naive
         times are in ``--timezone``); flag unparseable and out-of-range values.
 
@@ -309,13 +320,15 @@ class _Checker:
                 (``--timezone``, ``--date-format``) is invalid.
         """
         raw = self.frame[column]
+        column = shown or column
         missing = _blank(raw)
         try:
             parsed_times = parse_times(raw, file=self.name, column=column, options=self.report.inputs.time)
         except AmbiguousDates as err:
             raise DataValidationError([DataIssue(self.name, None, column, str(err).split(": ", 1)[-1])]) from err
-        except ValueError as err:
-            raise DataValidationError([DataIssue(self.name, None, column, str(err))]) from err
+        except (ValueError, TypeError) as err:  # an invalid option, or values no reading can hold together
+            reason = f"cannot read the times ({err}); give their format with --date-format"
+            raise DataValidationError([DataIssue(self.name, None, column, reason)]) from err
         parsed = parsed_times.values
         if not pd.api.types.is_datetime64_any_dtype(raw):
             self.report.time_readings[f"{self.name}, column '{column}'"] = parsed_times.reading
@@ -529,7 +542,14 @@ def load_crm_data(
     if len(data.leads) == 0:
         read = ", ".join(f"{name}: {rows:,} rows read" for name, rows in report.rows_read.items())
         raise DataValidationError(
-            [DataIssue(str(path), None, None, f"no valid lead is left ({read}); {'; '.join(report.lines()) or ''}")]
+            [
+                DataIssue(
+                    str(path),
+                    None,
+                    None,
+                    f"no valid lead is left ({read})" + "".join(f"; {line}" for line in report.lines()),
+                )
+            ]
         )
     if data.has_time or data.touchpoints is not None:
         data.data_end = explicit_end if explicit_end is not None else data.latest_time()
@@ -631,7 +651,7 @@ def load_flat_export(
     ids = check.lead_ids("lead_id", shown=options.id_column)
     check.flag(_blank(label), options.label_column, "missing label")
     if options.time_column:
-        renamed["created_at"] = check.parse_time("created_at")
+        renamed["created_at"] = check.parse_time("created_at", shown=options.time_column)
     won = flat_label_won(label, options, report, name)
     if options.close_column:
         closed = check.parse_time(options.close_column, optional=True)

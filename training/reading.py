@@ -10,6 +10,7 @@ validation. Semicolon files with decimal commas get dot decimals. Anything that 
 from __future__ import annotations
 
 import codecs
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,8 @@ def _read_text(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileForm
     delimiter = _check_delimiter(path, options.delimiter) if options.delimiter else None
     try:
         frame, delimiter = _read_delimited(path, head, truncated, encoding, delimiter)
+    except clevercsv.exceptions.Error as exc:  # e.g. NUL bytes: a binary file, or UTF-16 without its BOM
+        raise UnreadableFile(path, f"not a text table ({exc}); if it is UTF-16, give --encoding utf-16-le") from exc
     except UnicodeDecodeError as exc:
         if options.encoding or encoding in BOM_ENCODINGS:
             raise _undecodable(path, encoding, exc) from exc
@@ -148,8 +151,12 @@ def _read_text(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileForm
             frame, delimiter = _read_delimited(path, head, truncated, encoding, delimiter)
         except UnicodeDecodeError as again:
             raise _undecodable(path, encoding, again) from again
+    except UnicodeError as exc:  # e.g. "UTF-16 stream does not start with BOM"
+        raise UnreadableFile(path, f"cannot decode the file as {encoding} ({exc}); check --encoding") from exc
     _require_rows(path, frame)
-    decimal = "," if delimiter == ";" and _convert_decimal_commas(frame) else "."
+    # A decimal comma is possible wherever the comma is not the delimiter (semicolon files, and the tab files
+    # of Excel's "Unicode text" in a European locale).
+    decimal = "," if delimiter != "," and _convert_decimal_commas(frame) else "."
     given = tuple(name for name in ("encoding", "delimiter") if getattr(options, name))
     return frame, FileFormat("csv", encoding, delimiter, decimal, None, detected=len(given) < 2, given=given)
 
@@ -167,15 +174,23 @@ def _read_delimited(
         delimiter = dialect.delimiter if dialect is not None and dialect.delimiter in DELIMITERS else ","
         quotechar = (dialect.quotechar if dialect is not None else "") or '"'
     try:
-        frame = pd.read_csv(
-            path,
-            sep=delimiter,
-            quotechar=quotechar,
-            encoding=encoding,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # fields past the header would be lost
+            frame = pd.read_csv(
+                path,
+                sep=delimiter,
+                quotechar=quotechar,
+                encoding=encoding,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                index_col=False,  # a row with one field more than the header is an error, not an index column
+            )
+    except pd.errors.ParserWarning as exc:
+        reason = (
+            f"some rows have more fields than the header ({delimiter!r}-delimited); their last fields would be lost"
         )
+        raise UnreadableFile(path, reason) from exc
     except pd.errors.EmptyDataError as exc:
         raise UnreadableFile(path, "no header row (the file holds only blank lines)") from exc
     except pd.errors.ParserError as exc:

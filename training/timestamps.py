@@ -163,6 +163,8 @@ def _read_iso(text: pd.Series, arrow: pa.Array, zone: ZoneInfo) -> ParsedTimes:
 
 
 def _read_format(text: pd.Series, date_format: str, zone: ZoneInfo) -> ParsedTimes:
+    if "%" not in date_format:
+        raise ValueError(f"--date-format {date_format!r} has no strftime directive (e.g. '%d/%m/%Y %H:%M')")
     with_offset = "%z" in date_format
     try:
         parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=with_offset)

@@ -14,7 +14,7 @@ import pytest
 
 from features import build_features, infer_spec
 from tests.conftest import leadscore
-from training.data import CRMData, DataValidationError, InputOptions, load_crm_data
+from training.data import CRMData, DataValidationError, FlatExportOptions, InputOptions, load_crm_data
 from training.demo_data import generate_demo_data
 from training.reading import ReadOptions
 from training.timestamps import TimeOptions
@@ -376,3 +376,67 @@ def test_the_readme_recipes_train_on_exports_of_that_shape(recipe: str, tmp_path
     assert f"{wins:,} converted" in output  # every converted lead was read as converted
     assert "dropped" not in output  # no row lost (a same-day date-only close is taken as at creation)
     assert "model: leadscore version 1" in output
+
+
+# ---- what a review of issue 13 broke ----
+
+
+def test_a_value_named_lost_is_lost_even_when_the_built_in_list_says_won(tmp_path: Path) -> None:
+    """Many companies call a lead 'Converted' when it becomes an opportunity, not a win."""
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\n1,2026-01-01\n2,2026-01-02\n3,2026-01-03\n")
+    (tmp_path / "outcomes.csv").write_text(
+        "lead_id,outcome,closed_at\n1,Signed,2026-01-20\n2,Converted,2026-01-20\n3,1.0,2026-01-20\n"
+    )
+    data = load(tmp_path, won_values=("Signed",), lost_values=("Converted",))
+    assert data.outcomes.set_index("lead_id")["outcome"].to_dict() == {"1": "won", "2": "lost", "3": "won"}
+
+
+def test_rows_with_a_field_more_than_the_header(tmp_path: Path) -> None:
+    """A trailing delimiter on every row reads as the header says; a real extra field is refused by file."""
+    (tmp_path / "leads.csv").write_text("lead_id,created_at,source\n1,2026-01-01,web,\n2,2026-01-02,ads,\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n1,won,2026-01-20\n")
+    assert load(tmp_path).leads["lead_id"].tolist() == ["1", "2"]
+    (tmp_path / "leads.csv").write_text("lead_id,created_at,source\nA,1,2026-01-01,web\nB,2,2026-01-02,ads\n")
+    with pytest.raises(DataValidationError, match=r"leads\.csv: some rows have more fields than the header"):
+        load(tmp_path)
+
+
+def test_a_flat_exports_time_column_is_named_as_in_the_file(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text("Lead ID,Created Date,Converted\n001,01/02/2026,1\n002,03/04/2026,0\n")
+    options = FlatExportOptions(id_column="Lead ID", time_column="Created Date", label_column="Converted")
+    with pytest.raises(DataValidationError, match="column 'Created Date'"):
+        load_crm_data(tmp_path / "export.csv", flat=options)
+
+
+def test_decimal_commas_in_a_european_unicode_text_export(tmp_path: Path) -> None:
+    text = (
+        "lead_id\tcreated_at\tbudget\n1\t31.12.2025 14:56\t12,5\n2\t15.01.2026 10:00\t1.234,5\n3\t16.01.2026 09:00\t3\n"
+    )
+    (tmp_path / "leads.txt").write_bytes(text.encode("utf-16"))
+    (tmp_path / "outcomes.txt").write_bytes("lead_id\toutcome\tclosed_at\n1\twon\t20.01.2026 10:00\n".encode("utf-16"))
+    data = load(tmp_path)
+    assert data.leads["budget"].tolist() == [12.5, 1234.5, 3.0]
+    assert data.leads["created_at"].iloc[0] == pd.Timestamp("2025-12-31 14:56", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("content", "inputs", "says"),
+    [
+        (b"lead_id,created_at\n1,2026-01-01\x00\x00\n", {}, "not a text table"),
+        ("lead_id,created_at\n1,2026-01-01\n".encode("utf-16-le"), {}, "leads.csv"),
+        (b"lead_id,created_at\n1,2026-01-01\n", {"read": ReadOptions(encoding="utf-16")}, "--encoding"),
+        (b"lead_id,created_at\n1,2026-01-01\n", {"time": TimeOptions(date_format="nonsense")}, "strftime"),
+        (
+            b"lead_id,created_at\n1,2025-12-31T100000Z\n",
+            {"time": TimeOptions(timezone="America/New_York")},
+            "created_at",
+        ),
+        (b"lead_id,created_at\n1,2026-01-01\n", {"read": ReadOptions(delimiter=";")}, "read as CSV"),
+    ],
+)
+def test_broken_files_and_options_are_refused_by_name(tmp_path: Path, content: bytes, inputs: dict, says: str) -> None:
+    (tmp_path / "leads.csv").write_bytes(content)
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n1,won,2026-01-20\n")
+    with pytest.raises(DataValidationError) as err:
+        load(tmp_path, **inputs)
+    assert says in str(err.value) and "leads.csv" in str(err.value)
