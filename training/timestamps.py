@@ -1,5 +1,5 @@
-"""Timestamp columns of CRM exports, each read one way: ISO 8601, day- or month-first dates, epoch numbers or
-Excel serial days.
+"""Timestamp columns of CRM exports, each read one way: ISO 8601, day- or month-first dates, year-first dates
+(``2025/12/31``), dates with month names (``Dec 31, 2025``, ``31-Dec-2025``), epoch numbers or Excel serial days.
 
 A column is never read two ways. Its kind is decided on a sample of its values; day-first against month-first
 on all of them (day-first when some first part is above 12, month-first when some second part is). Values that
@@ -26,7 +26,17 @@ _DATE = (  # DD/MM/YYYY or MM/DD/YYYY with "/", "." or "-", then an optional tim
     r"(?:(?:\s+|T)(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<sec>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
     r"\s*(?P<half>[AaPp]\.?[Mm]\.?)?)?$"
 )
-_KINDS = {"ISO 8601": _ISO, "dates": _DATE, "numbers": _NUMBER}  # ties go to the first
+_YEAR_FIRST = r"^\d{4}[/.]\d{1,2}[/.]\d{1,2}(?:[T ]|$)"
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH_NAME = r"(?i)^(?:\d{1,2}[-\s]+)?(?:" + "|".join(_MONTHS) + r")[a-z]*\.?[-\s]"
+_KINDS = {  # ties go to the first
+    "ISO 8601": _ISO,
+    "dates": _DATE,
+    "year-first dates": _YEAR_FIRST,
+    "month names": _MONTH_NAME,
+    "numbers": _NUMBER,
+}
+_ZONE_SUFFIX = r"(\d)\s*(?:UTC|GMT)$"  # "2025-12-31 10:00:00 UTC": the same as Z
 # reading, plausible range [low, high) in units, nanoseconds per unit, rounding in ns, day 0 in days since
 # 1970-01-01, wall-clock (local) time?  Excel's 1900 system counts days from 1899-12-30.
 _NUMBER_READINGS = (
@@ -98,17 +108,37 @@ def parse_times(raw: pd.Series, *, file: str, column: str, options: TimeOptions 
     if options.date_format is not None:
         return _read_format(text, options.date_format, zone)
     arrow = pc.utf8_trim_whitespace(pa.array(text))
+    if pc.any(pc.match_substring_regex(arrow, _ZONE_SUFFIX)).as_py():
+        arrow = pc.replace_substring_regex(arrow, _ZONE_SUFFIX, r"\1Z")
+        text = pd.Series(arrow.to_numpy(zero_copy_only=False), index=raw.index, dtype="str")
     nonblank = _numpy(pc.greater(pc.utf8_length(arrow), 0), False)
     kind = _detect(arrow, nonblank)
     if kind == "ISO 8601":
         return _read_iso(text, arrow, zone)
     if kind == "dates":
         return _read_dates(arrow, nonblank, raw, file, column, options.dayfirst, zone)
+    if kind == "year-first dates":  # always year, month, day: as DD/MM/YYYY
+        day_first = pc.replace_substring_regex(arrow, r"^(\d{4})[/.](\d{1,2})[/.](\d{1,2})", r"\3/\2/\1")
+        read = _read_dates(day_first, nonblank, raw, file, column, True, zone)
+        return ParsedTimes(read.values, read.reading.replace("day-first dates (DD/MM/YYYY)", "year-first dates"))
+    if kind == "month names":
+        read = _read_dates(_month_names_as_numbers(arrow), nonblank, raw, file, column, True, zone)
+        return ParsedTimes(read.values, read.reading.replace("day-first dates (DD/MM/YYYY)", "dates with month names"))
     if kind == "numbers":
         numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         return _read_numbers(numbers, raw, zone)
     reading = "no recognised timestamp format (give one with --date-format)" if nonblank.any() else "empty"
     return ParsedTimes(_naive(np.full(len(raw), _NAT), raw).dt.tz_localize("UTC"), reading)
+
+
+def _month_names_as_numbers(arrow: pa.Array) -> pa.Array:
+    """``Dec 31, 2025 2:56 PM``, ``December 31 2025``, ``31-Dec-2025``, ``31 Dec 2025 14:56`` -> ``31/12/2025 ...``
+    (a month name leaves no doubt about the order)."""
+    marked = arrow
+    for number, name in enumerate(_MONTHS, start=1):
+        marked = pc.replace_substring_regex(marked, rf"(?i)\b{name}[a-z]*\.?", f"M{number}M")
+    month_first = pc.replace_substring_regex(marked, r"^M(\d{1,2})M\s+(\d{1,2}),?\s+(\d{4})", r"\2/\1/\3")
+    return pc.replace_substring_regex(month_first, r"^(\d{1,2})[-\s]+M(\d{1,2})M[-\s,]+(\d{4})", r"\1/\2/\3")
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -178,7 +178,7 @@ def test_the_result_keeps_the_input_index_and_blank_columns_are_all_missing(dtyp
 
 
 def test_text_in_no_known_format_is_unparseable_and_points_to_the_date_format_option() -> None:
-    parsed = read("Dec 31, 2025", "Feb 1, 2025")
+    parsed = read("the 31st of December", "Q1 2025")
     assert parsed.values.isna().all() and "--date-format" in parsed.reading
 
 
@@ -212,3 +212,23 @@ def test_any_instant_in_any_format_reads_back_at_its_precision(name: str, instan
     truth = pd.Timestamp(instant).floor(precision)
     values = [write(truth.to_pydatetime())] + ([anchor] if anchor else [])
     assert times(*values)[0] == truth.tz_localize("UTC")
+
+
+@pytest.mark.parametrize(
+    ("values", "reading"),
+    [
+        (["2025/12/31 14:56", "2026/1/5"], "year-first dates"),
+        (["2025.12.31 14:56", "2026.01.05"], "year-first dates"),
+        (["Dec 31, 2025 2:56 PM", "January 5, 2026"], "dates with month names"),
+        (["31-Dec-2025 14:56", "05 Jan 2026"], "dates with month names"),
+        (["2025-12-31 14:56:00 UTC", "2026-01-05 00:00 GMT"], "ISO 8601"),
+    ],
+)
+def test_unambiguous_formats_the_old_loader_read_are_still_read(values: list[str], reading: str) -> None:
+    """Year-first dates are always year, month, day; a month name leaves no doubt; a 'UTC' suffix is Z."""
+    parsed = parse_times(pd.Series(values), file="f.csv", column="c", options=TimeOptions(timezone="Europe/Berlin"))
+    assert parsed.reading.startswith(reading)
+    expected = [pd.Timestamp("2025-12-31 14:56"), pd.Timestamp("2026-01-05")]
+    if reading != "ISO 8601":  # naive: wall-clock times in Berlin (UTC+1 in winter)
+        expected = [t - pd.Timedelta(hours=1) for t in expected]
+    assert list(parsed.values) == [t.tz_localize("UTC") for t in expected]
