@@ -106,7 +106,15 @@ Encoding = Annotated[
     str | None, typer.Option(help="Encoding of text files (e.g. utf-8, cp1252, utf-16). Default: detected.")
 ]
 Sheet = Annotated[
-    str | None, typer.Option(help="Excel workbooks: the sheet, by name or 0-based number. Default: the first.")
+    str | None,
+    typer.Option(
+        help="Excel workbooks: the sheet, by name or 0-based number, or one per table "
+        "('leads=Leads,outcomes=Deals'). Default: the first."
+    ),
+]
+Decimal = Annotated[
+    str | None,
+    typer.Option(help="Decimal mark of text files not delimited by commas: ',' or '.'. Default: detected."),
 ]
 DateFormat = Annotated[
     str | None,
@@ -130,6 +138,7 @@ def _inputs(
     delimiter: str | None,
     encoding: str | None,
     sheet: str | None,
+    decimal: str | None,
     date_format: str | None,
     dayfirst: bool | None,
     timezone: str,
@@ -140,8 +149,15 @@ def _inputs(
     from training.reading import ReadOptions
     from training.timestamps import TimeOptions
 
+    pairs = [part.split("=", 1) for part in _columns(sheet)] if sheet and "=" in sheet else []
+    if any(len(pair) != 2 or pair[0].strip() not in ("leads", "touchpoints", "outcomes") for pair in pairs):
+        raise typer.BadParameter(
+            "one sheet for all, or TABLE=SHEET for leads, touchpoints, outcomes", param_hint="--sheet"
+        )
+    sheets = {table.strip(): name.strip() for table, name in pairs}
     return InputOptions(
-        read=ReadOptions(delimiter=delimiter, encoding=encoding, sheet=sheet),
+        read=ReadOptions(delimiter=delimiter, encoding=encoding, sheet=None if sheets else sheet, decimal=decimal),
+        sheets=sheets,
         time=TimeOptions(date_format=date_format, dayfirst=dayfirst, timezone=timezone),
         won_values=_columns(won_values),
         lost_values=_columns(lost_values),
@@ -164,7 +180,10 @@ def train(
     ] = "creation,activity,periodic",
     every_days: Annotated[int, typer.Option(help="Days between periodic scoring moments.", min=1)] = 30,
     max_lead_age_days: Annotated[int, typer.Option(help="No scoring moments after this lead age.", min=1)] = 180,
-    tune: Annotated[bool, typer.Option(help="Choose among a few LightGBM settings on the calibration window.")] = True,
+    tune: Annotated[
+        bool,
+        typer.Option(help="Choose among a few LightGBM and logistic regression settings on the calibration window."),
+    ] = True,
     id_column: IdColumn = None,
     time_column: TimeColumn = None,
     close_column: CloseColumn = None,
@@ -175,6 +194,7 @@ def train(
     delimiter: Delimiter = None,
     encoding: Encoding = None,
     sheet: Sheet = None,
+    decimal: Decimal = None,
     date_format: DateFormat = None,
     dayfirst: DayFirst = None,
     timezone: Timezone = "UTC",
@@ -203,7 +223,7 @@ def train(
         strict=strict,
         exclude_columns=_columns(exclude_columns),
         data_end=data_end,
-        inputs=_inputs(delimiter, encoding, sheet, date_format, dayfirst, timezone, won_values, lost_values),
+        inputs=_inputs(delimiter, encoding, sheet, decimal, date_format, dayfirst, timezone, won_values, lost_values),
         horizon_days=horizon_days,
         moment_at_creation="creation" in kinds,
         moment_after_activity="activity" in kinds,
@@ -268,6 +288,7 @@ def score(
     delimiter: Delimiter = None,
     encoding: Encoding = None,
     sheet: Sheet = None,
+    decimal: Decimal = None,
     date_format: DateFormat = None,
     dayfirst: DayFirst = None,
     timezone: Timezone = "UTC",
@@ -297,7 +318,7 @@ def score(
             flat=_flat_options(id_column, time_column, label_column, positive_label),
             strict=strict,
             exclude_columns=_columns(exclude_columns),
-            inputs=_inputs(delimiter, encoding, sheet, date_format, dayfirst, timezone, None, None),
+            inputs=_inputs(delimiter, encoding, sheet, decimal, date_format, dayfirst, timezone, None, None),
         )
     except (NoChampionModel, DataValidationError) as err:
         console.print(f"[red]error:[/red] {err}")

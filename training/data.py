@@ -73,6 +73,7 @@ class InputOptions:
 
     read: ReadOptions = field(default_factory=ReadOptions)
     time: TimeOptions = field(default_factory=TimeOptions)
+    sheets: dict[str, str] = field(default_factory=dict)  # table (file stem) -> its sheet; else ``read.sheet``
     won_values: tuple[str, ...] = ()
     lost_values: tuple[str, ...] = ()
 
@@ -255,6 +256,8 @@ def read_table(path: Path, report: ValidationReport | None = None) -> pd.DataFra
         DataValidationError: the file cannot be read (unknown type, undecodable, ragged rows, no rows...).
     """
     options = report.inputs.read if report is not None else ReadOptions()
+    if report is not None and path.stem in report.inputs.sheets:
+        options = replace(options, sheet=report.inputs.sheets[path.stem])
     try:
         frame, found = read_any_table(path, options)
     except UnreadableFile as err:

@@ -63,6 +63,7 @@ class ReadOptions:
     delimiter: str | None = None  # one character, or "tab" / "\\t" / "comma" / "semicolon" / "pipe"
     encoding: str | None = None  # any Python codec name, e.g. "cp1252"
     sheet: str | int | None = None  # Excel: sheet name or 0-based index
+    decimal: str | None = None  # "," or "." (--decimal): the decimal mark of a file not delimited by commas
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class FileFormat:
     sheet: str | None
     detected: bool  # False when everything came from overrides
     given: tuple[str, ...] = ()  # names of the fields taken from ReadOptions rather than detected
+    ambiguous: tuple[str, ...] = ()  # number columns like "1.500" read with '.' as the decimal point, unsure
 
     def describe(self) -> str:
         """One human line, e.g. "CSV, cp1252 (detected), ';'-delimited (detected), decimal comma"."""
@@ -87,7 +89,13 @@ class FileFormat:
         parts = ["CSV", f"{self.encoding} ({self._source('encoding')})"]
         parts.append(f"{delimiter}-delimited ({self._source('delimiter')})")
         if self.decimal == ",":
-            parts.append("decimal comma")
+            parts.append(f"decimal comma ({self._source('decimal')})")
+        if self.ambiguous:
+            columns = ", ".join(f"'{c}'" for c in self.ambiguous)
+            parts.append(
+                f"'.' read as the decimal point in {columns} (1.500 is 1.5; if '.' groups thousands there, "
+                "give --decimal ',')"
+            )
         return ", ".join(parts)
 
     def _source(self, field: str) -> str:
@@ -156,9 +164,21 @@ def _read_text(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileForm
     _require_rows(path, frame)
     # A decimal comma is possible wherever the comma is not the delimiter (semicolon files, and the tab files
     # of Excel's "Unicode text" in a European locale).
-    decimal = "," if delimiter != "," and _convert_decimal_commas(frame) else "."
-    given = tuple(name for name in ("encoding", "delimiter") if getattr(options, name))
-    return frame, FileFormat("csv", encoding, delimiter, decimal, None, detected=len(given) < 2, given=given)
+    if options.decimal not in (None, ",", "."):
+        raise UnreadableFile(path, f"decimal mark {options.decimal!r} given: use ',' or '.'")
+    converted, ambiguous = (False, ()) if delimiter == "," else _convert_decimal_commas(frame, options.decimal)
+    decimal = "," if converted else "."
+    given = tuple(name for name in ("encoding", "delimiter", "decimal") if getattr(options, name))
+    return frame, FileFormat(
+        "csv",
+        encoding,
+        delimiter,
+        decimal,
+        None,
+        detected=not {"encoding", "delimiter"} <= set(given),
+        given=given,
+        ambiguous=ambiguous,
+    )
 
 
 def _read_delimited(
@@ -271,22 +291,33 @@ def _require_rows(path: Path, frame: pd.DataFrame, where: str = "the file") -> N
         raise UnreadableFile(path, f"{where} is empty")
 
 
-def _convert_decimal_commas(frame: pd.DataFrame) -> bool:
-    """Turn "1.234,5" into "1234.5" in each column whose cells are all such numbers, one at least with a comma.
+def _convert_decimal_commas(frame: pd.DataFrame, decimal: str | None = None) -> tuple[bool, tuple[str, ...]]:
+    """Turn "1.234,5" into "1234.5" in the columns whose cells are all numbers in the decimal-comma form.
 
-    Columns holding any other text (names, ids with letters, lists such as "3,4,5") are left alone, and so
-    are columns without a decimal comma (ids like "00017"). Returns whether any column was converted.
+    A column with a decimal comma in some cell is converted. It also shows that the file was written with a
+    decimal comma, so that columns whose numbers only have '.' thousands groups ("1.500", "12.000") are
+    converted too (1500, 12000). Without that evidence such columns are left as they are ("1.500" reads
+    1.5) and returned as ambiguous, for the report. ``decimal`` ("," or ".", ``--decimal``) decides instead
+    of the evidence. Columns holding any other text (names, ids with letters, lists such as "3,4,5") are
+    left alone. Returns (whether any column was converted, the ambiguous columns).
     """
-    converted = False
+    if decimal == ".":
+        return False, ()
+    with_comma, grouped = [], []
     for column in frame.columns:
-        values = frame[column]
-        present = values.dropna()
+        present = frame[column].dropna()
         if present.empty or not present.head(1000).str.fullmatch(LOCALE_NUMBER).all():  # cheap rejection first
             continue
-        if present.str.contains(",", regex=False).any() and present.str.fullmatch(LOCALE_NUMBER).all():
-            frame[column] = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-            converted = True
-    return converted
+        if not present.str.fullmatch(LOCALE_NUMBER).all():
+            continue
+        if present.str.contains(",", regex=False).any():
+            with_comma.append(column)
+        elif present.str.contains(r"\d\.\d{3}", regex=True).any():
+            grouped.append(column)
+    european = decimal == "," or bool(with_comma)
+    for column in with_comma + (grouped if european else []):
+        frame[column] = frame[column].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    return bool(with_comma or (european and grouped)), () if european else tuple(map(str, grouped))
 
 
 def _read_excel(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileFormat]:

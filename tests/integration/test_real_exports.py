@@ -440,3 +440,40 @@ def test_broken_files_and_options_are_refused_by_name(tmp_path: Path, content: b
     with pytest.raises(DataValidationError) as err:
         load(tmp_path, **inputs)
     assert says in str(err.value) and "leads.csv" in str(err.value)
+
+
+def test_each_workbook_of_a_directory_can_name_its_own_sheet(tables: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    directory = tmp_path / "books"
+    directory.mkdir()
+    for name, sheet in (("leads", "Leads"), ("touchpoints", "Activities"), ("outcomes", "Deals")):
+        frame = tables[name].head(40)
+        with pd.ExcelWriter(directory / f"{name}.xlsx", engine="openpyxl") as book:
+            pd.DataFrame({"note": ["cover"]}).to_excel(book, sheet_name="Info", index=False)
+            frame.assign(**{TIMES[name]: frame[TIMES[name]].dt.tz_localize(None)}).to_excel(
+                book, sheet_name=sheet, index=False
+            )
+    data = load(directory, sheets={"leads": "Leads", "touchpoints": "Activities", "outcomes": "Deals"})
+    assert len(data.leads) == 40 and data.report.formats["outcomes.xlsx"] == "Excel workbook, sheet 'Deals' (given)"
+    with pytest.raises(DataValidationError, match=r"sheet 'Info' \(first sheet\): check --delimiter"):
+        load(directory)  # the first sheet is a cover: the message says which sheet was read
+    run = leadscore(
+        tmp_path / "home",
+        "train",
+        "--data",
+        str(directory),
+        "--sheet",
+        "leads=Leads, touchpoints=Activities,outcomes=Deals",
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stdout + run.stderr  # 40 leads: too few to train
+    assert "outcomes.xlsx: Excel workbook, sheet 'Deals' (given)" in run.stdout + run.stderr
+    bad = leadscore(tmp_path / "home", "train", "--data", str(directory), "--sheet", "deals=Deals")
+    assert bad.returncode == 2 and "--sheet" in bad.stdout + bad.stderr
+
+
+def test_a_semicolon_file_with_thousands_groups_and_no_decimal_comma_says_how_it_read_them(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id;created_at;budget\n1;2026-01-01;1.500\n2;2026-01-02;12.000\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id;outcome;closed_at\n1;won;2026-01-20\n")
+    data = load(tmp_path)
+    assert data.leads["budget"].tolist() == [1.5, 12.0]
+    assert "'.' read as the decimal point in 'budget'" in data.report.formats["leads.csv"]
+    assert load(tmp_path, read=ReadOptions(decimal=",")).leads["budget"].tolist() == [1500.0, 12000.0]

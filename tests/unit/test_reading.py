@@ -120,7 +120,24 @@ def test_decimal_commas_become_dots_only_in_all_number_columns(tmp_path: Path) -
     assert frame["lead_id"].tolist() == ["00017", "00018", "00019"]  # ids untouched
     assert frame["tags"].tolist()[:2] == ["3,4,5", "10,11,12"]  # lists, not numbers
     assert frame["note"].tolist()[:2] == ["2,5", "n/a"]  # a column holding text is left alone
-    assert frame["version"].tolist()[:2] == ["1.234", "1.500"]  # no decimal comma: ambiguous, untouched
+    # The file writes decimal commas, so '.' groups thousands in a column of only such numbers too
+    assert frame["version"].tolist()[:2] == ["1234", "1500"]
+    assert fmt.ambiguous == ()
+
+
+def test_thousands_groups_without_a_decimal_comma_are_ambiguous_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "deals.csv"
+    path.write_text("lead_id;budget;score\n1;1.500;0.5\n2;12.000;0.25\n3;7;1\n")
+    frame, fmt = read_table(path)
+    assert frame["budget"].tolist() == ["1.500", "12.000", "7"] and fmt.decimal == "."
+    assert fmt.ambiguous == ("budget",)
+    assert "'.' read as the decimal point in 'budget'" in fmt.describe() and "--decimal ','" in fmt.describe()
+    frame, fmt = read_table(path, ReadOptions(decimal=","))
+    assert frame["budget"].tolist() == ["1500", "12000", "7"]
+    assert frame["score"].tolist() == ["0.5", "0.25", "1"]  # not a decimal-comma number: left alone
+    assert fmt.describe().endswith("decimal comma (given)")
+    frame, _ = read_table(tmp_path / "deals.csv", ReadOptions(decimal="."))
+    assert frame["budget"].tolist() == ["1.500", "12.000", "7"]
 
 
 def test_commas_in_a_comma_file_are_not_decimals(tmp_path: Path) -> None:
@@ -171,7 +188,7 @@ def test_a_given_encoding_never_leaves_the_bom_in_the_first_column(tmp_path: Pat
 def test_describe_says_what_was_detected(tmp_path: Path) -> None:
     writer, _ = TEXT_SHAPES["excel europe: semicolon, decimal comma, cp1252"]
     _, fmt = read_table(writer(tmp_path))
-    assert fmt.describe() == "CSV, cp1252 (detected), ';'-delimited (detected), decimal comma"
+    assert fmt.describe() == "CSV, cp1252 (detected), ';'-delimited (detected), decimal comma (detected)"
     _, fmt = read_table(write_text(tmp_path / "leads.tsv", clean_frame(), sep="\t"))
     assert fmt.describe() == "CSV, utf-8 (detected), tab-delimited (detected)"
 
