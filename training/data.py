@@ -356,6 +356,14 @@ class _Checker:
         else:
             ids = raw.astype(str).str.strip()
         shown = shown or column
+        if self.report.formats.get(self.name, "").startswith("Excel"):
+            long_numbers = int(ids.str.fullmatch(r"\d{16,}").fillna(False).sum())
+            if long_numbers:
+                self.report.notes.append(
+                    f"{self.name}, column '{shown}': {long_numbers:,} id(s) of 16 or more digits in a workbook; a "
+                    "number cell keeps only 15 significant digits, so if they were stored as numbers they were "
+                    "rounded (store ids as text)"
+                )
         self.flag(_blank(raw), shown, "missing lead id")
         self.flag(
             ids.str.fullmatch(SCIENTIFIC_ID).fillna(False).to_numpy(dtype=bool),

@@ -328,6 +328,14 @@ def _read_excel(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileFor
             sheet = _pick_sheet(path, names, options.sheet)
             frame = pd.read_excel(book, sheet_name=sheet, dtype=str, keep_default_na=False, na_values=[""])
     except CalamineError as exc:
+        with path.open("rb") as handle:
+            start = handle.read(512).lstrip().lower()
+        if start.startswith((b"<!doctype html", b"<html", b"<table", b"<?xml")):
+            reason = (
+                "an HTML or XML page named as a workbook (some CRMs export so): open it in Excel and save it as "
+                ".xlsx or .csv"
+            )
+            raise UnreadableFile(path, reason) from exc
         raise UnreadableFile(path, f"not a readable Excel workbook ({exc})") from exc
     frame.columns = pd.Index([str(column) for column in frame.columns])
     _require_rows(path, frame, where=f"sheet '{sheet}'")

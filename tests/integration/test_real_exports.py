@@ -477,3 +477,14 @@ def test_a_semicolon_file_with_thousands_groups_and_no_decimal_comma_says_how_it
     assert data.leads["budget"].tolist() == [1.5, 12.0]
     assert "'.' read as the decimal point in 'budget'" in data.report.formats["leads.csv"]
     assert load(tmp_path, read=ReadOptions(decimal=",")).leads["budget"].tolist() == [1500.0, 12000.0]
+
+
+def test_long_numeric_ids_in_a_workbook_are_noted(tmp_path: Path) -> None:
+    """Excel keeps 15 significant digits of a number: an 18-digit id stored as a number was rounded."""
+    pd.DataFrame({"lead_id": [123456789012345678, 17], "created_at": ["2026-01-01", "2026-01-02"]}).to_excel(
+        tmp_path / "leads.xlsx", index=False
+    )
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n17,won,2026-01-20\n")
+    data = load(tmp_path)
+    (note,) = [n for n in data.report.notes if "16 or more digits" in n]
+    assert note.startswith("leads.xlsx, column 'lead_id': 1 id(s)")

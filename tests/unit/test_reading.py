@@ -309,6 +309,13 @@ def test_broken_input_raises_unreadable_file_naming_it(tmp_path: Path, case: str
     assert says in err.value.reason
 
 
+def test_an_html_page_named_xls_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "leads.xls"
+    path.write_text("<html><body><table><tr><td>lead_id</td></tr><tr><td>1</td></tr></table></body></html>")
+    with pytest.raises(UnreadableFile, match=r"HTML or XML page named as a workbook.*save it as \.xlsx or \.csv"):
+        read_table(path)
+
+
 def test_a_header_alone_is_an_empty_table_with_its_columns(tmp_path: Path) -> None:
     frame, _ = read_table(only_header(tmp_path))
     assert frame.empty and len(frame.columns) > 1
