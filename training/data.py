@@ -264,6 +264,9 @@ def read_table(path: Path, report: ValidationReport | None = None) -> pd.DataFra
         raise DataValidationError([DataIssue(str(path), None, None, err.reason)]) from err
     if report is not None:
         report.formats[path.name] = found.describe()
+        ignored = [f"--{name}" for name in ("delimiter", "encoding", "decimal") if getattr(options, name)]
+        if found.kind != "csv" and ignored:
+            report.formats[path.name] += f" ({' and '.join(ignored)} do not apply to it)"
     return frame
 
 
