@@ -339,7 +339,8 @@ class _Checker:
         except AmbiguousDates as err:
             raise DataValidationError([DataIssue(self.name, None, column, str(err).split(": ", 1)[-1])]) from err
         except (ValueError, TypeError) as err:  # an invalid option, or values no reading can hold together
-            reason = f"cannot read the times ({err}); give their format with --date-format"
+            option = str(err).startswith("--")  # the option is named in the message already
+            reason = str(err) if option else f"cannot read the times ({err}); give their format with --date-format"
             raise DataValidationError([DataIssue(self.name, None, column, reason)]) from err
         parsed = parsed_times.values
         if not pd.api.types.is_datetime64_any_dtype(raw):
