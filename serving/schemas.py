@@ -57,7 +57,10 @@ class ScoreOut(msgspec.Struct, kw_only=True, gc=False):
     engagement: (
         Annotated[int, msgspec.Meta(description="0-100: the score from what the lead does (touches) alone.")] | None
     )
-    trend: Literal["rising", "steady", "falling"]
+    trend: Annotated[
+        Literal["rising", "steady", "falling", "new"],
+        msgspec.Meta(description="The score against 7 days before; 'new': the lead is younger than that."),
+    ]
     reasons: list[ReasonOut]
     model_version: str
     threshold_version: int

@@ -34,12 +34,14 @@ class Threshold:
 
 
 def check_times(columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_future: timedelta, batch: bool) -> None:
-    """422 listing the fields with a time before 1970 or after ``latest`` (ns; ``max_future`` from now)."""
+    """422 listing the fields with a time before 1970 or after ``latest`` (ns; ``max_future`` from now), and
+    the leads created after the ``as_of`` they are scored at (nothing is known of a lead before it exists)."""
     earliest_seen, latest_seen = columns.time_range_ns
     as_of = as_of_ns.tolist()
     if as_of:
         earliest_seen, latest_seen = min(earliest_seen, *as_of), max(latest_seen, *as_of)
-    if earliest_seen >= 0 and latest_seen <= latest:
+    unborn = columns.created_ns > as_of_ns
+    if earliest_seen >= 0 and latest_seen <= latest and not unborn.any():
         return  # the usual case: every time is in range
     lead_path: Callable[[int], list[str | int]] = (lambda i: ["body", "leads", i]) if batch else (lambda i: ["body"])
     late = f"timestamp more than {max_future.days} day(s) in the future"
@@ -53,6 +55,8 @@ def check_times(columns: RecordColumns, as_of_ns: np.ndarray, latest: int, max_f
         # each kind up to one more than is listed: whichever come first in the body, the answer has them
         for i in np.flatnonzero((values < 0) | (values > latest))[: InvalidLeadData.MAX_LISTED + 1].tolist():
             found.append(((lead_of(i), rank, i), path(i), "timestamp before 1970" if values[i] < 0 else late))
+    for i in np.flatnonzero(unborn)[: InvalidLeadData.MAX_LISTED + 1].tolist():
+        found.append(((i, 0, i), [*lead_path(i), "created_at"], "created after as_of: the lead did not exist yet"))
     raise InvalidLeadData.listing([(loc, message) for _, loc, message in sorted(found, key=lambda f: f[0])])
 
 
@@ -81,6 +85,7 @@ def score_leads(
     both = build_features_from_columns(columns, times, model.spec)  # lead 0 now, before, lead 1 now, ...
     p_all = model.predict_proba(both)
     probabilities, scores = p_all[0::2].tolist(), model.score(p_all).tolist()  # plain floats from here on
+    new = (columns.created_ns > times[:, 1]).tolist()  # younger than the trend's week: nothing to compare with
     explanations = model.explain(both[0::2], [lead.attributes for lead in leads]) if explain else None
     version, cutoffs = serving.loaded.version, threshold.cutoffs
     out = []
@@ -96,7 +101,13 @@ def score_leads(
                 qualified=p >= cutoffs.qualified,
                 fit=e.fit if e else None,
                 engagement=e.engagement if e else None,
-                trend="rising" if change >= TREND_POINTS else "falling" if change <= -TREND_POINTS else "steady",
+                trend="new"
+                if new[i]
+                else "rising"
+                if change >= TREND_POINTS
+                else "falling"
+                if change <= -TREND_POINTS
+                else "steady",
                 reasons=[ReasonOut(feature=r.feature, description=r.description, impact=r.impact) for r in e.reasons]
                 if e
                 else [],

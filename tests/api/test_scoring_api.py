@@ -253,6 +253,30 @@ def test_422_lists_every_time_out_of_range(server: Server) -> None:
     ]
 
 
+def test_a_lead_created_after_its_as_of_is_a_422_naming_created_at(server: Server) -> None:
+    detail = _422(server, lead_body(created_at="2026-05-02T00:00:00Z", touchpoints=[]))
+    assert [(d["loc"], d["msg"]) for d in detail] == [
+        (["body", "created_at"], "created after as_of: the lead did not exist yet")
+    ]
+
+
+def test_the_trend_of_a_lead_younger_than_a_week_says_new(server: Server) -> None:
+    """Its score a week ago would be that of a lead that did not exist yet."""
+    with server.client() as c:
+        young = c.post(
+            "/v1/score",
+            json=lead_body(created_at="2026-04-27T00:00:00Z", touchpoints=[]),
+            headers=server.headers("crm"),
+        )
+        week_old = c.post(
+            "/v1/score",
+            json=lead_body(created_at="2026-04-23T00:00:00Z", touchpoints=[]),
+            headers=server.headers("crm"),
+        )
+    assert young.status_code == 200 and young.json()["trend"] == "new"
+    assert week_old.status_code == 200 and week_old.json()["trend"] in ("rising", "steady", "falling")
+
+
 def test_batch_422_lists_the_fields_of_every_lead_and_says_when_it_stops(server: Server) -> None:
     leads = [lead_body(lead_id="ok"), lead_body(lead_id=""), lead_body(), lead_body(created_at=7)]
     with server.client() as c:
