@@ -397,29 +397,37 @@ def build_features_from_columns(columns: RecordColumns, as_of_ns: np.ndarray, sp
     return _feature_matrix(spec, rows, touches, columns.created_ns, attrs)
 
 
+LABEL_MEMO_LIMIT = 10_000  # raw labels remembered per vocabulary; free text past it is coded each time
+
+
 def _touch_label_codes(touches: Sequence[TouchLike], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     """Type and channel codes of the touches in the spec's vocabularies (unknown or missing: ``other``), as
-    :func:`encode_labels` gives them; through memos of raw labels, learning the labels not seen yet."""
-    types, channels = _raw_lookup(spec.type_vocab), _raw_lookup(spec.channel_vocab)
+    :func:`encode_labels` gives them; through memos of raw labels shared by the server's threads.
 
-    def read() -> tuple[np.ndarray, np.ndarray]:
+    The memos only grow (to :data:`LABEL_MEMO_LIMIT` labels each) and are never cleared: a reader in
+    another thread never loses a label it has just looked up, so no lock is needed (a dict's get and set
+    are atomic in CPython).
+    """
+    types, channels = _raw_lookup(spec.type_vocab), _raw_lookup(spec.channel_vocab)
+    try:  # the usual case: every label seen before
         return (
             np.array([types[touch.touch_type] for touch in touches], dtype=np.int64),
             np.array([channels[touch.channel] for touch in touches], dtype=np.int64),
         )
+    except KeyError:
+        return (
+            np.array([_memo_code(types, t.touch_type, spec.type_vocab) for t in touches], dtype=np.int64),
+            np.array([_memo_code(channels, t.channel, spec.channel_vocab) for t in touches], dtype=np.int64),
+        )
 
-    try:
-        return read()
-    except KeyError:  # labels not seen yet: learn them (bounding the memos), then read again
-        for codes in (types, channels):
-            if len(codes) > 10_000:
-                codes.clear()
-        for touch in touches:
-            if touch.touch_type not in types:
-                types[touch.touch_type] = _code_of(touch.touch_type, spec.type_vocab)
-            if touch.channel not in channels:
-                channels[touch.channel] = _code_of(touch.channel, spec.channel_vocab)
-    return read()
+
+def _memo_code(memo: dict[str | None, int], value: str | None, vocab: tuple[str, ...]) -> int:
+    code = memo.get(value)
+    if code is None:
+        code = _code_of(value, vocab)
+        if len(memo) < LABEL_MEMO_LIMIT:
+            memo[value] = code
+    return code
 
 
 @functools.lru_cache(maxsize=64)

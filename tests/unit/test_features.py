@@ -400,3 +400,47 @@ def test_raw_values_find_the_codes_their_keys_find(values: list[object]) -> None
     np.testing.assert_array_equal(
         build_features_from_records(raw, T0 + days(1), spec), build_features_from_records(keyed, T0 + days(1), spec)
     )
+
+
+def test_free_text_touch_labels_from_many_threads_never_fail_and_read_as_one_thread_reads_them() -> None:
+    """Three threads scoring leads whose touch types are free text, past the memo's bound (a memo cleared by
+    one thread while another read it once raised KeyError)."""
+    import sys
+    import threading
+
+    import features.build as build
+
+    def records(thread: int, round_: int) -> list[LeadRecord]:
+        touches = [
+            TouchRecord(
+                T0 + timedelta(hours=i), f"Free text {thread}-{round_}-{i}" if i % 2 else "Demo Request ", "web"
+            )
+            for i in range(20)
+        ]
+        return [LeadRecord(f"L{thread}", T0, make_lead(), touches)]
+
+    expected = build_features_from_records(records(9, 0), T0 + timedelta(days=2), SPEC)
+    errors: list[BaseException] = []
+
+    def work(thread: int) -> None:
+        try:
+            for round_ in range(300):
+                got = build_features_from_records(records(thread, round_), T0 + timedelta(days=2), SPEC)
+                np.testing.assert_array_equal(got, expected)  # unknown labels are 'other' whatever the memo holds
+        except BaseException as err:
+            errors.append(err)
+
+    limit, switch = build.LABEL_MEMO_LIMIT, sys.getswitchinterval()
+    build.LABEL_MEMO_LIMIT = 50  # reach the bound within the test
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a race shows within the test's rounds
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        build.LABEL_MEMO_LIMIT = limit
+        sys.setswitchinterval(switch)
+    assert not errors, errors[0]
+    assert len(build._raw_lookup(SPEC.type_vocab)) <= 50 + 3  # bounded (a few threads may add at once)
