@@ -254,14 +254,16 @@ def find_table(directory: Path, stem: str, required: bool = True) -> Path | None
     return None
 
 
-def read_table(path: Path, report: ValidationReport | None = None) -> pd.DataFrame:
+def read_table(
+    path: Path, report: ValidationReport | None = None, text_columns: tuple[str, ...] = ("lead_id", "touch_id")
+) -> pd.DataFrame:
     """Read a table file as text (CSV and Excel cells; parsed later with clear errors) or Parquet, the way
     ``report.inputs.read`` says (detected by default); what was detected goes into ``report.formats``.
 
     Raises:
         DataValidationError: the file cannot be read (unknown type, undecodable, ragged rows, no rows...).
     """
-    options = report.inputs.read if report is not None else ReadOptions()
+    options = replace(report.inputs.read if report is not None else ReadOptions(), text_columns=text_columns)
     if report is not None and path.stem in report.inputs.sheets:
         options = replace(options, sheet=report.inputs.sheets[path.stem])
     try:
@@ -645,7 +647,7 @@ def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded
     else:
         report.notes.append("no touchpoints file: models learn from lead attributes alone")
     outcomes = validate_outcomes(read_table(outcomes_path, report), outcomes_path.name, leads, report, strict)
-    leads = _type_attributes(leads)
+    leads = _type_attributes(leads, leads_path.name)
     return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report, excluded_columns=excluded)
 
 
@@ -660,7 +662,7 @@ def load_flat_export(
     random split.
     """
     report = report if report is not None else ValidationReport()
-    frame = read_table(path, report)
+    frame = read_table(path, report, text_columns=(options.id_column,))
     name = path.name
     keys = tuple(c for c in (options.id_column, options.label_column, options.time_column, options.close_column) if c)
     frame = _exclude(frame, name, options.exclude_columns, keys)
@@ -681,6 +683,14 @@ def load_flat_export(
     if options.close_column:
         closed = check.parse_time(options.close_column, optional=True)
         closed = same_day_close(closed, renamed["created_at"], report, name, options.close_column)
+        dated_not_won = closed.notna().to_numpy() & ~won
+        if dated_not_won.any():
+            values = label[dated_not_won].astype(str).str.strip().value_counts().head(UNKNOWN_VALUES_NAMED)
+            report.notes.append(
+                f"{name}: {int(dated_not_won.sum()):,} row(s) have a '{options.close_column}' but a label that does "
+                f"not mean converted ({', '.join(f'{v!r} {c:,}' for v, c in values.items())}); if they converted, "
+                "name the values with --won-values"
+            )
         check.flag(
             (closed < renamed["created_at"]).fillna(False).to_numpy(dtype=bool),
             options.close_column,
@@ -701,7 +711,7 @@ def load_flat_export(
             "closed_at": kept["__closed"].astype("datetime64[ns, UTC]"),
         }
     )
-    leads = _type_attributes(kept.drop(columns=["__won", "__closed"]))
+    leads = _type_attributes(kept.drop(columns=["__won", "__closed"]), name)
     leads = leads[["lead_id", "created_at", *[c for c in leads.columns if c not in ("lead_id", "created_at")]]]
     return CRMData(
         leads=leads,
@@ -746,7 +756,7 @@ def flat_label_won(label: pd.Series, options: FlatExportOptions, report: Validat
     return won
 
 
-def _type_attributes(leads: pd.DataFrame) -> pd.DataFrame:
+def _type_attributes(leads: pd.DataFrame, name: str = "leads") -> pd.DataFrame:
     """Read each attribute column once, by the one reading the features use (:mod:`features.spec`).
 
     A text column whose values all spell numbers (booleans, blanks and placeholders such as ``Select`` may
@@ -762,7 +772,11 @@ def _type_attributes(leads: pd.DataFrame) -> pd.DataFrame:
         series = out[col]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             continue
-        codes, distinct = factorize_values(series)
+        try:
+            codes, distinct = factorize_values(series)
+        except TypeError as err:  # lists or records in a cell (Parquet from a warehouse)
+            reason = "the column holds lists or records, not values: flatten it or leave it out with --exclude-columns"
+            raise DataValidationError([DataIssue(name, None, str(col), reason)]) from err
         if reads_as_numbers(distinct):
             numbers = np.array([attribute_number(v) for v in distinct] + [np.nan], dtype=np.float64)
             out[col] = pd.Series(numbers[codes], index=out.index)

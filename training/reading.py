@@ -19,6 +19,8 @@ import clevercsv
 import pandas as pd
 from python_calamine import CalamineError
 
+from features.spec import category_key
+
 TEXT_EXTENSIONS = (".csv", ".txt", ".tsv")
 EXCEL_EXTENSIONS = (".xlsx", ".xls")
 SAMPLE_BYTES = 64 * 1024
@@ -43,8 +45,14 @@ CANDIDATE_ENCODINGS = [
 ]  # fmt: skip
 # Among encodings the detector finds equally good, prefer these (Excel's Western default after UTF-8).
 PREFERRED_ENCODINGS = ("utf-8", "cp1252")
-# A number written with a decimal comma, optionally with '.' thousands groups: 12,5  -3  1.234,5
-LOCALE_NUMBER = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?"
+# Numbers as locales write them: a decimal comma with '.' or space thousands groups (12,5  1.234,5  1 234,5),
+# or a decimal point with ',' or space groups (12.5  1,234.5); ANY_NUMBER is either.
+_GROUPS = "(?:\\d{1,3}(?:%s\\d{3})+|\\d+)"
+EU_NUMBER = r"[+-]?" + _GROUPS % r"[.\u00a0\u202f ]" + r"(?:,\d+)?"
+US_NUMBER = r"[+-]?" + _GROUPS % r"[,\u00a0\u202f ]" + r"(?:\.\d+)?"
+ANY_NUMBER = f"(?:{EU_NUMBER})|(?:{US_NUMBER})"
+COMMA_ONLY = r"\d,(?:\d{1,2}|\d{4,})$|\d\.\d{3},\d|^[+-]?0,\d"  # a decimal comma, not thousands
+POINT_ONLY = r"\d\.(?:\d{1,2}|\d{4,})$|\d,\d{3}\.\d|^[+-]?0\.\d"  # a decimal point, not thousands
 
 
 class UnreadableFile(ValueError):
@@ -63,7 +71,8 @@ class ReadOptions:
     delimiter: str | None = None  # one character, or "tab" / "\\t" / "comma" / "semicolon" / "pipe"
     encoding: str | None = None  # any Python codec name, e.g. "cp1252"
     sheet: str | int | None = None  # Excel: sheet name or 0-based index
-    decimal: str | None = None  # "," or "." (--decimal): the decimal mark of a file not delimited by commas
+    decimal: str | None = None  # "," or "." (--decimal): the decimal mark of the file's numbers
+    text_columns: tuple[str, ...] = ()  # columns never read as numbers (ids)
 
 
 @dataclass(frozen=True)
@@ -73,11 +82,11 @@ class FileFormat:
     kind: str  # "csv" | "parquet" | "excel"
     encoding: str | None  # Python codec name: "utf-8", "utf-8-sig", "utf-16", "cp1252", ...
     delimiter: str | None
-    decimal: str | None  # "," when decimal commas were found and converted, else "."; None if not text
+    decimal: str | None  # the numbers' decimal mark: "," or "."; "" when the file does not tell; None if not text
     sheet: str | None
     detected: bool  # False when everything came from overrides
     given: tuple[str, ...] = ()  # names of the fields taken from ReadOptions rather than detected
-    ambiguous: tuple[str, ...] = ()  # number columns like "1.500" read with '.' as the decimal point, unsure
+    ambiguous: tuple[str, ...] = ()  # number columns like "1.500" or "1,500" left as written: the mark is unknown
 
     def describe(self) -> str:
         """One human line, e.g. "CSV, cp1252 (detected), ';'-delimited (detected), decimal comma"."""
@@ -90,11 +99,13 @@ class FileFormat:
         parts.append(f"{delimiter}-delimited ({self._source('delimiter')})")
         if self.decimal == ",":
             parts.append(f"decimal comma ({self._source('decimal')})")
+        elif self.decimal == "." and "decimal" in self.given:
+            parts.append("decimal point (given)")
         if self.ambiguous:
             columns = ", ".join(f"'{c}'" for c in self.ambiguous)
             parts.append(
-                f"'.' read as the decimal point in {columns} (1.500 is 1.5; if '.' groups thousands there, "
-                "give --decimal ',')"
+                f"no cell tells the decimal mark of {columns} (is 1.500 one and a half, or fifteen hundred?): left "
+                "as written, so 1.500 reads 1.5 and 1,500 is text; give --decimal ',' or --decimal '.'"
             )
         return ", ".join(parts)
 
@@ -166,8 +177,7 @@ def _read_text(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileForm
     # of Excel's "Unicode text" in a European locale).
     if options.decimal not in (None, ",", "."):
         raise UnreadableFile(path, f"decimal mark {options.decimal!r} given: use ',' or '.'")
-    converted, ambiguous = (False, ()) if delimiter == "," else _convert_decimal_commas(frame, options.decimal)
-    decimal = "," if converted else "."
+    decimal, ambiguous = _convert_numbers(frame, options.decimal, delimiter, options.text_columns)
     given = tuple(name for name in ("encoding", "delimiter", "decimal") if getattr(options, name))
     return frame, FileFormat(
         "csv",
@@ -266,13 +276,16 @@ def _codec_name(name: str) -> str:
 
 def _check_encoding(path: Path, encoding: str) -> str:
     try:
+        b"x".decode(encoding, errors="replace")  # LookupError for a codec that is no text encoding (hex, zlib...)
         return codecs.lookup(encoding).name
     except LookupError as exc:
-        raise UnreadableFile(path, f"unknown encoding '{encoding}' given (try e.g. utf-8 or cp1252)") from exc
+        raise UnreadableFile(path, f"'{encoding}' given is not a text encoding (try e.g. utf-8 or cp1252)") from exc
 
 
 def _check_delimiter(path: Path, delimiter: str) -> str:
     delimiter = DELIMITER_NAMES.get(delimiter.lower(), delimiter)
+    if delimiter in ("\n", "\r", '"'):
+        raise UnreadableFile(path, f"delimiter {delimiter!r} given: a line break or quote cannot delimit fields")
     if len(delimiter) != 1:
         raise UnreadableFile(path, f"delimiter {delimiter!r} given: it must be one character or 'tab'")
     return delimiter
@@ -291,33 +304,61 @@ def _require_rows(path: Path, frame: pd.DataFrame, where: str = "the file") -> N
         raise UnreadableFile(path, f"{where} is empty")
 
 
-def _convert_decimal_commas(frame: pd.DataFrame, decimal: str | None = None) -> tuple[bool, tuple[str, ...]]:
-    """Turn "1.234,5" into "1234.5" in the columns whose cells are all numbers in the decimal-comma form.
+def _convert_numbers(
+    frame: pd.DataFrame, decimal: str | None, delimiter: str, text_columns: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """Write the numbers of a file's number columns with a '.' decimal point and no thousands separators.
 
-    A column with a decimal comma in some cell is converted. It also shows that the file was written with a
-    decimal comma, so that columns whose numbers only have '.' thousands groups ("1.500", "12.000") are
-    converted too (1500, 12000). Without that evidence such columns are left as they are ("1.500" reads
-    1.5) and returned as ambiguous, for the report. ``decimal`` ("," or ".", ``--decimal``) decides instead
-    of the evidence. Columns holding any other text (names, ids with letters, lists such as "3,4,5") are
-    left alone. Returns (whether any column was converted, the ambiguous columns).
+    A number column holds only numbers in one locale's form (placeholders such as "n/a" or "-" among them
+    are left for the data contract to read as missing). The file's decimal mark is ``decimal`` (``--decimal``)
+    if given; a comma-delimited file's is '.'; otherwise the values decide: a cell only a decimal comma can
+    explain ("12,5", "1.234,5", "0,1234") makes it ',', one only a decimal point can explain ("12.5",
+    "1,234.5") makes it '.'. With ',' the '.' (or space) thousands groups go and the comma becomes a point
+    ("1.234,5" -> "1234.5"); with '.' the comma groups go ("1,234.5" -> "1234.5"). Without a mark (no such
+    cell, or both kinds), columns like "1.500" or "1,500" are left as written and returned as ambiguous.
+    ``text_columns`` (ids) are never touched. Returns (the mark, or "" when unknown; ambiguous columns).
     """
-    if decimal == ".":
-        return False, ()
-    with_comma, grouped = [], []
+    candidates: dict[str, pd.Series] = {}
+    only_commas = delimiter == "," and decimal is None
     for column in frame.columns:
+        if column in text_columns:
+            continue
         present = frame[column].dropna()
-        if present.empty or not present.head(1000).str.fullmatch(LOCALE_NUMBER).all():  # cheap rejection first
+        head = present.head(200)
+        if present.empty or not head.str.fullmatch(ANY_NUMBER).any() or not _numbers_or_placeholders(head):
+            continue  # cheap rejection first (time columns, text)
+        if only_commas and not present.str.contains(",", regex=False).any():
+            continue  # a comma-delimited file: only quoted "1,234.5" needs rewriting
+        is_number = present.str.fullmatch(ANY_NUMBER).to_numpy(dtype=bool)
+        if not _numbers_or_placeholders(present[~is_number]):
             continue
-        if not present.str.fullmatch(LOCALE_NUMBER).all():
+        numbers = present[is_number]
+        if numbers.str.contains(r"[.,\u00a0\u202f ]", regex=True).any():
+            candidates[column] = numbers
+    if delimiter == "," and decimal is None:
+        decimal = "."
+    if decimal is None:
+        comma = any(n.str.contains(COMMA_ONLY, regex=True).any() for n in candidates.values())
+        point = any(n.str.contains(POINT_ONLY, regex=True).any() for n in candidates.values())
+        decimal = "," if comma and not point else "." if point and not comma else None
+    if decimal is None:
+        return "", tuple(map(str, candidates))
+    pattern, groups = (EU_NUMBER, r"[.\u00a0\u202f ]") if decimal == "," else (US_NUMBER, r"[,\u00a0\u202f ]")
+    for column, numbers in candidates.items():
+        if not numbers.str.fullmatch(pattern).all():
             continue
-        if present.str.contains(",", regex=False).any():
-            with_comma.append(column)
-        elif present.str.contains(r"\d\.\d{3}", regex=True).any():
-            grouped.append(column)
-    european = decimal == "," or bool(with_comma)
-    for column in with_comma + (grouped if european else []):
-        frame[column] = frame[column].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    return bool(with_comma or (european and grouped)), () if european else tuple(map(str, grouped))
+        fixed = numbers.str.replace(groups, "", regex=True)
+        if decimal == ",":
+            fixed = fixed.str.replace(",", ".", regex=False)
+        frame.loc[fixed.index, column] = fixed
+    return decimal, ()
+
+
+def _numbers_or_placeholders(values: pd.Series) -> bool:
+    """Whether every value is a number (:data:`ANY_NUMBER`) or a placeholder the data contract reads as
+    missing ("n/a", "-"...; checked once per distinct value)."""
+    others = values[~values.str.fullmatch(ANY_NUMBER).to_numpy(dtype=bool)].unique()
+    return all(category_key(value) is None for value in others)
 
 
 def _read_excel(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileFormat]:

@@ -346,7 +346,9 @@ def hubspot_contacts(flat: pd.DataFrame) -> pd.DataFrame:
         {
             "Record ID": (np.arange(len(flat)) + 51_000_000_001).astype(str),
             "Create Date": local.dt.strftime("%Y-%m-%d %H:%M"),
-            "Lifecycle Stage": np.where(flat["won"], "customer", stages),
+            "Lifecycle Stage": np.where(
+                flat["won"], rng.choice(["customer", "evangelist"], len(flat), p=[0.8, 0.2]), stages
+            ),
             "Became a Customer Date": customer.dt.strftime("%Y-%m-%d %H:%M"),
             "Original Source": flat["lead_source"].str.upper(),
             "Industry": flat["industry"],
@@ -475,7 +477,7 @@ def test_a_semicolon_file_with_thousands_groups_and_no_decimal_comma_says_how_it
     (tmp_path / "outcomes.csv").write_text("lead_id;outcome;closed_at\n1;won;2026-01-20\n")
     data = load(tmp_path)
     assert data.leads["budget"].tolist() == [1.5, 12.0]
-    assert "'.' read as the decimal point in 'budget'" in data.report.formats["leads.csv"]
+    assert "no cell tells the decimal mark of 'budget'" in data.report.formats["leads.csv"]
     assert load(tmp_path, read=ReadOptions(decimal=",")).leads["budget"].tolist() == [1500.0, 12000.0]
 
 
@@ -488,3 +490,47 @@ def test_long_numeric_ids_in_a_workbook_are_noted(tmp_path: Path) -> None:
     data = load(tmp_path)
     (note,) = [n for n in data.report.notes if "16 or more digits" in n]
     assert note.startswith("leads.xlsx, column 'lead_id': 1 id(s)")
+
+
+def test_a_parquet_column_of_lists_is_refused_by_name(tmp_path: Path) -> None:
+    created = pd.to_datetime(["2025-01-01", "2025-01-02"], utc=True)
+    pd.DataFrame({"lead_id": ["L1", "L2"], "created_at": created, "tags": [["a", "b"], ["c"]]}).to_parquet(
+        tmp_path / "leads.parquet"
+    )
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\nL1,won,2025-03-01\n")
+    with pytest.raises(DataValidationError, match=r"leads\.parquet, column 'tags': the column holds lists"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("option", "says"), [({"encoding": "hex"}, "not a text encoding"), ({"delimiter": "\n"}, "line break")]
+)
+def test_options_that_cannot_read_text_are_refused(tmp_path: Path, option: dict, says: str) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\n1,2026-01-01\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\n1,won,2026-01-20\n")
+    with pytest.raises(DataValidationError, match=says):
+        load(tmp_path, read=ReadOptions(**option))
+
+
+def test_ids_stay_as_written_across_files_when_numbers_have_decimal_commas(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id;created_at;revenue\n1.001;2025-01-01;1,5\n2.002;2025-01-02;2,5\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id;outcome;closed_at\n1.001;won;2025-03-01\n")
+    data = load(tmp_path)
+    assert data.leads["lead_id"].tolist() == ["1.001", "2.002"] and data.leads["revenue"].tolist() == [1.5, 2.5]
+    assert data.outcomes["lead_id"].tolist() == ["1.001"]
+
+
+def test_a_flat_row_with_a_close_date_but_not_converted_is_noted(tmp_path: Path) -> None:
+    """HubSpot: a customer who became an Evangelist keeps its 'Became a Customer Date'."""
+    (tmp_path / "contacts.csv").write_text(
+        "Record ID,Create Date,Lifecycle Stage,Became a Customer Date\n"
+        "1,2025-01-01 10:00,customer,2025-02-01 10:00\n2,2025-01-02 10:00,Evangelist,2025-02-03 10:00\n"
+        "3,2025-01-03 10:00,lead,\n"
+    )
+    options = FlatExportOptions(
+        id_column="Record ID", time_column="Create Date", label_column="Lifecycle Stage",
+        positive_label="customer", close_column="Became a Customer Date",
+    )  # fmt: skip
+    data = load_crm_data(tmp_path / "contacts.csv", flat=options)
+    (note,) = [n for n in data.report.notes if "have a 'Became a Customer Date'" in n]
+    assert note.startswith("contacts.csv: 1 row(s)") and "'Evangelist' 1" in note and "--won-values" in note

@@ -119,25 +119,56 @@ def test_decimal_commas_become_dots_only_in_all_number_columns(tmp_path: Path) -
     assert frame["big"].tolist() == ["1234.5", "2000000", "7.25"]
     assert frame["lead_id"].tolist() == ["00017", "00018", "00019"]  # ids untouched
     assert frame["tags"].tolist()[:2] == ["3,4,5", "10,11,12"]  # lists, not numbers
-    assert frame["note"].tolist()[:2] == ["2,5", "n/a"]  # a column holding text is left alone
+    assert frame["note"].tolist()[:2] == ["2.5", "n/a"]  # a placeholder stays, for the contract to read as missing
     # The file writes decimal commas, so '.' groups thousands in a column of only such numbers too
     assert frame["version"].tolist()[:2] == ["1234", "1500"]
     assert fmt.ambiguous == ()
 
 
-def test_thousands_groups_without_a_decimal_comma_are_ambiguous_and_reported(tmp_path: Path) -> None:
+def test_without_a_cell_that_tells_the_decimal_mark_numbers_are_left_as_written_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "deals.csv"
-    path.write_text("lead_id;budget;score\n1;1.500;0.5\n2;12.000;0.25\n3;7;1\n")
+    path.write_text("lead_id;budget\n1;1.500\n2;12.000\n3;7\n")
     frame, fmt = read_table(path)
-    assert frame["budget"].tolist() == ["1.500", "12.000", "7"] and fmt.decimal == "."
+    assert frame["budget"].tolist() == ["1.500", "12.000", "7"] and fmt.decimal == ""
     assert fmt.ambiguous == ("budget",)
-    assert "'.' read as the decimal point in 'budget'" in fmt.describe() and "--decimal ','" in fmt.describe()
+    assert "no cell tells the decimal mark of 'budget'" in fmt.describe() and "--decimal ','" in fmt.describe()
     frame, fmt = read_table(path, ReadOptions(decimal=","))
-    assert frame["budget"].tolist() == ["1500", "12000", "7"]
-    assert frame["score"].tolist() == ["0.5", "0.25", "1"]  # not a decimal-comma number: left alone
-    assert fmt.describe().endswith("decimal comma (given)")
-    frame, _ = read_table(tmp_path / "deals.csv", ReadOptions(decimal="."))
+    assert frame["budget"].tolist() == ["1500", "12000", "7"] and fmt.describe().endswith("decimal comma (given)")
+    frame, _ = read_table(path, ReadOptions(decimal="."))
     assert frame["budget"].tolist() == ["1.500", "12.000", "7"]
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "expected"),
+    [
+        # another column's decimal point tells: 1.500 is one and a half
+        ("id;budget;rate\n1;1.500;0.5\n2;12.000;0.25\n", "budget", ["1.500", "12.000"]),
+        # a US tab file: thousands commas go, as the decimal points elsewhere tell
+        ("id\tamount\trate\n1\t1,500\t0.25\n2\t2,250.5\t1\n", "amount", ["1500", "2250.5"]),
+        # a comma-delimited file: quoted thousands groups go
+        ('id,amount\n1,"1,500"\n2,"2,250.5"\n3,7\n', "amount", ["1500", "2250.5", "7"]),
+        # a placeholder among decimal-comma numbers stays for the data contract to read as missing
+        ("id;revenue\n1;12,5\n2;n/a\n3;-\n4;3\n", "revenue", ["12.5", "n/a", "-", "3"]),
+        # French: narrow or no-break spaces group thousands
+        ("id;revenue\n1;1\u00a0234,5\n2;12\u202f000,25\n", "revenue", ["1234.5", "12000.25"]),
+    ],
+)
+def test_numbers_are_read_by_the_decimal_mark_the_file_shows(
+    tmp_path: Path, text: str, column: str, expected: list
+) -> None:
+    path = tmp_path / "deals.csv"
+    path.write_text(text, encoding="utf-8")
+    frame, _ = read_table(path)
+    assert frame[column].tolist() == expected
+
+
+def test_ids_are_never_read_as_numbers(tmp_path: Path) -> None:
+    """'1.001' stays an id when another column of the file writes decimal commas (joins with other files)."""
+    path = tmp_path / "leads.csv"
+    path.write_text("lead_id;revenue\n1.001;1,5\n2.002;2,5\n")
+    frame, fmt = read_table(path, ReadOptions(text_columns=("lead_id",)))
+    assert frame["lead_id"].tolist() == ["1.001", "2.002"] and frame["revenue"].tolist() == ["1.5", "2.5"]
+    assert fmt.decimal == ","
 
 
 def test_commas_in_a_comma_file_are_not_decimals(tmp_path: Path) -> None:
