@@ -4,9 +4,7 @@ regression model selection may prefer) + calibrator + reason labels + score scal
 from __future__ import annotations
 
 import bisect
-import ctypes
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +12,13 @@ from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
-from lightgbm.basic import _LIB, _safe_call
 
 from features.kernel import NEVER_DAYS
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
 from models.linear import LinearMargin
 from models.reasons import TOUCH_PHRASES, describe
+from models.trees import TreeArrays
 
 FORMAT_VERSION = 1
 GRADES = ("A", "B", "C", "D")
@@ -64,66 +62,7 @@ class GradeCutoffs:
         return _GRADE_ORDER[bisect.bisect_right((self.c, self.b, self.a), p)]
 
 
-FAST_ROWS = 16  # up to this many float32 rows go through LightGBM's single-row fast path (measured crossover ~24)
-
-
-class SingleRowPredictor:
-    """LightGBM's single-row fast prediction of raw margins (C API ``LGBM_BoosterPredictForMatSingleRowFast``).
-
-    ``Booster.predict`` spends ~25 us on two rows, nearly all of it in its Python wrapper (parameter
-    strings, a predictor built per call); the C library's own single-row path, set up once, takes a few
-    microseconds a row. The Python package does not expose it (LightGBM issue #6913), so this calls the
-    library's public C API through the ``ctypes`` handle the package loaded. The results are the numbers
-    ``Booster.predict(raw_score=True)`` gives (a test compares them, NaN and all). One fast configuration
-    is not safe for concurrent calls, hence the lock.
-    """
-
-    def __init__(self, booster: lgb.Booster) -> None:
-        self._booster = booster  # the configuration points into it: keep it alive as long as this
-        self.n_features = booster.num_feature()
-        self._config = ctypes.c_void_p()
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,
-                ctypes.c_int(1),  # C_API_PREDICT_RAW_SCORE
-                ctypes.c_int(0),  # start iteration
-                ctypes.c_int(booster.best_iteration),  # as Booster.predict: the best iteration, or all (<= 0)
-                ctypes.c_int(0),  # C_API_DTYPE_FLOAT32
-                ctypes.c_int32(self.n_features),
-                ctypes.c_char_p(b"num_threads=1"),
-                ctypes.byref(self._config),
-            )
-        )
-        # (config, row, out_len, out_result), all passed as plain addresses: rows are copied into a buffer of
-        # FAST_ROWS rows whose addresses are known, and margins written straight into another (reading a
-        # caller's array address, ``X.ctypes``, costs more than the copy).
-        function = ctypes.cast(_LIB.LGBM_BoosterPredictForMatSingleRowFast, ctypes.c_void_p)
-        self._predict = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * 4)(function.value or 0)
-        self._rows = np.zeros((FAST_ROWS, self.n_features), dtype=np.float32)
-        self._margins = np.zeros(FAST_ROWS, dtype=np.float64)
-        self._out_len = np.zeros(1, dtype=np.int64)
-        self._out_len_address = self._out_len.ctypes.data
-        row, margin = self._rows.ctypes.data, self._margins.ctypes.data
-        self._addresses = [(row + i * self._rows.strides[0], margin + i * 8) for i in range(FAST_ROWS)]
-        self._lock = threading.Lock()
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        """Raw margins of the rows of a float32 matrix."""
-        if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"expected a float32 matrix of {self.n_features} columns")
-        n = len(X)
-        if n > FAST_ROWS:
-            return np.concatenate([self(X[start : start + FAST_ROWS]) for start in range(0, n, FAST_ROWS)])
-        config, out_len, predict = self._config.value, self._out_len_address, self._predict
-        with self._lock:
-            self._rows[:n] = X
-            for row, margin in self._addresses[:n]:
-                _safe_call(predict(config, row, out_len, margin))
-            return self._margins[:n].copy()
-
-    def __del__(self) -> None:
-        if getattr(self, "_config", None) is not None and self._config.value:
-            _LIB.LGBM_FastConfigFree(self._config)
+FAST_ROWS = 16  # up to this many rows are walked by :class:`models.trees.TreeArrays` (Booster.predict beyond)
 
 
 def _threads(X: np.ndarray) -> int:
@@ -182,20 +121,27 @@ class ScoringModel:
         self._members = [np.flatnonzero(self._group_of == g) for g in range(len(self._groups))]
         self._reference = np.asarray(self.meta.get("score_reference", []), dtype=np.float64)
         self._score_steps = score_steps(self._reference)
-        self._rows: SingleRowPredictor | None = None
+        self._trees: TreeArrays | None = None
         cutoffs = self.meta.get("default_cutoffs") or {"a": 0.5, "b": 0.2, "c": 0.05, "qualified": 0.2}
         self._default_cutoffs = GradeCutoffs(**cutoffs)
 
     # ---- prediction -----------------------------------------------------------------------
+    def prepare(self) -> ScoringModel:
+        """Build what scoring a few rows needs (the booster's trees as arrays, compiled), so that the first
+        request does not pay for it; the model source calls it when it loads a model, off the event loop."""
+        if self.booster is not None and self._trees is None:
+            self._trees = TreeArrays.from_booster(self.booster)
+            self._trees.margins(np.zeros((1, self._trees.n_features), dtype=np.float32))  # compiles the walk
+        return self
+
     def margin(self, X: np.ndarray) -> np.ndarray:
-        """Raw margins (a few float32 rows, as the scoring server sends, take the booster's fast path)."""
+        """Raw margins: a few rows, as the scoring server sends, walk the trees (:mod:`models.trees`, the same
+        numbers as ``Booster.predict``), more go through ``Booster.predict`` on all cores."""
         if self.linear is not None:
             return self.linear.margin(X)
         assert self.booster is not None
-        if len(X) <= FAST_ROWS and X.dtype == np.float32:
-            if self._rows is None:
-                self._rows = SingleRowPredictor(self.booster)
-            return self._rows(X)
+        if len(X) <= FAST_ROWS:
+            return self.prepare()._trees.margins(X)  # type: ignore[union-attr]
         return np.asarray(self.booster.predict(X, raw_score=True, num_threads=_threads(X)), dtype=np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -138,7 +138,7 @@ class ModelHolder:
 
 def probe(model: ScoringModel) -> None:
     """Score one made-up lead end to end, as a request is scored: proves the model scores, and compiles
-    the feature kernel and sets up LightGBM's single-row path now (a few seconds, once per process)
+    the feature kernel and the walk of the trees now (a few seconds, once per process)
     rather than in the first request."""
     as_of = datetime(2026, 1, 1, tzinfo=UTC)
     lead = LeadRecord("probe", as_of - timedelta(days=30), {}, [TouchRecord(as_of - timedelta(days=1), "web_visit")])

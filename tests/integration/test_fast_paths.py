@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from features import build_features_from_records
-from models.scoring_model import FAST_ROWS, SingleRowPredictor
+from models.scoring_model import FAST_ROWS
+from models.trees import TreeArrays
 from tests.conftest import TrainedWorld
 from tests.factories import records_from_frames
 from training.data import load_crm_data
@@ -27,12 +28,10 @@ def feature_rows(trained: TrainedWorld) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
-def test_single_row_fast_path_gives_the_booster_own_margins(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
+def test_the_tree_walk_gives_the_booster_own_margins(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
     booster = trained.result.model.booster
     expected = booster.predict(feature_rows.astype(np.float64), raw_score=True)
-    fast = SingleRowPredictor(booster)
-    np.testing.assert_array_equal(fast(feature_rows), expected)
-    assert len(np.unique(expected)) > 100  # real, varied margins, not a constant
+    np.testing.assert_array_equal(TreeArrays.from_booster(booster).margins(feature_rows), expected)
 
 
 def test_margin_is_the_same_for_a_few_rows_and_for_many(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
@@ -46,15 +45,18 @@ def test_margin_is_the_same_for_a_few_rows_and_for_many(trained: TrainedWorld, f
     np.testing.assert_array_equal(as_float64, whole[:40])
 
 
-def test_fast_path_refuses_rows_it_cannot_read(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
-    fast = SingleRowPredictor(trained.result.model.booster)
-    for bad in (feature_rows[:2].astype(np.float64), feature_rows[:2, :-1].copy(), feature_rows[0]):
-        with pytest.raises(ValueError, match="float32 matrix"):
-            fast(bad)
+def test_the_tree_walk_refuses_rows_it_cannot_read(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
+    trees = TreeArrays.from_booster(trained.result.model.booster)
+    for bad in (feature_rows[:2, :-1].copy(), feature_rows[0]):
+        with pytest.raises(ValueError, match="columns"):
+            trees.margins(bad)
 
 
-def test_fast_path_reads_any_memory_layout(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
-    fast = SingleRowPredictor(trained.result.model.booster)
-    expected = fast(feature_rows[:40])
-    np.testing.assert_array_equal(fast(np.asfortranarray(feature_rows[:40])), expected)
-    np.testing.assert_array_equal(fast(feature_rows[:80:2]), fast(np.ascontiguousarray(feature_rows[:80:2])))
+def test_the_tree_walk_reads_any_memory_layout_and_dtype(trained: TrainedWorld, feature_rows: np.ndarray) -> None:
+    trees = TreeArrays.from_booster(trained.result.model.booster)
+    expected = trees.margins(feature_rows[:40])
+    np.testing.assert_array_equal(trees.margins(np.asfortranarray(feature_rows[:40])), expected)
+    np.testing.assert_array_equal(trees.margins(feature_rows[:40].astype(np.float64)), expected)
+    np.testing.assert_array_equal(
+        trees.margins(feature_rows[:80:2]), trees.margins(np.ascontiguousarray(feature_rows[:80:2]))
+    )
