@@ -145,7 +145,7 @@ def _inputs(
     won_values: str | None,
     lost_values: str | None,
 ) -> InputOptions:
-    from training.data import InputOptions
+    from training.data import InputOptions, outcome_key
     from training.reading import ReadOptions
     from training.timestamps import TimeOptions
 
@@ -155,6 +155,15 @@ def _inputs(
             "one sheet for all, or TABLE=SHEET for leads, touchpoints, outcomes", param_hint="--sheet"
         )
     sheets = {table.strip(): name.strip() for table, name in pairs}
+    if len(sheets) != len(pairs) or not all(sheets.values()):
+        raise typer.BadParameter("each table once, each with a sheet name (leads=Leads)", param_hint="--sheet")
+    if date_format and dayfirst is not None:
+        raise typer.BadParameter(
+            "a --date-format already says where the day is; give one of them", param_hint="--dayfirst"
+        )
+    both = {outcome_key(v) for v in _columns(won_values)} & {outcome_key(v) for v in _columns(lost_values)}
+    if both:
+        raise typer.BadParameter(f"{', '.join(sorted(both))} cannot mean both won and lost", param_hint="--won-values")
     return InputOptions(
         read=ReadOptions(delimiter=delimiter, encoding=encoding, sheet=None if sheets else sheet, decimal=decimal),
         sheets=sheets,

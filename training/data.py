@@ -10,6 +10,8 @@ are dropped and counted (or, in strict mode, the load fails); nothing is dropped
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,6 +125,7 @@ class ValidationReport:
     inputs: InputOptions = field(default_factory=InputOptions)
     formats: dict[str, str] = field(default_factory=dict)  # file -> how it was read
     time_readings: dict[str, str] = field(default_factory=dict)  # "file, column" -> how its times were read
+    decimal: str | None = None  # the decimal mark the export's files showed first
 
     def add(self, issue: DataIssue, count: int = 1) -> None:
         key = (issue.file, issue.reason)
@@ -254,6 +257,10 @@ def find_table(directory: Path, stem: str, required: bool = True) -> Path | None
     return None
 
 
+def _is_container(value: object) -> bool:
+    return isinstance(value, list | tuple | dict | set | np.ndarray)
+
+
 def read_table(
     path: Path, report: ValidationReport | None = None, text_columns: tuple[str, ...] = ("lead_id", "touch_id")
 ) -> pd.DataFrame:
@@ -264,13 +271,22 @@ def read_table(
         DataValidationError: the file cannot be read (unknown type, undecodable, ragged rows, no rows...).
     """
     options = replace(report.inputs.read if report is not None else ReadOptions(), text_columns=text_columns)
+    if report is not None and report.decimal is not None:
+        options = replace(options, fallback_decimal=report.decimal)
     if report is not None and path.stem in report.inputs.sheets:
         options = replace(options, sheet=report.inputs.sheets[path.stem])
     try:
         frame, found = read_any_table(path, options)
     except UnreadableFile as err:
         raise DataValidationError([DataIssue(str(path), None, None, err.reason)]) from err
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object and values.map(_is_container).any():  # Parquet from a warehouse
+            reason = "the column holds lists or records, not values: flatten it or leave it out with --exclude-columns"
+            raise DataValidationError([DataIssue(path.name, None, str(column), reason)])
     if report is not None:
+        if found.decimal in (",", ".") and report.decimal is None:
+            report.decimal = found.decimal  # the export's mark, for its files that do not show one
         report.formats[path.name] = found.describe()
         ignored = [f"--{name}" for name in ("delimiter", "encoding", "decimal") if getattr(options, name)]
         if found.kind != "csv" and ignored:
@@ -357,6 +373,27 @@ class _Checker:
             self.flag((parsed > bound).to_numpy(), column, f"dated after the end of the data ({bound.isoformat()})")
         return parsed
 
+    def optional_number(self, column: str) -> pd.Series:
+        """An optional number column (a touch's ``value``, an outcome's ``amount``) as float: placeholders
+        ("n/a", "-") are missing, amounts with a currency read as numbers ("$7,000.00", "7.000,00 €"; see
+        :func:`money_number`); a value that is no number is missing too, and counted in a note (the row is
+        kept: the value is optional)."""
+        raw = self.frame[column]
+        if pd.api.types.is_numeric_dtype(raw):
+            numbers = pd.to_numeric(raw, errors="coerce").astype(float)
+        else:
+            distinct = raw.dropna().unique()
+            numbers = raw.map(dict(zip(distinct, map(money_number, distinct), strict=True))).astype(float)
+        unread = numbers.isna().to_numpy() & ~_blank(raw) & ~raw.map(category_key).isna().to_numpy()
+        numbers = numbers.where(np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan)))
+        if unread.any():
+            first = int(np.flatnonzero(unread)[0])
+            self.report.notes.append(
+                f"{self.name}, column '{column}': {int(unread.sum()):,} value(s) are not numbers and are read as "
+                f"missing (first: line {first + 2}, {str(raw.iloc[first])!r}); the rows are kept"
+            )
+        return numbers
+
     def lead_ids(self, column: str = "lead_id", shown: str | None = None) -> pd.Series:
         """The column's ids as text (leading zeros kept, surrounding spaces removed; whole numbers from
         Parquet without a decimal point); flags blanks and ids a spreadsheet turned into numbers in scientific
@@ -392,6 +429,27 @@ class _Checker:
         if self.strict and self.issues:
             raise DataValidationError(self.issues)
         return self.frame.loc[~self.bad].reset_index(drop=True)
+
+
+_CURRENCY = re.compile(r"[$€£¥₹]|\b[A-Z]{3}\b|\s|\u00a0|\u202f|'|’")
+
+
+def money_number(value: object) -> float:
+    """A number as an amount is written: currency signs and codes, spaces and apostrophes dropped ("$7,000.00",
+    "USD 7,000.00", "7.000,00 €", "1'234.50"); with both '.' and ',' the last is the decimal mark; a lone ','
+    before exactly three digits groups thousands ("7,000"), another lone ',' is a decimal comma ("12,5").
+    NaN when it is no number (placeholders too)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = _CURRENCY.sub("", str(value))
+    if "," in text and "." in text:
+        text = text.replace(".", "").replace(",", ".") if text.rfind(",") > text.rfind(".") else text.replace(",", "")
+    elif "," in text:
+        text = text.replace(",", "") if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", text) else text.replace(",", ".")
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def same_day_close(
@@ -450,10 +508,7 @@ def validate_touchpoints(
     check.flag(~known, "lead_id", "touch point for an unknown lead")
     updates: dict[str, Any] = {"lead_id": ids, "occurred_at": occurred}
     if "value" in frame.columns:
-        value = pd.to_numeric(frame["value"], errors="coerce")
-        check.flag((value.isna() & frame["value"].notna()).to_numpy(), "value", "value is not a number")
-        check.flag(np.isinf(value.to_numpy(dtype=float, na_value=np.nan)), "value", "value is infinite")
-        updates["value"] = value
+        updates["value"] = check.optional_number("value")
     for optional in ("channel", "campaign"):
         if optional not in frame.columns:
             updates[optional] = pd.Series([None] * len(frame), dtype=object)
@@ -512,9 +567,7 @@ def validate_outcomes(
     check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "second outcome for the same lead (first kept)")
     updates: dict[str, Any] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
     if "amount" in frame.columns:
-        amount = pd.to_numeric(frame["amount"], errors="coerce")
-        check.flag((amount.isna() & frame["amount"].notna()).to_numpy(), "amount", "amount is not a number")
-        updates["amount"] = amount
+        updates["amount"] = check.optional_number("amount")
     check.frame = frame.assign(**updates)
     return check.finish()
 
@@ -772,11 +825,7 @@ def _type_attributes(leads: pd.DataFrame, name: str = "leads") -> pd.DataFrame:
         series = out[col]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             continue
-        try:
-            codes, distinct = factorize_values(series)
-        except TypeError as err:  # lists or records in a cell (Parquet from a warehouse)
-            reason = "the column holds lists or records, not values: flatten it or leave it out with --exclude-columns"
-            raise DataValidationError([DataIssue(name, None, str(col), reason)]) from err
+        codes, distinct = factorize_values(series)
         if reads_as_numbers(distinct):
             numbers = np.array([attribute_number(v) for v in distinct] + [np.nan], dtype=np.float64)
             out[col] = pd.Series(numbers[codes], index=out.index)

@@ -49,7 +49,7 @@ PREFERRED_ENCODINGS = ("utf-8", "cp1252")
 # or a decimal point with ',' or space groups (12.5  1,234.5); ANY_NUMBER is either.
 _GROUPS = "(?:\\d{1,3}(?:%s\\d{3})+|\\d+)"
 EU_NUMBER = r"[+-]?" + _GROUPS % r"[.\u00a0\u202f ]" + r"(?:,\d+)?"
-US_NUMBER = r"[+-]?" + _GROUPS % r"[,\u00a0\u202f ]" + r"(?:\.\d+)?"
+US_NUMBER = r"[+-]?" + _GROUPS % r"[,'’\u00a0\u202f ]" + r"(?:\.\d+)?"  # Swiss: 1'234.50
 ANY_NUMBER = f"(?:{EU_NUMBER})|(?:{US_NUMBER})"
 COMMA_ONLY = r"\d,(?:\d{1,2}|\d{4,})$|\d\.\d{3},\d|^[+-]?0,\d"  # a decimal comma, not thousands
 POINT_ONLY = r"\d\.(?:\d{1,2}|\d{4,})$|\d,\d{3}\.\d|^[+-]?0\.\d"  # a decimal point, not thousands
@@ -73,6 +73,7 @@ class ReadOptions:
     sheet: str | int | None = None  # Excel: sheet name or 0-based index
     decimal: str | None = None  # "," or "." (--decimal): the decimal mark of the file's numbers
     text_columns: tuple[str, ...] = ()  # columns never read as numbers (ids)
+    fallback_decimal: str | None = None  # the mark other files of the same export showed, when this one shows none
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,9 @@ def _read_text(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, FileForm
     # of Excel's "Unicode text" in a European locale).
     if options.decimal not in (None, ",", "."):
         raise UnreadableFile(path, f"decimal mark {options.decimal!r} given: use ',' or '.'")
-    decimal, ambiguous = _convert_numbers(frame, options.decimal, delimiter, options.text_columns)
+    decimal, ambiguous = _convert_numbers(
+        frame, options.decimal, delimiter, options.text_columns, options.fallback_decimal
+    )
     given = tuple(name for name in ("encoding", "delimiter", "decimal") if getattr(options, name))
     return frame, FileFormat(
         "csv",
@@ -305,7 +308,11 @@ def _require_rows(path: Path, frame: pd.DataFrame, where: str = "the file") -> N
 
 
 def _convert_numbers(
-    frame: pd.DataFrame, decimal: str | None, delimiter: str, text_columns: tuple[str, ...]
+    frame: pd.DataFrame,
+    decimal: str | None,
+    delimiter: str,
+    text_columns: tuple[str, ...],
+    fallback: str | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     """Write the numbers of a file's number columns with a '.' decimal point and no thousands separators.
 
@@ -333,7 +340,7 @@ def _convert_numbers(
         if not _numbers_or_placeholders(present[~is_number]):
             continue
         numbers = present[is_number]
-        if numbers.str.contains(r"[.,\u00a0\u202f ]", regex=True).any():
+        if numbers.str.contains(r"[.,'’\u00a0\u202f ]", regex=True).any():
             candidates[column] = numbers
     if delimiter == "," and decimal is None:
         decimal = "."
@@ -341,9 +348,11 @@ def _convert_numbers(
         comma = any(n.str.contains(COMMA_ONLY, regex=True).any() for n in candidates.values())
         point = any(n.str.contains(POINT_ONLY, regex=True).any() for n in candidates.values())
         decimal = "," if comma and not point else "." if point and not comma else None
+        if decimal is None and not (comma and point):
+            decimal = fallback  # no cell here tells; another file of the export did
     if decimal is None:
         return "", tuple(map(str, candidates))
-    pattern, groups = (EU_NUMBER, r"[.\u00a0\u202f ]") if decimal == "," else (US_NUMBER, r"[,\u00a0\u202f ]")
+    pattern, groups = (EU_NUMBER, r"[.\u00a0\u202f ]") if decimal == "," else (US_NUMBER, r"[,'’\u00a0\u202f ]")
     for column, numbers in candidates.items():
         if not numbers.str.fullmatch(pattern).all():
             continue

@@ -36,7 +36,7 @@ _KINDS = {  # ties go to the first
     "month names": _MONTH_NAME,
     "numbers": _NUMBER,
 }
-_ZONE_SUFFIX = r"(\d)\s*(?:UTC|GMT)$"  # "2025-12-31 10:00:00 UTC": the same as Z
+_ZONE_SUFFIX = r"\s*(?:UTC|GMT)$"  # "2025-12-31 10:00:00 UTC", "Dec 31, 2025 2:56 PM GMT": UTC times
 # reading, plausible range [low, high) in units, nanoseconds per unit, rounding in ns, day 0 in days since
 # 1970-01-01, wall-clock (local) time?  Excel's 1900 system counts days from 1899-12-30.
 _NUMBER_READINGS = (
@@ -108,9 +108,10 @@ def parse_times(raw: pd.Series, *, file: str, column: str, options: TimeOptions 
     if options.date_format is not None:
         return _read_format(text, options.date_format, zone)
     arrow = pc.utf8_trim_whitespace(pa.array(text))
-    if pc.any(pc.match_substring_regex(arrow, _ZONE_SUFFIX)).as_py():
-        arrow = pc.replace_substring_regex(arrow, _ZONE_SUFFIX, r"\1Z")
+    if pc.any(pc.match_substring_regex(arrow, _ZONE_SUFFIX)).as_py():  # "... 14:56 UTC": the times are UTC
+        arrow = pc.replace_substring_regex(arrow, _ZONE_SUFFIX, "")
         text = pd.Series(arrow.to_numpy(zero_copy_only=False), index=raw.index, dtype="str")
+        zone = ZoneInfo("UTC")
     nonblank = _numpy(pc.greater(pc.utf8_length(arrow), 0), False)
     kind = _detect(arrow, nonblank)
     if kind == "ISO 8601":

@@ -534,3 +534,75 @@ def test_a_flat_row_with_a_close_date_but_not_converted_is_noted(tmp_path: Path)
     data = load_crm_data(tmp_path / "contacts.csv", flat=options)
     (note,) = [n for n in data.report.notes if "have a 'Became a Customer Date'" in n]
     assert note.startswith("contacts.csv: 1 row(s)") and "'Evangelist' 1" in note and "--won-values" in note
+
+
+# ---- what a third review broke ----
+
+
+def test_an_unreadable_optional_number_is_missing_and_counted_not_a_lost_row(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\na,2025-01-01\nb,2025-01-02\nc,2025-01-03\n")
+    (tmp_path / "touchpoints.csv").write_text(
+        "lead_id,occurred_at,touch_type,value\na,2025-01-03,call,n/a\nb,2025-01-04,call,1.5\nc,2025-01-04,call,lots\n"
+    )
+    (tmp_path / "outcomes.csv").write_text(
+        'lead_id,outcome,closed_at,amount\na,won,2025-02-01,"$7,000.00"\nb,lost,2025-02-02,-\n'
+        'c,won,2025-02-03,"7.000,50 €"\n'
+    )
+    data = load(tmp_path)
+    assert data.report.dropped == 0
+    assert data.outcomes["amount"].tolist()[0] == 7000.0 and np.isnan(data.outcomes["amount"].tolist()[1])
+    assert data.outcomes["amount"].tolist()[2] == 7000.5
+    assert data.touchpoints is not None and len(data.touchpoints) == 3
+    assert np.isnan(data.touchpoints["value"].tolist()[0]) and data.touchpoints["value"].tolist()[1] == 1.5
+    (note,) = [n for n in data.report.notes if "column 'value'" in n]
+    assert note == (
+        "touchpoints.csv, column 'value': 1 value(s) are not numbers and are read as missing (first: line 4, "
+        "'lots'); the rows are kept"
+    )
+
+
+@pytest.mark.parametrize("column", ["outcome", "lead_id"])
+def test_lists_in_any_parquet_column_are_refused_by_name(tmp_path: Path, column: str) -> None:
+    created = pd.to_datetime(["2025-01-01", "2025-01-02"], utc=True)
+    pd.DataFrame({"lead_id": ["L1", "L2"], "created_at": created}).to_parquet(tmp_path / "leads.parquet")
+    outcomes = pd.DataFrame({"lead_id": ["L1"], "outcome": ["won"], "closed_at": ["2025-03-01"]})
+    outcomes[column] = pd.Series([["x"]], dtype=object)
+    outcomes.to_parquet(tmp_path / "outcomes.parquet")
+    with pytest.raises(DataValidationError, match=rf"outcomes\.parquet, column '{column}': the column holds lists"):
+        load(tmp_path)
+
+
+def test_swiss_numbers_and_a_decimal_mark_shown_by_another_file_of_the_export(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id;created_at;rev\na;2025-01-01;1'234.50\nb;2025-01-02;12.50\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id;outcome;closed_at\na;won;2025-02-01\n")
+    assert load(tmp_path).leads["rev"].tolist() == [1234.5, 12.5]
+    # German export: the leads show a decimal comma; the outcomes' whole thousands follow it
+    (tmp_path / "leads.csv").write_text("lead_id;created_at;rev\na;2025-01-01;1,5\nb;2025-01-02;2\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id;outcome;closed_at;amount\na;won;2025-02-01;7.000\n")
+    data = load(tmp_path)
+    assert data.outcomes["amount"].tolist() == [7000.0]
+
+
+def test_a_utc_suffix_is_read_on_any_date_form(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\na,12/31/2025 2:56 PM GMT\nb,01/02/2026 10:00 AM GMT\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\na,won,Jan 5 2026 10:00 UTC\n")
+    data = load(tmp_path, time=TimeOptions(timezone="Europe/Berlin"))  # the suffix beats the zone option
+    assert data.leads["created_at"].tolist()[0] == pd.Timestamp("2025-12-31 14:56", tz="UTC")
+    assert data.outcomes["closed_at"].tolist() == [pd.Timestamp("2026-01-05 10:00", tz="UTC")]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--won-values", "Signed", "--lost-values", "signed"),
+        ("--dayfirst", "--date-format", "%d/%m/%Y"),
+        ("--sheet", "leads=A,leads=B"),
+        ("--sheet", "leads="),
+    ],
+)
+def test_contradictory_options_are_refused(tmp_path: Path, options: tuple[str, ...]) -> None:
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\na,2025-01-01\n")
+    (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\na,won,2025-02-01\n")
+    run = leadscore(tmp_path / "home", "train", "--data", str(tmp_path), *options)
+    output = run.stdout + run.stderr
+    assert run.returncode == 2 and "Traceback" not in output and "Invalid value" in output, output
