@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -128,25 +129,53 @@ class LoadedModel:
     path: Path
 
 
+COMPLETE = ".complete"  # written last into a downloaded model directory, before it is renamed into place
+
+
 def load_registered_model(name: str, version: str, cache_dir: Path) -> LoadedModel:
-    """Download one registered version's native model into ``cache_dir/name/version`` and load it."""
+    """Download one registered version's native model into ``cache_dir/name/version`` and load it.
+
+    Each download goes to a directory of its own and is renamed into place whole (a rename is atomic), with a
+    ``.complete`` marker written last: several workers downloading at once never see, or leave, a partial
+    copy, and a directory without the marker (an interrupted older download) is replaced.
+    """
     target = cache_dir / name / str(version)
-    if not (target / "meta.json").exists():
+    run_id = None
+    if not (target / COMPLETE).exists():
         mv = MlflowClient().get_model_version(name, str(version))
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging))
+            )
             native = next(local.rglob("meta.json")).parent
-            staging = target.with_name(f".{target.name}.partial")
+            ready = staging / "model"
+            shutil.copytree(native, ready)
+            (ready / COMPLETE).write_text(str(version))
+            _move_into_place(ready, target)
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(native, staging)
-            staging.replace(target) if not target.exists() else None
         run_id = mv.run_id
-    else:
-        run_id = None
     model = ScoringModel.load(target)
     return LoadedModel(
         model=model, name=name, version=str(version), run_id=run_id or model.meta.get("run_id"), path=target
     )
+
+
+def _move_into_place(ready: Path, target: Path) -> None:
+    """Rename a complete download to ``target``; keep a complete copy another worker put there first, and
+    move an incomplete one aside."""
+    if target.exists() and not (target / COMPLETE).exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        with contextlib.suppress(OSError):  # another worker moved it first
+            target.rename(aside / "model")
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        ready.rename(target)
+    except OSError:
+        if not (target / COMPLETE).exists():
+            raise
 
 
 def load_champion(name: str, alias: str, cache_dir: Path) -> LoadedModel:

@@ -232,3 +232,29 @@ def test_moments_never_run_past_the_end_of_the_data(trained: TrainedWorld) -> No
     # a moment is of a lead still open at as_of
     closed = examples.merge(data.outcomes, on="lead_id", how="left")
     assert not (closed["closed_at"] <= closed["as_of"]).any()
+
+
+def test_four_concurrent_downloads_leave_one_complete_copy_and_nothing_partial(
+    trained: TrainedWorld, tmp_path: Path
+) -> None:
+    """Workers of one server download a new champion at once: each gets a whole model, the cache ends with
+    one complete copy and no staging directory, and an interrupted older copy (no marker) is replaced."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.registry import COMPLETE, load_registered_model
+
+    configure_tracking(trained.config.tracking_uri or "")
+    version = trained.result.model_version
+    cache = tmp_path / "cache"
+    partial = cache / "leadscore" / version
+    partial.mkdir(parents=True)
+    (partial / "meta.json").write_text("{}")  # what a killed download used to leave: counted as complete
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: load_registered_model("leadscore", version, cache), range(4)))
+    expected = trained.result.model.predict_proba(np.zeros((2, len(trained.result.model.spec.feature_names))))
+    for one in loaded:
+        np.testing.assert_array_equal(
+            one.model.predict_proba(np.zeros((2, len(one.model.spec.feature_names)))), expected
+        )
+    assert sorted(p.name for p in (cache / "leadscore").iterdir()) == [version]
+    assert (partial / COMPLETE).exists() and (partial / "booster.txt").exists()
