@@ -8,6 +8,7 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from serving.bodies import json_body
 from serving.errors import Forbidden, NoModelLoaded, NotAuthenticated
@@ -24,11 +25,14 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise NotAuthenticated("missing API key: send Authorization: Bearer <key>")
-    return _authenticate(request.app.state.keys, credentials.credentials)
+    return await _authenticate(request.app.state.keys, credentials.credentials)
 
 
-def _authenticate(keys: KeyStore, key: str) -> Principal:
-    principal = keys.authenticate(key)
+async def _authenticate(keys: KeyStore, key: str) -> Principal:
+    """The key's principal: from the cache on the event loop, else from the database in a worker thread."""
+    known, principal = keys.cached(key)
+    if not known:
+        principal = await run_in_threadpool(keys.authenticate, key)
     if principal is None:
         raise NotAuthenticated("unknown or revoked API key")
     return principal
@@ -97,7 +101,7 @@ def scoring_call(struct: type[T], services: Services) -> Callable[[Request], Awa
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise NotAuthenticated("missing API key: send Authorization: Bearer <key>")
-        principal = _check_role(_authenticate(services.keys, key.strip()), allowed)
+        principal = _check_role(await _authenticate(services.keys, key.strip()), allowed)
         return ScoringCall(principal, _serving(services.holder), await decode(request))
 
     return call

@@ -7,6 +7,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,12 +93,18 @@ class UnknownRole(ValueError):
 
 
 class KeyStore:
-    """API keys: only a SHA-256 hash is stored; look-ups are cached for a few seconds."""
+    """API keys: only a SHA-256 hash is stored; answers are cached for a few seconds (unknown keys for fewer),
+    in a least-recently-used cache of ``max_cached`` keys, so that a flood of unknown keys neither evicts the
+    busy keys nor reaches the database more than once a key per ``negative_seconds``."""
 
-    def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, engine: Engine, cache_seconds: float = 5.0, negative_seconds: float = 2.0, max_cached: int = 10_000
+    ) -> None:
         self.engine = engine
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self.negative_seconds = negative_seconds
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def create(self, role: str, name: str | None = None) -> tuple[str, KeyInfo]:
@@ -132,14 +139,27 @@ class KeyStore:
             self._cache.clear()
         return int(result.rowcount or 0)
 
-    def authenticate(self, key: str) -> Principal | None:
-        """The principal for a presented key, or None (unknown or revoked)."""
+    def cached(self, key: str) -> tuple[bool, Principal | None]:
+        """(whether the cache knows the key, its principal) without touching the database; an unknown or
+        revoked key's None is remembered for ``negative_seconds``."""
         digest = hash_key(key)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.cache_seconds:
-            return hit[1]
+            if hit is None:
+                return False, None
+            self._cache.move_to_end(digest)
+        when, principal = hit
+        ttl = self.cache_seconds if principal is not None else min(self.cache_seconds, self.negative_seconds)
+        return (True, principal) if now - when < ttl else (False, None)
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal for a presented key, or None (unknown or revoked); looks in the database when the
+        cache cannot tell (blocking: call it from a worker thread in async code)."""
+        known, principal = self.cached(key)
+        if known:
+            return principal
+        digest = hash_key(key)
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
@@ -148,7 +168,8 @@ class KeyStore:
         if row is not None and hmac.compare_digest(row.key_hash, digest):
             principal = Principal(row.id, row.name, row.role)
         with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now, principal)
+            self._cache[digest] = (time.monotonic(), principal)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self.max_cached:  # least recently used first: busy keys stay cached
+                self._cache.popitem(last=False)
         return principal
