@@ -31,7 +31,11 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
     reload_interval_seconds: float = Field(30.0, description="How often the server checks the champion alias.")
-    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body accepted (413 above).")
+    max_body_bytes: int = Field(
+        48 * 1024 * 1024,
+        description="Largest request body accepted (413 above); a full batch of 10,000 leads with 30 touches each "
+        "is about 22 MB.",
+    )
     max_batch_leads: int = Field(10_000, description="Largest batch accepted by /v1/score/batch (413 above).")
     max_future_days: int = Field(1, description="Timestamps further than this in the future are rejected.")
     log_level: str = "info"

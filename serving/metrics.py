@@ -127,8 +127,16 @@ class MetricsMiddleware:
             self.metrics.observe_request(getattr(route, "path", None) or "unmatched", scope["method"], status, start)
 
 
+DRAIN_FACTOR = 8  # an oversize body is read and dropped up to this many limits before the 413 is sent
+
+
 class BodySizeLimit:
-    """Pure ASGI middleware: 413 for a body over ``limit`` bytes, by header or while streaming."""
+    """Pure ASGI middleware: 413 for a body over ``limit`` bytes, by header or while streaming.
+
+    The rest of the body is read and dropped before the answer is sent (up to ``DRAIN_FACTOR`` limits): a
+    server that answers while the client is still uploading closes a connection with unread data, and the
+    client sees "connection reset by peer" instead of the 413 and its message.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -151,6 +159,7 @@ class BodySizeLimit:
             elif key == b"transfer-encoding":
                 chunked = True
         if length is not None and length > self.limit:
+            await _drain(receive, self.limit * DRAIN_FACTOR)
             await _reject(send, self.limit)
             return
         if length is not None and not chunked:  # the server delivers exactly that many bytes: nothing to count
@@ -172,11 +181,23 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
+            await _drain(receive, self.limit * DRAIN_FACTOR - received)
             await _reject(send, self.limit)
 
 
 class _TooLarge(Exception):
     pass
+
+
+async def _drain(receive: Callable[[], Awaitable[Any]], budget: int) -> None:
+    """Read and drop the rest of a request body, at most ``budget`` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _reject(send: Callable[[Any], Awaitable[None]], limit: int) -> None:

@@ -425,6 +425,23 @@ def test_413_for_large_body_and_large_batch(server: Server) -> None:
         assert r.status_code == 200, r.text
 
 
+def test_a_large_upload_over_the_limit_gets_a_413_the_client_can_read(server: Server) -> None:
+    """40 MB against a 2 MiB limit: the server reads and drops the rest before it answers, so the client
+    gets the 413 and its message, not "connection reset by peer"; /metrics counts it as a 413."""
+    huge = json.dumps(lead_body(attributes={"note": "x" * (40 * 1024 * 1024)}))
+    headers = {**server.headers("crm"), "Content-Type": "application/json"}
+    with server.client() as c:
+        for _ in range(3):
+            r = c.post("/v1/score", content=huge, headers=headers)
+            assert r.status_code == 413 and "larger than" in r.json()["detail"]
+        streamed = (huge[i : i + (1 << 20)].encode() for i in range(0, 8 << 20, 1 << 20))  # chunked, no length
+        assert c.post("/v1/score", content=streamed, headers=headers).status_code == 413
+        text = c.get("/metrics", headers=server.headers("crm")).text
+    counted = re.findall(r'leadscore_requests_total\{method="POST",route="[^"]*",status="(\d+)"\} (\d+)', text)
+    assert not [n for status, n in counted if status == "500"]
+    assert sum(float(n) for status, n in counted if status == "413") >= 4
+
+
 def test_metrics_are_exposed(server: Server) -> None:
     with server.client() as c:
         c.post("/v1/score", json=lead_body(), headers=server.headers("crm"))

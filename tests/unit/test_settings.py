@@ -23,3 +23,24 @@ def test_mlflow_tracking_uri_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_settings().resolved_tracking_uri == "http://mlflow.internal:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert get_settings().resolved_tracking_uri == "sqlite:///ours.db"
+
+
+def test_the_largest_documented_batch_fits_the_default_body_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 leads (the batch limit) with 30 touches each, as a CRM sends them, is under the body limit."""
+    import json
+
+    from leadscore.settings import get_settings
+
+    for name in ("LEADSCORE_MAX_BODY_BYTES", "LEADSCORE_MAX_BATCH_LEADS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = get_settings()
+    touch = {"occurred_at": "2026-03-01T10:00:00+00:00", "touch_type": "pricing_page", "channel": "web"}
+    lead = {
+        "lead_id": "0012345678",
+        "created_at": "2026-02-01T09:30:00+00:00",
+        "attributes": {"lead_source": "paid_search", "industry": "software", "company_size": "201-1000"},
+        "touchpoints": [touch] * 30,
+        "as_of": "2026-05-01T00:00:00+00:00",
+    }
+    body = json.dumps({"leads": [lead] * settings.max_batch_leads, "explain": False})
+    assert 15_000_000 < len(body) < settings.max_body_bytes
