@@ -54,7 +54,9 @@ def require(*roles: str, admin: bool = True) -> Callable[[Principal], Awaitable[
     return check
 
 
-async def get_serving(request: Request) -> Serving:
+async def get_serving(request: Request, _: Annotated[Principal, Depends(get_principal)]) -> Serving:
+    """The served model, for a caller with a key: authentication comes first on every route (no key and no
+    model is a 401, not a 503); FastAPI resolves the principal once per request."""
     return _serving(request.app.state.holder)
 
 

@@ -481,6 +481,17 @@ def test_no_model_is_503(tmp_path: Path) -> None:
             assert c.get("/readyz").status_code == 503
             assert c.post("/v1/score", json=lead_body(), headers=srv.headers("crm")).status_code == 503
             assert c.get("/healthz").status_code == 200
+            # the key comes first on every route: without one, 401 even with no model to serve
+            for method, path in (
+                ("POST", "/v1/score"),
+                ("POST", "/v1/score/batch"),
+                ("GET", "/v1/model"),
+                ("GET", "/v1/threshold"),
+                ("GET", "/v1/threshold/curve"),
+                ("POST", "/v1/threshold/proposals"),
+            ):
+                assert c.request(method, path, json={}).status_code == 401, path
+            assert c.get("/v1/model", headers=srv.headers("crm")).status_code == 503
     finally:
         stop_server(srv)
 
