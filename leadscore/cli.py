@@ -348,8 +348,10 @@ def score(
 
 
 def _active_cutoffs(loaded: LoadedModel) -> GradeCutoffs:
-    """The cut-offs in force for this model: the approved policy (mapped if set for another version), else defaults."""
-    return _ThresholdContext(model=loaded).in_force().cutoffs
+    """The cut-offs in force for this model, as the server would apply them (read only), said on the console."""
+    force = _ThresholdContext(model=loaded).in_force()
+    console.print(f"cut-offs: threshold version {force.version}: {force.explanation}")
+    return force.cutoffs
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (only hashes are stored).", no_args_is_help=True)
@@ -368,28 +370,37 @@ def _key_store() -> KeyStore:
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="crm, marketing, sales or admin.")],
+    owner: Annotated[
+        str,
+        typer.Option(
+            help="E-mail of the person the key belongs to (for a CRM key, the person responsible for the "
+            "integration). Nobody decides a threshold proposal they made, whichever of their keys they use."
+        ),
+    ],
     name: Annotated[str | None, typer.Option(help="A name to recognise the key by (e.g. the CRM or person).")] = None,
 ) -> None:
     """Create a key; the key itself is printed once, as the last line."""
-    from serving.store import UnknownRole
+    from serving.store import InvalidOwner, UnknownRole
 
     try:
-        key, info = _key_store().create(role, name)
-    except UnknownRole as err:
+        key, info = _key_store().create(role, name, owner=owner)
+    except (UnknownRole, InvalidOwner) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     console.print(
-        f"created key {info.key_id} '{info.name}' with role {info.role} (store it now: it is not shown again)"
+        f"created key {info.key_id} '{info.name}' with role {info.role} for {info.owner} "
+        "(store it now: it is not shown again)"
     )
     typer.echo(key)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List keys (id, name, role, hint, created, revoked); never the keys themselves."""
+    """List keys (id, name, role, owner, hint, created, revoked); never the keys themselves."""
     for k in _key_store().list():
         revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-        typer.echo(f"{k.key_id}\t{k.name}\t{k.role}\t{k.hint}...\t{k.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+        owner = k.owner or "(no owner)"
+        typer.echo(f"{k.key_id}\t{k.name}\t{k.role}\t{owner}\t{k.hint}...\t{k.created_at:%Y-%m-%d %H:%M}\t{revoked}")
 
 
 @keys_app.command("revoke")
@@ -459,8 +470,8 @@ def demo(
 
     store = _key_store()
     for role in ROLES:
-        key, _ = store.create(role, f"demo-{role}")
-        typer.echo(f"  {role:<10} {key}")
+        key, _ = store.create(role, f"demo-{role}", owner=f"{role}@demo.example")
+        typer.echo(f"  {role:<10} {key}  (belongs to {role}@demo.example)")
     url = f"http://{settings.host}:{port or settings.port}"
     typer.echo(f"API docs: {url}/docs   health: {url}/healthz")
     if serve_after:
@@ -515,8 +526,9 @@ class _ThresholdContext:
         return tradeoff_of(self.champion if version == self.champion.version else self.source.fetch(version))
 
     def in_force(self) -> InForce:
+        """What is in force for the model: read only (only the server opens mapped proposals)."""
         model = self.champion
-        return self.service.in_force(model.name, model.version, model.model.default_cutoffs, self.tradeoff)
+        return self.service.refresh(model.name, model.version, model.model.default_cutoffs)
 
     def who(self, key: str) -> Principal:
         principal = self.keys.authenticate(key)
@@ -529,11 +541,13 @@ class _ThresholdContext:
 def _print_policy(p: Policy) -> None:
     typer.echo(
         f"version {p.id}  {p.status:<10} cut-off {p.cutoff:.4f}  grades A>={p.grades.a:.4f} B>={p.grades.b:.4f} "
-        f"C>={p.grades.c:.4f}  model {p.model_name} v{p.model_version}  by {p.proposed_by} ({p.proposed_role})"
+        f"C>={p.grades.c:.4f}  model {p.model_name} v{p.model_version}  by {p.proposed_by} ({p.proposed_role}"
+        f"{', ' + p.proposed_owner if p.proposed_owner else ''})"
         f"  {p.created_at:%Y-%m-%d %H:%M}  reason: {p.reason}"
     )
     for d in p.decisions:
-        typer.echo(f"    {d['decision']} by {d['by']} ({d['role']}) {d['at']:%Y-%m-%d %H:%M} {d['reason']}")
+        owner = f", {d['owner']}" if d.get("owner") else ""
+        typer.echo(f"    {d['decision']} by {d['by']} ({d['role']}{owner}) {d['at']:%Y-%m-%d %H:%M} {d['reason']}")
 
 
 def _service_errors(func: Callable[..., None]) -> Callable[..., None]:
@@ -560,15 +574,20 @@ def threshold_show() -> None:
     ctx = _ThresholdContext()
     force = ctx.in_force()
     c = force.cutoffs
-    source = f"policy version {force.version}" if force.policy else "the model's defaults (no policy approved yet)"
-    if force.mapped_from_model_version:
-        source += f", mapped from model version {force.mapped_from_model_version} by share of leads"
     typer.echo(
         f"model {ctx.champion.name} version {ctx.champion.version}: qualified at p >= {c.qualified:.4f}; "
-        f"A >= {c.a:.4f}, B >= {c.b:.4f}, C >= {c.c:.4f} ({source})"
+        f"A >= {c.a:.4f}, B >= {c.b:.4f}, C >= {c.c:.4f} (threshold version {force.version})"
     )
+    typer.echo(f"in force: {force.explanation}")
+    if force.applied is not None and force.applied is not force.policy:
+        _print_policy(force.applied)
     if force.policy:
+        typer.echo("last agreed policy:")
         _print_policy(force.policy)
+    for p in force.pending:
+        if p is not force.applied:
+            typer.echo("awaiting a decision:")
+            _print_policy(p)
 
 
 @threshold_app.command("analyze")
@@ -684,7 +703,7 @@ def threshold_approve(
 ) -> None:
     """Approve a proposal from the other side; it is active at once."""
     ctx = _ThresholdContext()
-    _print_policy(ctx.store.decide(version, ctx.who(key), True, reason))
+    _print_policy(ctx.store.decide(version, ctx.who(key), True, reason, ctx.champion.version))
 
 
 @threshold_app.command("reject")

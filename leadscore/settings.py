@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
     reload_interval_seconds: float = Field(30.0, description="How often the server checks the champion alias.")
+    threshold_refresh_seconds: float = Field(
+        1.0, gt=0, description="How often each server process re-reads the threshold policy in force (seconds)."
+    )
     max_body_bytes: int = Field(
         48 * 1024 * 1024,
         description="Largest request body accepted (413 above); a full batch of 10,000 leads with 30 touches each "

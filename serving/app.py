@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from leadscore.settings import Settings
+from models.registry import LoadedModel
 from models.threshold_analysis import TradeOff
 from serving.bodies import (
     DirectRoute,
@@ -81,19 +82,24 @@ def create_app(
         app.state.keys = services.keys = keys or KeyStore(engine)  # type: ignore[arg-type]
         app.state.threshold_store = thresholds or ThresholdStore(engine)  # type: ignore[arg-type]
         app.state.thresholds = services.thresholds = ThresholdService(app.state.threshold_store)
-        holder = ModelHolder(source)
+        holder = ModelHolder(source, prepare=refresh_thresholds)
         app.state.holder = services.holder = holder
         await asyncio.to_thread(_check_and_record, holder, metrics)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep it out of the
         # cyclic GC, whose full passes over it took ~200 ms and showed as the batch route's p99.
         gc.freeze()
-        poller = asyncio.create_task(_poll(holder, metrics, settings.reload_interval_seconds))
+        tasks = [
+            asyncio.create_task(_poll(holder, metrics, settings.reload_interval_seconds)),
+            asyncio.create_task(_refresh_thresholds(holder, refresh_thresholds, settings.threshold_refresh_seconds)),
+        ]
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="Leadscore",
@@ -107,24 +113,29 @@ def create_app(
     app.state.metrics = metrics
     tradeoffs: dict[str, TradeOff] = {}
 
-    def tradeoff(version: str) -> TradeOff:
-        """The trade-off of a model version, from the test predictions stored with it."""
+    def tradeoff(version: str, loaded: LoadedModel | None = None) -> TradeOff:
+        """The trade-off of a model version, from the test predictions stored with it (blocking: may fetch an
+        older version from the registry; never called on the event loop)."""
         if version not in tradeoffs:
-            current = services.holder.current
-            loaded = current.loaded if current and current.loaded.version == version else source.fetch(version)
+            if loaded is None or loaded.version != version:
+                current = services.holder.current
+                loaded = current.loaded if current and current.loaded.version == version else source.fetch(version)
             tradeoffs[version] = tradeoff_of(loaded)
         return tradeoffs[version]
 
-    def tradeoff_or_none(version: str) -> TradeOff | None:
-        try:
-            return tradeoff(version)
-        except Exception:  # an old model version that can no longer be fetched
-            log.exception("could not load the test predictions of model version %s", version)
-            return None
+    def refresh_thresholds(loaded: LoadedModel) -> InForce:
+        """Read (and, for a policy agreed for another version, map once) the cut-offs for a model: blocking."""
+        return services.thresholds.refresh(
+            loaded.name,
+            loaded.version,
+            loaded.model.default_cutoffs,
+            functools.partial(_tradeoff_with, tradeoff, loaded),
+        )
 
     def in_force(serving: Serving) -> InForce:
+        """The cut-offs in force for the served model, from memory."""
         return services.thresholds.in_force(
-            serving.loaded.name, serving.loaded.version, serving.loaded.model.default_cutoffs, tradeoff_or_none
+            serving.loaded.name, serving.loaded.version, serving.loaded.model.default_cutoffs
         )
 
     def threshold_for(serving: Serving) -> Threshold:
@@ -133,6 +144,7 @@ def create_app(
 
     app.state.tradeoff = tradeoff
     app.state.in_force = in_force
+    app.state.refresh_thresholds = refresh_thresholds
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)  # inside the metrics: its 413s are counted
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -246,7 +258,7 @@ def create_app(
     @app.get("/v1/me", response_model=MeOut, tags=["auth"])
     async def me(who: AnyRole) -> MeOut:
         """Who the key belongs to (name and role)."""
-        return MeOut(name=who.name, role=who.role)
+        return MeOut(name=who.name, role=who.role, owner=who.owner)
 
     @app.get("/ui", include_in_schema=False)
     async def ui() -> FileResponse:
@@ -266,6 +278,24 @@ def _check_and_record(holder: ModelHolder, metrics: Metrics) -> bool:
     if holder.current is not None:
         metrics.set_model(holder.current.loaded.name, holder.current.loaded.version)
     return changed
+
+
+def _tradeoff_with(tradeoff: Any, loaded: LoadedModel, version: str) -> TradeOff:
+    return tradeoff(version, loaded)
+
+
+async def _refresh_thresholds(holder: ModelHolder, refresh: Any, interval: float) -> None:
+    """Re-read the cut-offs in force every ``interval`` seconds, off the event loop (decisions made through
+    another process show here within that time)."""
+    while True:
+        await asyncio.sleep(interval)
+        current = holder.current
+        if current is None:
+            continue
+        try:
+            await asyncio.to_thread(refresh, current.loaded)
+        except Exception:  # never let the refresher die; the last cut-offs read stay in force
+            log.exception("reading the threshold policy failed")
 
 
 async def _poll(holder: ModelHolder, metrics: Metrics, interval: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,10 +82,16 @@ class Serving:
 
 
 class ModelHolder:
-    """Holds the served model; ``check`` loads a new champion and swaps it in one assignment."""
+    """Holds the served model; ``check`` loads a new champion and swaps it in one assignment.
 
-    def __init__(self, source: ModelSource) -> None:
+    ``prepare`` is called with a model that loaded and scores, before it is swapped in (the threshold
+    service reads, and if needed maps, the cut-offs for it there, so its first answer carries them); its
+    failures are logged and do not keep the model out.
+    """
+
+    def __init__(self, source: ModelSource, prepare: Callable[[LoadedModel], object] | None = None) -> None:
         self.source = source
+        self.prepare = prepare
         self.current: Serving | None = None
         self.last_error: str | None = None
         self.last_check_at: datetime | None = None
@@ -114,6 +121,7 @@ class ModelHolder:
                 self.last_error = f"model version {wanted} failed to load and was refused ({err}); serving {kept}"
                 log.error(self.last_error)
                 return False
+            self._prepare(loaded)
             self.current = Serving(loaded, datetime.now(UTC))
             self.last_error = None
             log.info("now serving %s version %s", loaded.name, loaded.version)
@@ -131,9 +139,18 @@ class ModelHolder:
             self.last_error = f"{self.last_error}; the local copy of version {last.version} cannot score ({err})"
             log.error(self.last_error)
             return False
+        self._prepare(last)
         self.current = Serving(last, datetime.now(UTC))
         log.warning("serving the local copy of %s version %s", last.name, last.version)
         return True
+
+    def _prepare(self, loaded: LoadedModel) -> None:
+        if self.prepare is None:
+            return
+        try:
+            self.prepare(loaded)
+        except Exception:
+            log.exception("preparing model version %s for serving failed; serving it anyway", loaded.version)
 
 
 def probe(model: ScoringModel) -> None:

@@ -119,6 +119,7 @@ class ReloadOut(BaseModel):
 class MeOut(BaseModel):
     name: str
     role: str
+    owner: str | None = Field(description="The person the key belongs to (e-mail; none on keys made before owners).")
 
 
 # ---- thresholds -------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class DecisionOut(BaseModel):
     decision: str
     by: str
     role: str
+    owner: str | None = Field(None, description="The person whose key decided (e-mail).")
     reason: str
     at: datetime
 
@@ -158,6 +160,7 @@ class PolicyOut(BaseModel):
     status: Literal["proposed", "active", "rejected", "superseded"]
     proposed_by: str
     proposed_role: str
+    proposed_owner: str | None = Field(None, description="The person whose key proposed it (e-mail).")
     reason: str
     origin: str
     created_at: datetime
@@ -166,14 +169,23 @@ class PolicyOut(BaseModel):
 
 
 class ThresholdOut(BaseModel):
-    policy: PolicyOut | None = Field(description="The active policy (none until one is approved).")
-    threshold_version: int
+    policy: PolicyOut | None = Field(description="The active policy: the last one both sides agreed (none yet).")
+    threshold_version: int = Field(
+        description="The version naming exactly the cut-offs in force, as scoring answers carry it: the policy or "
+        "mapped proposal they come from, or 0 for the model's default cut-offs."
+    )
     model_version: str = Field(description="The served model these cut-offs apply to.")
     cutoff: float = Field(description="The qualified cut-off in force for the served model.")
     grades: dict[str, float]
     mapped_from_model_version: str | None = Field(
         description="Set when the policy was agreed for another model and is mapped to this one by share of leads."
     )
+    approved: bool = Field(description="Whether both sides approved the cut-offs in force (false: provisional).")
+    in_force: PolicyOut | None = Field(
+        description="The policy or proposal whose cut-offs are in force (none: the model's default cut-offs)."
+    )
+    explanation: str = Field(description="In plain words: where the cut-offs in force come from, what is pending.")
+    pending: list[PolicyOut] = Field(description="Proposals for the served model awaiting a decision, oldest first.")
 
 
 class FigureOut(BaseModel):

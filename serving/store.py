@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -24,7 +25,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 
@@ -38,6 +41,7 @@ api_keys = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False),
     Column("role", String(20), nullable=False),
+    Column("owner", String(320), nullable=True),  # the person the key belongs to (e-mail); None on keys made before
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("key_hint", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -62,7 +66,29 @@ def make_engine(url: str) -> Engine:
     import serving.thresholds  # noqa: F401  (registers the threshold tables on the shared metadata)
 
     metadata.create_all(engine)
+    add_missing_columns(engine)
     return engine
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns a store made by an older Leadscore lacks (``create_all`` only makes tables).
+
+    Returns the ``table.column`` names added. Only nullable columns are ever added, so old rows stay valid.
+    """
+    added = []
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"the store's table {table.name} lacks the required column {column.name}")
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def hash_key(key: str) -> str:
@@ -71,11 +97,15 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name and role (never the key itself)."""
+    """Who is calling: the key's name, role and owner, the person it belongs to (never the key itself).
+
+    ``owner`` is None only for keys made before keys had owners; such keys may not propose or decide.
+    """
 
     key_id: int
     name: str
     role: str
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,10 +116,30 @@ class KeyInfo:
     hint: str
     created_at: datetime
     revoked_at: datetime | None
+    owner: str | None = None
 
 
 class UnknownRole(ValueError):
     pass
+
+
+class InvalidOwner(ValueError):
+    pass
+
+
+OWNER_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+
+
+def normalise_owner(owner: str) -> str:
+    """The owner as stored: an e-mail address, trimmed and lower-cased (one person, one spelling).
+
+    Raises:
+        InvalidOwner: when ``owner`` is not an e-mail address.
+    """
+    cleaned = owner.strip().lower()
+    if not OWNER_PATTERN.fullmatch(cleaned) or len(cleaned) > 320:
+        raise InvalidOwner(f"the owner must be the e-mail address of the person the key belongs to (got {owner!r})")
+    return cleaned
 
 
 class KeyStore:
@@ -107,24 +157,33 @@ class KeyStore:
         self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def create(self, role: str, name: str | None = None) -> tuple[str, KeyInfo]:
-        """A new random key for ``role``; returns the key (shown once) and its record."""
+    def create(self, role: str, name: str | None = None, *, owner: str) -> tuple[str, KeyInfo]:
+        """A new random key for ``role`` belonging to the person ``owner`` (an e-mail address); returns the key
+        (shown once) and its record.
+
+        Raises:
+            UnknownRole: ``role`` is not one of ROLES.
+            InvalidOwner: ``owner`` is not an e-mail address.
+        """
         if role not in ROLES:
             raise UnknownRole(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        owner = normalise_owner(owner)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         name = name or f"{role}-{now:%Y%m%d%H%M%S}"
         with self.engine.begin() as conn:
             result = conn.execute(
-                insert(api_keys).values(name=name, role=role, key_hash=hash_key(key), key_hint=key[:8], created_at=now)
+                insert(api_keys).values(
+                    name=name, role=role, owner=owner, key_hash=hash_key(key), key_hint=key[:8], created_at=now
+                )
             )
             key_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        return key, KeyInfo(key_id, name, role, key[:8], now, None)
+        return key, KeyInfo(key_id, name, role, key[:8], now, None, owner)
 
     def list(self) -> list[KeyInfo]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
-        return [KeyInfo(r.id, r.name, r.role, r.key_hint, r.created_at, r.revoked_at) for r in rows]
+        return [KeyInfo(r.id, r.name, r.role, r.key_hint, r.created_at, r.revoked_at, r.owner) for r in rows]
 
     def revoke(self, key_id_or_name: str) -> int:
         """Revoke by id or name; returns how many keys were revoked."""
@@ -166,7 +225,7 @@ class KeyStore:
             ).first()
         principal = None
         if row is not None and hmac.compare_digest(row.key_hash, digest):
-            principal = Principal(row.id, row.name, row.role)
+            principal = Principal(row.id, row.name, row.role, row.owner)
         with self._lock:
             self._cache[digest] = (time.monotonic(), principal)
             self._cache.move_to_end(digest)

@@ -27,6 +27,7 @@ def policy_out(p: Policy) -> PolicyOut:
         status=p.status,  # type: ignore[arg-type]
         proposed_by=p.proposed_by,
         proposed_role=p.proposed_role,
+        proposed_owner=p.proposed_owner,
         reason=p.reason,
         origin=p.origin,
         created_at=p.created_at,
@@ -51,6 +52,10 @@ def threshold(request: Request, serving: Served, _: AnyRole) -> ThresholdOut:
         cutoff=c.qualified,
         grades={"a": c.a, "b": c.b, "c": c.c},
         mapped_from_model_version=force.mapped_from_model_version,
+        approved=force.approved,
+        in_force=policy_out(force.applied) if force.applied else None,
+        explanation=force.explanation,
+        pending=[policy_out(p) for p in force.pending],
     )
 
 
@@ -124,12 +129,16 @@ def propose(body: ProposalIn, request: Request, serving: Served, who: Side) -> P
     policy = request.app.state.threshold_store.propose(
         who, serving.loaded.name, serving.loaded.version, body.cutoff, grades, body.reason
     )
+    request.app.state.refresh_thresholds(serving.loaded)  # the pending list shows it at once
     return policy_out(policy)
 
 
 def _decide(request: Request, policy_id: int, who: Principal, approve: bool, reason: str) -> PolicyOut:
-    policy = request.app.state.threshold_store.decide(policy_id, who, approve, reason)
-    request.app.state.thresholds.invalidate()
+    current = request.app.state.holder.current
+    served = current.loaded.version if current is not None else None
+    policy = request.app.state.threshold_store.decide(policy_id, who, approve, reason, served)
+    if current is not None:  # this process applies it at once; the others within the refresh interval
+        request.app.state.refresh_thresholds(current.loaded)
     return policy_out(policy)
 
 

@@ -2,12 +2,22 @@
 
 Three append-only tables: ``threshold_policies`` (what was proposed, never changed), ``threshold_decisions``
 (who approved or rejected, unique per policy and role) and ``threshold_activations`` (a gapless sequence:
-the policy with the highest sequence number is active). Racing approvals collide on those unique keys,
-so two policies can never become active at once; the loser gets a 409.
+the policy with the highest sequence number is active).
+
+Decisions on one proposal are serialised for real: each decision's transaction first locks the proposal's row
+(a no-op update: a row lock on PostgreSQL, the write lock on SQLite), then reads the decisions already made,
+so two sides approving a system proposal at the same moment see each other and exactly one activates it.
+Approvals of two different proposals racing for the next activation number are retried.
+
+What is in force is always a version of its own: the active policy when it was agreed for the served model
+version, else the proposal mapping it to that version (provisional until both sides approve it), else the
+model's default cut-offs (version 0). Reading it never writes: only the server, on seeing a model version it
+has no cut-offs for, opens the mapped proposal, once (a unique key makes it idempotent across processes).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -29,6 +40,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -40,6 +52,10 @@ from serving.store import Principal, metadata
 
 SIDES = ("marketing", "sales")
 SYSTEM = "system"
+SYSTEM_PRINCIPAL = Principal(0, "leadscore", SYSTEM, "leadscore")
+ACTIVATION_RETRIES = 20
+
+log = logging.getLogger("leadscore.thresholds")
 
 policies = Table(
     "threshold_policies",
@@ -53,6 +69,7 @@ policies = Table(
     Column("grade_c", Float, nullable=False),
     Column("proposed_by", String(200), nullable=False),
     Column("proposed_role", String(20), nullable=False),
+    Column("proposed_owner", String(320), nullable=True),
     Column("reason", String(2000), nullable=False),
     Column("origin", String(200), nullable=False),
     Column("auto_key", String(300), nullable=True, unique=True),
@@ -66,6 +83,7 @@ decisions = Table(
     Column("decision", String(20), nullable=False),
     Column("decided_by", String(200), nullable=False),
     Column("decided_role", String(20), nullable=False),
+    Column("decided_owner", String(320), nullable=True),
     Column("reason", String(2000), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("policy_id", "decided_role", name="one_decision_per_side"),
@@ -101,16 +119,40 @@ class Policy:
     created_at: datetime
     decisions: list[dict[str, object]] = field(default_factory=list)
     activated_at: datetime | None = None
+    proposed_owner: str | None = None
+    auto_key: str | None = None
 
 
-@dataclass(slots=True)  # built per request: plain slots (a frozen init costs twice as much)
+@dataclass(frozen=True)
 class InForce:
-    """What the scorer applies now, and where it comes from."""
+    """What the scorer applies now, and where it comes from.
+
+    Attributes:
+        cutoffs: the cut-offs applied (probabilities, 0-1).
+        version: the threshold version naming exactly those cut-offs: the id of the policy or mapped proposal
+            they come from, or 0 for the model's default cut-offs.
+        policy: the active policy (the last one both sides agreed), if any.
+        mapped_from_model_version: set when the cut-offs are the active policy's, mapped by share of leads from
+            the model version it was agreed for.
+        applied: the policy or proposal whose cut-offs are applied (None for the model's defaults).
+        approved: whether the applied cut-offs were approved by both sides.
+        explanation: plain words: where the cut-offs come from, and what awaits a decision.
+        pending: proposals for the served model version awaiting a decision.
+    """
 
     cutoffs: GradeCutoffs
     version: int
     policy: Policy | None
     mapped_from_model_version: str | None
+    applied: Policy | None = None
+    approved: bool = False
+    explanation: str = ""
+    pending: tuple[Policy, ...] = ()
+
+
+def mapping_key(model_name: str, model_version: str, policy_id: int) -> str:
+    """The unique key of the proposal mapping policy ``policy_id`` to a model version (one per pair)."""
+    return f"{model_name}:{model_version}:from-policy-{policy_id}"
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -146,6 +188,16 @@ class ThresholdStore:
     def history(self) -> list[Policy]:
         return self._load(None)
 
+    def by_auto_key(self, auto_key: str) -> Policy | None:
+        """The system proposal opened under ``auto_key``, if any."""
+        found = self._load(policies.c.auto_key == auto_key)
+        return found[0] if found else None
+
+    def pending(self, model_name: str, model_version: str) -> list[Policy]:
+        """Proposals for this model version that await a decision, oldest first."""
+        found = self._load((policies.c.model_name == model_name) & (policies.c.model_version == model_version))
+        return [p for p in found if p.status == "proposed"]
+
     def active(self) -> Policy | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(activations.c.policy_id).order_by(activations.c.seq.desc()).limit(1)).first()
@@ -172,6 +224,7 @@ class ThresholdStore:
                     "decision": d.decision,
                     "by": d.decided_by,
                     "role": d.decided_role,
+                    "owner": d.decided_owner,
                     "reason": d.reason,
                     "at": d.decided_at,
                 }
@@ -203,6 +256,8 @@ class ThresholdStore:
                     created_at=_aware(r.created_at),  # type: ignore[arg-type]
                     decisions=decided,
                     activated_at=activated.get(r.id),
+                    proposed_owner=r.proposed_owner,
+                    auto_key=r.auto_key,
                 )
             )
         return out
@@ -221,6 +276,7 @@ class ThresholdStore:
     ) -> Policy:
         if who.role not in (*SIDES, SYSTEM):
             raise Forbidden("only marketing or sales propose thresholds")
+        _require_owner(who)
         validate_policy(cutoff, grades)
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -233,6 +289,7 @@ class ThresholdStore:
                     grade_c=grades.c,
                     proposed_by=who.name,
                     proposed_role=who.role,
+                    proposed_owner=who.owner,
                     reason=reason,
                     origin=origin,
                     auto_key=auto_key,
@@ -242,109 +299,95 @@ class ThresholdStore:
             new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         return self.get(new_id)
 
-    def decide(self, policy_id: int, who: Principal, approve: bool, reason: str) -> Policy:
-        """Approve or reject; only the other side decides, and a system proposal needs both sides."""
-        policy = self.get(policy_id)
+    def decide(
+        self, policy_id: int, who: Principal, approve: bool, reason: str, served_version: str | None = None
+    ) -> Policy:
+        """Approve or reject: only the other side decides, a system proposal needs both sides, and nobody decides
+        a proposal they made or already decided, whatever key they use.
+
+        Raises:
+            NotFound: no such proposal.
+            Forbidden: the caller may not decide it (role, own proposal, no owner on the key).
+            Conflict: it is no longer pending, this side already decided it, or (approving, with
+                ``served_version`` given) it was made for a model version that is no longer served.
+        """
         if who.role not in SIDES:
             raise Forbidden("only marketing or sales decide thresholds (admin may not stand in for a side)")
-        if policy.proposed_role == who.role:
-            raise Forbidden(f"a proposal from {who.role} is decided by the other side")
-        if policy.status != "proposed":
-            raise Conflict(f"proposal {policy_id} is already {policy.status}")
-        if any(d["role"] == who.role for d in policy.decisions):
-            raise Conflict(f"{who.role} already decided proposal {policy_id}")
-        now = datetime.now(UTC)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(decisions).values(
-                        policy_id=policy_id,
-                        decision="approved" if approve else "rejected",
-                        decided_by=who.name,
-                        decided_role=who.role,
-                        reason=reason,
-                        decided_at=now,
-                    )
-                )
-                if approve:
-                    needed = set(SIDES) if policy.proposed_role == SYSTEM else {who.role}
-                    rows = conn.execute(
-                        select(decisions.c.decided_role, decisions.c.decision).where(decisions.c.policy_id == policy_id)
-                    ).all()
-                    if any(r.decision == "rejected" for r in rows):
-                        raise Conflict(f"proposal {policy_id} was rejected meanwhile")
-                    if needed <= {r.decided_role for r in rows if r.decision == "approved"}:
-                        current = conn.execute(select(func.max(activations.c.seq))).scalar() or 0
-                        conn.execute(insert(activations).values(seq=current + 1, policy_id=policy_id, activated_at=now))
-        except IntegrityError as err:
-            raise Conflict(
-                f"proposal {policy_id} was decided by someone else at the same moment; reload and retry"
-            ) from err
+        _require_owner(who)
+        for attempt in range(ACTIVATION_RETRIES):
+            try:
+                with self.engine.begin() as conn:
+                    self._decide_locked(conn, policy_id, who, approve, reason, served_version)
+                break
+            except IntegrityError as err:  # another proposal took the same activation number: decide again
+                if attempt == ACTIVATION_RETRIES - 1:
+                    raise Conflict(
+                        f"proposal {policy_id} could not be activated after {ACTIVATION_RETRIES} attempts; retry"
+                    ) from err
         return self.get(policy_id)
 
-
-class ThresholdService:
-    """The cut-offs in force for the served model, cached briefly; opens a mapped proposal on model change."""
-
-    def __init__(self, store: ThresholdStore, cache_seconds: float = 1.0) -> None:
-        self.store = store
-        self.cache_seconds = cache_seconds
-        self._cache: tuple[float, int | None, Policy | None] | None = None
-        self._lock = threading.Lock()
-        self._opened: set[str] = set()
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._cache = None
-
-    def active_policy(self) -> Policy | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache
-        if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[2]
-        policy = self.store.active()
-        with self._lock:
-            self._cache = (now, policy.id if policy else None, policy)
-        return policy
-
-    def in_force(
-        self, model_name: str, model_version: str, defaults: GradeCutoffs, tradeoff: Callable[[str], TradeOff | None]
-    ) -> InForce:
-        """The active policy; mapped by share of leads when it was set for another model version.
-
-        Each cut-off (qualified and grade bounds) of the old version becomes the cut-off of the new version that
-        hands over the same share of test-window LEADS (a lead counts once, handed over the first time its
-        probability reaches the cut-off), from each version's replayed trade-off.
-        """
-        policy = self.active_policy()
-        if policy is None:
-            return InForce(defaults, 0, None, None)
-        if policy.model_version == model_version and policy.model_name == model_name:
-            cut = GradeCutoffs(policy.grades.a, policy.grades.b, policy.grades.c, policy.cutoff)
-            return InForce(cut, policy.id, policy, None)
-        old, new = tradeoff(policy.model_version), tradeoff(model_version)
-        if old is None or new is None:
-            return InForce(defaults, policy.id, policy, policy.model_version)
-        mapped = GradeCutoffs(
-            a=new.cutoff_for_share(old.share_at(policy.grades.a)),
-            b=new.cutoff_for_share(old.share_at(policy.grades.b)),
-            c=new.cutoff_for_share(old.share_at(policy.grades.c)),
-            qualified=new.cutoff_for_share(old.share_at(policy.cutoff)),
+    def _decide_locked(
+        self, conn: Connection, policy_id: int, who: Principal, approve: bool, reason: str, served: str | None
+    ) -> None:
+        # The lock comes first: every read below sees every decision committed before it.
+        locked = conn.execute(update(policies).where(policies.c.id == policy_id).values(id=policies.c.id))
+        if locked.rowcount != 1:
+            raise NotFound(f"no threshold proposal {policy_id}")
+        row = conn.execute(select(policies).where(policies.c.id == policy_id)).one()
+        if row.proposed_role == who.role:
+            raise Forbidden(f"a proposal from {who.role} is decided by the other side")
+        if row.proposed_owner is not None and row.proposed_owner == who.owner:
+            raise Forbidden(f"{who.owner} made proposal {policy_id}: someone else decides it, whatever their key")
+        made = conn.execute(select(decisions).where(decisions.c.policy_id == policy_id)).all()
+        activated = conn.execute(select(activations.c.seq).where(activations.c.policy_id == policy_id)).first()
+        if activated is not None:
+            raise Conflict(f"proposal {policy_id} is already active or superseded")
+        if any(d.decision == "rejected" for d in made):
+            raise Conflict(f"proposal {policy_id} is already rejected")
+        if any(d.decided_role == who.role for d in made):
+            raise Conflict(f"{who.role} already decided proposal {policy_id}")
+        if any(d.decided_owner is not None and d.decided_owner == who.owner for d in made):
+            raise Forbidden(f"{who.owner} already decided proposal {policy_id} for the other side")
+        if approve and served is not None and row.model_version != served:
+            raise Conflict(
+                f"proposal {policy_id} was made for model version {row.model_version}, and version {served} is "
+                "served now: its cut-offs mean other shares of leads; propose again for the served model"
+            )
+        now = datetime.now(UTC)
+        conn.execute(
+            insert(decisions).values(
+                policy_id=policy_id,
+                decision="approved" if approve else "rejected",
+                decided_by=who.name,
+                decided_role=who.role,
+                decided_owner=who.owner,
+                reason=reason,
+                decided_at=now,
+            )
         )
-        self._open_mapped_proposal(policy, model_name, model_version, mapped)
-        return InForce(mapped, policy.id, policy, policy.model_version)
-
-    def _open_mapped_proposal(self, policy: Policy, model_name: str, model_version: str, mapped: GradeCutoffs) -> None:
-        key = f"{model_name}:{model_version}:from-policy-{policy.id}"
-        if key in self._opened:
+        if not approve:
             return
-        self._opened.add(key)
+        needed = set(SIDES) if row.proposed_role == SYSTEM else {who.role}
+        approved = {d.decided_role for d in made if d.decision == "approved"} | {who.role}
+        if needed <= approved:
+            current = conn.execute(select(func.max(activations.c.seq))).scalar() or 0
+            conn.execute(insert(activations).values(seq=current + 1, policy_id=policy_id, activated_at=now))
+
+    def open_mapping(self, policy: Policy, model_name: str, model_version: str, mapped: GradeCutoffs) -> Policy | None:
+        """Open (once) the system proposal mapping ``policy`` to a model version; returns it, or None when the
+        mapped cut-offs are degenerate (out of order or at 0 or 1) and cannot be proposed."""
+        key = mapping_key(model_name, model_version, policy.id)
+        existing = self.by_auto_key(key)
+        if existing is not None:
+            return existing
         grades = Grades(mapped.a, mapped.b, mapped.c)
         try:
             validate_policy(mapped.qualified, grades)
-            self.store.propose(
-                Principal(0, "leadscore", SYSTEM),
+        except InvalidLeadData:
+            return None
+        try:
+            return self.propose(
+                SYSTEM_PRINCIPAL,
                 model_name,
                 model_version,
                 mapped.qualified,
@@ -356,8 +399,166 @@ class ThresholdService:
                 origin=f"model change (mapped from policy {policy.id})",
                 auto_key=key,
             )
-        except (IntegrityError, InvalidLeadData):
-            pass  # another process opened it already, or the mapping is degenerate (kept as defaults)
+        except IntegrityError:  # another process opened it at the same moment
+            return self.by_auto_key(key)
+
+
+def _require_owner(who: Principal) -> None:
+    if not who.owner:
+        raise Forbidden(
+            "this key belongs to no person: thresholds are proposed and decided with a key made with "
+            "`leadscore keys create --role ROLE --owner EMAIL`"
+        )
+
+
+class ThresholdService:
+    """The cut-offs in force per model version, kept in memory for the scoring path.
+
+    ``in_force`` only reads memory; ``refresh`` (blocking: database reads, and for the server the opening of a
+    mapped proposal) is called off the event loop, when a model is loaded and then every ``refresh_seconds``.
+    A mapping that fails (e.g. an old version's test predictions cannot be fetched) is retried with back-off:
+    after ``first_backoff_seconds`` (1 s), then twice as long each time, up to ``max_backoff_seconds``.
+    """
+
+    def __init__(
+        self, store: ThresholdStore, first_backoff_seconds: float = 1.0, max_backoff_seconds: float = 300.0
+    ) -> None:
+        self.store = store
+        self.first_backoff_seconds = first_backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str], InForce] = {}
+        self._failures: dict[str, tuple[float, float, str]] = {}  # mapping key -> (retry at, back-off, error)
+
+    def in_force(self, model_name: str, model_version: str, defaults: GradeCutoffs) -> InForce:
+        """The cut-offs in force for a model version, from memory (never blocks); the model's defaults, named
+        version 0, until ``refresh`` has run for that version."""
+        known = self._known.get((model_name, model_version))
+        if known is not None:
+            return known
+        return InForce(defaults, 0, None, None, explanation="the model's default cut-offs (thresholds not read yet)")
+
+    def refresh(
+        self,
+        model_name: str,
+        model_version: str,
+        defaults: GradeCutoffs,
+        tradeoff: Callable[[str], TradeOff] | None = None,
+    ) -> InForce:
+        """Read what is in force for a model version and remember it (blocking).
+
+        With ``tradeoff`` (the server), a policy agreed for another model version and not yet mapped to this
+        one is mapped by share of leads and the mapping opened as a system proposal, once. Without it (the
+        CLI), nothing is written.
+        """
+        force = self._read(model_name, model_version, defaults)
+        if tradeoff is not None and force.policy is not None and force.applied is None:
+            self._map(force.policy, model_name, model_version, tradeoff)
+            force = self._read(model_name, model_version, defaults)  # the mapping, or why there is none
+        with self._lock:
+            self._known[(model_name, model_version)] = force
+        return force
+
+    def mapping_error(self, model_name: str, model_version: str, policy_id: int) -> str | None:
+        failure = self._failures.get(mapping_key(model_name, model_version, policy_id))
+        return failure[2] if failure else None
+
+    def _map(
+        self, policy: Policy, model_name: str, model_version: str, tradeoff: Callable[[str], TradeOff]
+    ) -> Policy | None:
+        key = mapping_key(model_name, model_version, policy.id)
+        failure = self._failures.get(key)
+        if failure is not None and time.monotonic() < failure[0]:
+            return None
+        try:
+            old, new = tradeoff(policy.model_version), tradeoff(model_version)
+            mapped = GradeCutoffs(
+                a=new.cutoff_for_share(old.share_at(policy.grades.a)),
+                b=new.cutoff_for_share(old.share_at(policy.grades.b)),
+                c=new.cutoff_for_share(old.share_at(policy.grades.c)),
+                qualified=new.cutoff_for_share(old.share_at(policy.cutoff)),
+            )
+            opened = self.store.open_mapping(policy, model_name, model_version, mapped)
+            if opened is None:
+                raise ValueError(f"the mapped cut-offs are degenerate ({mapped})")
+        except Exception as err:
+            backoff = min(self.max_backoff_seconds, 2 * failure[1]) if failure else self.first_backoff_seconds
+            self._failures[key] = (time.monotonic() + backoff, backoff, f"{type(err).__name__}: {err}")
+            log.warning(
+                "could not map policy %s to model version %s (retry in %.0f s): %s",
+                policy.id,
+                model_version,
+                backoff,
+                err,
+            )
+            return None
+        self._failures.pop(key, None)
+        return opened
+
+    def _read(self, model_name: str, model_version: str, defaults: GradeCutoffs) -> InForce:
+        policy = self.store.active()
+        pending = tuple(self.store.pending(model_name, model_version))
+        waiting = (
+            "; awaiting a decision: " + ", ".join(f"proposal {p.id} (cut-off {p.cutoff:.4f})" for p in pending)
+            if pending
+            else ""
+        )
+        if policy is None:
+            return InForce(
+                defaults,
+                0,
+                None,
+                None,
+                None,
+                False,
+                "the model's default cut-offs: no policy agreed yet" + waiting,
+                pending,
+            )
+        if policy.model_version == model_version and policy.model_name == model_name:
+            cut = GradeCutoffs(policy.grades.a, policy.grades.b, policy.grades.c, policy.cutoff)
+            return InForce(
+                cut,
+                policy.id,
+                policy,
+                None,
+                policy,
+                True,
+                f"policy {policy.id}, agreed by both sides" + waiting,
+                pending,
+            )
+        mapped = self.store.by_auto_key(mapping_key(model_name, model_version, policy.id))
+        if mapped is None:
+            error = self.mapping_error(model_name, model_version, policy.id)
+            why = f" ({error})" if error else ""
+            return InForce(
+                defaults,
+                0,
+                policy,
+                None,
+                None,
+                False,
+                f"NOT APPROVED: the model's default cut-offs; policy {policy.id} was agreed for model version "
+                f"{policy.model_version} and is not mapped to version {model_version} yet{why}" + waiting,
+                pending,
+            )
+        cut = GradeCutoffs(mapped.grades.a, mapped.grades.b, mapped.grades.c, mapped.cutoff)
+        state = {
+            "proposed": "awaiting approval by both sides",
+            "rejected": "rejected by "
+            + ", ".join(str(d["role"]) for d in mapped.decisions if d["decision"] == "rejected")
+            + ": propose new cut-offs",
+        }.get(mapped.status, mapped.status)
+        return InForce(
+            cut,
+            mapped.id,
+            policy,
+            policy.model_version,
+            mapped,
+            False,
+            f"NOT APPROVED: provisional cut-offs of proposal {mapped.id}, policy {policy.id} (agreed for model version "
+            f"{policy.model_version}) mapped to version {model_version} by share of leads; {state}" + waiting,
+            pending,
+        )
 
 
 PREDICTION_COLUMNS = ("lead_id", "as_of", "created_at", "probability", "label")

@@ -545,7 +545,7 @@ def test_revoked_key_stops_working(server: Server) -> None:
     from serving.store import KeyStore, make_engine
 
     store = KeyStore(make_engine(f"sqlite:///{server.home / 'leadscore.db'}"))
-    key, info = store.create("crm", "soon-revoked")
+    key, info = store.create("crm", "soon-revoked", owner="crm@test.example")
     with server.client() as c:
         assert c.post("/v1/score", json=lead_body(), headers={"Authorization": f"Bearer {key}"}).status_code == 200
         store.revoke(str(info.key_id))

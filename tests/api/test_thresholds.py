@@ -115,7 +115,7 @@ def test_two_approvals_racing_exactly_one_wins(world) -> None:
     from serving.store import KeyStore, make_engine
 
     store = KeyStore(make_engine(f"sqlite:///{srv.home / 'leadscore.db'}"))
-    sales_keys = [store.create("sales", f"racer-{i}")[0] for i in range(4)]
+    sales_keys = [store.create("sales", f"racer-{i}", owner=f"racer-{i}@test.example")[0] for i in range(4)]
     for _round in range(3):
         made = propose(srv, "marketing", 0.12)
         barrier = threading.Barrier(len(sales_keys))
@@ -135,8 +135,9 @@ def test_two_approvals_racing_exactly_one_wins(world) -> None:
         for t in threads:
             t.join()
         assert sorted(codes) == [200, 409, 409, 409]
-        policies = get(srv, "/v1/threshold/history").json()["policies"]
-        assert [p["status"] for p in policies].count("active") == 1
+        raced = get(srv, "/v1/threshold").json()
+        assert raced["threshold_version"] == made["version"] and raced["policy"]["status"] == "active"
+        assert len(raced["policy"]["decisions"]) == 1 and raced["approved"]
 
 
 def stored_moments(srv: Server, result: TrainResult) -> pd.DataFrame:
@@ -256,7 +257,11 @@ def test_a_new_champion_keeps_the_share_of_leads_handed_over_and_opens_a_proposa
         assert post(srv, "/v1/admin/reload", "admin").json()["model_version"] == newer.model_version
         now = get(srv, "/v1/threshold").json()
         assert now["mapped_from_model_version"] == result.model_version
-        assert now["threshold_version"] == made["version"]
+        # The mapping is a version of its own, provisional until both sides approve it, and scoring carries it.
+        assert now["threshold_version"] == now["in_force"]["version"] != made["version"]
+        assert not now["approved"] and now["policy"]["version"] == made["version"]
+        assert "NOT APPROVED" in now["explanation"] and now["pending"][0]["version"] == now["threshold_version"]
+        assert post(srv, "/v1/score", "crm", lead_body()).json()["threshold_version"] == now["threshold_version"]
         new_share = get(srv, f"/v1/threshold/analysis?cutoff={now['cutoff']}", "sales").json()["share_qualified"][
             "value"
         ]
@@ -276,6 +281,7 @@ def test_a_new_champion_keeps_the_share_of_leads_handed_over_and_opens_a_proposa
         assert second["status"] == "active"
         after = get(srv, "/v1/threshold").json()
         assert after["mapped_from_model_version"] is None and after["threshold_version"] == pending[0]["version"]
+        assert after["approved"] and after["pending"] == []
     finally:
         set_alias("leadscore", "champion", result.model_version)
         post(srv, "/v1/admin/reload", "admin")
@@ -307,6 +313,7 @@ def test_the_cli_drives_the_same_workflow(world) -> None:
     assert own.returncode == 2 and "403" in own.stderr
     approved = cli("approve", str(version), "--reason", "ok", key=srv.keys["marketing"])
     assert approved.returncode == 0 and "active" in approved.stdout
-    assert f"policy version {version}" in cli("show").stdout
+    shown = cli("show").stdout
+    assert f"(threshold version {version})" in shown and f"in force: policy {version}, agreed by both sides" in shown
     assert "from the cli" in cli("history").stdout
     assert get(srv, "/v1/threshold").json()["threshold_version"] == version

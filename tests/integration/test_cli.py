@@ -17,7 +17,7 @@ LEAKY = (
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
-    made = leadscore(tmp_path, "keys", "create", "--role", "sales", "--name", "sam")
+    made = leadscore(tmp_path, "keys", "create", "--role", "sales", "--name", "sam", "--owner", "Sam@Example.com")
     assert made.returncode == 0
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("lsk_")
@@ -25,11 +25,16 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert store.authenticate(key).role == "sales"  # type: ignore[union-attr]
     listed = leadscore(tmp_path, "keys", "list")
     assert "sam" in listed.stdout and "active" in listed.stdout and key not in listed.stdout
+    assert "\tsam@example.com\t" in listed.stdout
     assert key not in (tmp_path / "leadscore.db").read_bytes().decode("latin-1")  # only a hash is stored
     assert leadscore(tmp_path, "keys", "revoke", "sam").returncode == 0
     assert "revoked" in leadscore(tmp_path, "keys", "list").stdout
     assert KeyStore(make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}")).authenticate(key) is None
-    assert leadscore(tmp_path, "keys", "create", "--role", "janitor").returncode == 2
+    assert leadscore(tmp_path, "keys", "create", "--role", "janitor", "--owner", "j@example.com").returncode == 2
+    no_owner = leadscore(tmp_path, "keys", "create", "--role", "sales")
+    assert no_owner.returncode == 2 and "--owner" in no_owner.stderr
+    bad_owner = leadscore(tmp_path, "keys", "create", "--role", "sales", "--owner", "sam")
+    assert bad_owner.returncode == 2 and "e-mail address" in bad_owner.stderr and "Traceback" not in bad_owner.stderr
     assert leadscore(tmp_path, "keys", "revoke", "nobody").returncode == 1
 
 
@@ -88,3 +93,33 @@ def test_train_on_the_real_export_without_leaky_columns(tmp_path: Path) -> None:
     model = load_registered_model("xeducation", str(version), tmp_path / "model-cache").model
     assert set(model.spec.excluded_columns) == set(LEAKY.split(","))
     assert not model.spec.use_touches and "attr_tags" not in model.spec.feature_names
+
+
+def test_reading_commands_never_write_the_threshold_history(trained: TrainedWorld, tmp_path: Path) -> None:
+    """`score` and `threshold show` only read: a policy agreed for another model version is reported as not
+    mapped (only the server, seeing a new champion, opens the mapped proposal), whatever --model names."""
+    import shutil
+
+    from serving.store import Principal
+    from serving.thresholds import Grades, ThresholdStore
+
+    home = tmp_path / "home"
+    shutil.copytree(trained.home, home)
+    store = ThresholdStore(make_engine(f"sqlite:///{home / 'leadscore.db'}"))
+    made = store.propose(
+        Principal(1, "m", "marketing", "m@example.com"), "leadscore", "99", 0.2, Grades(0.5, 0.3, 0.1), "older model"
+    )
+    store.decide(made.id, Principal(2, "s", "sales", "s@example.com"), True, "")
+    history = [(p.id, p.status, len(p.decisions)) for p in store.history()]
+    local_dir = home / "model-cache" / "leadscore" / trained.result.model_version
+    for model in (f"models:/leadscore/{trained.result.model_version}", str(local_dir), None):
+        out = tmp_path / "scores.csv"
+        args = ["score", "--data", str(trained.data_dir), "--out", str(out), "--no-reasons"]
+        proc = leadscore(home, *args, *(["--model", model] if model else []))
+        assert proc.returncode == 0, proc.stderr
+        said = " ".join(proc.stderr.split())  # the console's notes, unwrapped
+        assert "threshold version 0: NOT APPROVED: the model's default cut-offs" in said
+        assert f"policy {made.id} was agreed for model version 99" in said
+    shown = leadscore(home, "threshold", "show")
+    assert shown.returncode == 0 and "(threshold version 0)" in shown.stdout and "not mapped" in shown.stdout
+    assert [(p.id, p.status, len(p.decisions)) for p in store.history()] == history

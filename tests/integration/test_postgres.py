@@ -6,6 +6,7 @@ package when it is missing); concurrent approvals race on it for real.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shutil
@@ -13,16 +14,17 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy import Engine, func, select
 
 from models.registry import configure_tracking
-from serving.errors import Conflict
+from serving.errors import Conflict, Forbidden
 from serving.store import KeyStore, Principal, make_engine
-from serving.thresholds import Grades, ThresholdStore
+from serving.thresholds import SYSTEM_PRINCIPAL, Grades, ThresholdStore, activations, decisions
 from tests.conftest import make_config
 from training.pipeline import train
 
@@ -69,46 +71,108 @@ def postgres_url() -> Iterator[str]:
 def test_keys_and_threshold_history_on_postgres(postgres_url: str) -> None:
     engine = make_engine(postgres_url)
     keys, store = KeyStore(engine), ThresholdStore(engine)
-    key, info = keys.create("marketing", "pg-marketing")
-    assert keys.authenticate(key) == Principal(info.key_id, "pg-marketing", "marketing")
-    marketing, sales = Principal(1, "m", "marketing"), Principal(2, "s", "sales")
-    made = store.propose(marketing, "leadscore", "1", 0.2, Grades(0.5, 0.3, 0.1), "on postgres")
-    assert store.decide(made.id, sales, True, "ok").status == "active"
+    key, info = keys.create("marketing", "pg-marketing", owner="pg@test.example")
+    assert keys.authenticate(key) == Principal(info.key_id, "pg-marketing", "marketing", "pg@test.example")
+    made = store.propose(MARKETING, "leadscore", "history", 0.2, Grades(0.5, 0.3, 0.1), "on postgres")
+    assert store.decide(made.id, SALES, True, "ok").status == "active"
     assert store.active().id == made.id  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("same_proposal", [True, False])
-def test_racing_approvals_on_postgres_leave_exactly_one_active(postgres_url: str, same_proposal: bool) -> None:
-    store = ThresholdStore(make_engine(postgres_url))
-    marketing = Principal(1, "m", "marketing")
-    proposals = [
-        store.propose(marketing, "leadscore", "1", 0.1 + i / 100, Grades(0.5, 0.3, 0.05), "race") for i in range(6)
-    ]
-    barrier = threading.Barrier(6)
+MARKETING = Principal(1, "m", "marketing", "mia@test.example")
+SALES = Principal(2, "s", "sales", "sol@test.example")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both backends: SQLite serialises writers by itself; PostgreSQL only with the proposal's row lock."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'race.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def decisions_of(engine: Engine, policy_id: int) -> tuple[list[str], int]:
+    """The decisions recorded on one proposal, and how many times it was activated."""
+    with engine.connect() as conn:
+        made = conn.execute(select(decisions.c.decided_role).where(decisions.c.policy_id == policy_id)).scalars()
+        made_roles = sorted(made)
+        times = conn.execute(select(func.count()).where(activations.c.policy_id == policy_id)).scalar_one()
+    return made_roles, int(times)
+
+
+def race(*calls: Callable[[], object]) -> list[str]:
+    """Run the calls at the same moment; each outcome is 'ok' or the domain error's class name."""
+    barrier = threading.Barrier(len(calls))
     outcomes: list[str] = []
 
-    def approve(i: int) -> None:
-        target = proposals[0] if same_proposal else proposals[i]
+    def run(call: Callable[[], object]) -> None:
         barrier.wait()
         try:
-            store.decide(target.id, Principal(100 + i, f"sales-{i}", "sales"), True, "race")
-            outcomes.append("won")
-        except Conflict:
-            outcomes.append("conflict")
+            call()
+            outcomes.append("ok")
+        except (Conflict, Forbidden) as err:
+            outcomes.append(type(err).__name__)
 
-    threads = [threading.Thread(target=approve, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert [p.status for p in store.history()].count("active") == 1
-    if same_proposal:
-        assert sorted(outcomes) == ["conflict"] * 5 + ["won"]
-    else:  # each approval either activated its proposal (superseding the previous) or lost the race cleanly
-        assert outcomes.count("won") >= 1
-        mine = {p.id for p in proposals}
-        activated = [p for p in store.history() if p.activated_at is not None and p.id in mine]
-        assert len(activated) == outcomes.count("won")
+    return sorted(outcomes)
+
+
+def test_both_sides_approving_a_system_proposal_at_once_activate_it_exactly_once(store_url: str) -> None:
+    engine = make_engine(store_url)
+    store = ThresholdStore(engine)
+    for round_ in range(100):
+        made = store.propose(
+            SYSTEM_PRINCIPAL, "leadscore", f"system-race-{round_}", 0.2, Grades(0.5, 0.3, 0.1), "mapped"
+        )
+        outcomes = race(
+            functools.partial(store.decide, made.id, MARKETING, True, "race"),
+            functools.partial(store.decide, made.id, SALES, True, "race"),
+        )
+        assert outcomes == ["ok", "ok"], f"round {round_}"
+        assert decisions_of(engine, made.id) == (["marketing", "sales"], 1), f"round {round_}"
+        assert store.get(made.id).status == "active", f"round {round_}: approved by both sides and still pending"
+
+
+def test_racing_approvals_of_one_proposal_record_one_decision(store_url: str) -> None:
+    engine = make_engine(store_url)
+    store = ThresholdStore(engine)
+    for round_ in range(10):
+        made = store.propose(MARKETING, "leadscore", f"one-race-{round_}", 0.2, Grades(0.5, 0.3, 0.05), "race")
+        outcomes = race(
+            *(
+                functools.partial(
+                    store.decide, made.id, Principal(100 + i, f"s{i}", "sales", f"s{i}@t.example"), True, ""
+                )
+                for i in range(4)
+            )
+        )
+        assert outcomes == ["Conflict"] * 3 + ["ok"]
+        assert decisions_of(engine, made.id) == (["sales"], 1)
+        assert store.active().id == made.id  # type: ignore[union-attr]
+
+
+def test_racing_approvals_of_different_proposals_all_activate_in_turn(store_url: str) -> None:
+    engine = make_engine(store_url)
+    store = ThresholdStore(engine)
+    made = [
+        store.propose(MARKETING, "leadscore", "many-race", 0.1 + i / 100, Grades(0.5, 0.3, 0.05), "race")
+        for i in range(6)
+    ]
+    outcomes = race(
+        *(
+            functools.partial(store.decide, p.id, Principal(100 + i, f"s{i}", "sales", f"s{i}@t.example"), True, "")
+            for i, p in enumerate(made)
+        )
+    )
+    assert outcomes == ["ok"] * 6  # a lost activation number is retried, not refused
+    with engine.connect() as conn:
+        rows = conn.execute(select(activations).order_by(activations.c.seq)).all()
+    mine = [r for r in rows if r.policy_id in {p.id for p in made}]
+    assert len(mine) == 6 and [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert store.active().id == mine[-1].policy_id  # type: ignore[union-attr]
 
 
 def test_mlflow_tracking_and_registry_on_postgres(postgres_url: str, demo_dir: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ def store_counting_queries(tmp_path: Path, **options: float) -> tuple[KeyStore, 
 
 def test_a_flood_of_unknown_keys_keeps_the_busy_key_cached_and_the_cache_bounded(tmp_path: Path) -> None:
     store, queries = store_counting_queries(tmp_path, max_cached=100)
-    key, info = store.create("crm", "sam@example.com")
+    key, info = store.create("crm", "sam@example.com", owner="sam@example.com")
     assert store.authenticate(key) is not None
     for i in range(1000):
         assert store.authenticate(f"lsk_unknown_{i}") is None
@@ -36,7 +36,7 @@ def test_a_flood_of_unknown_keys_keeps_the_busy_key_cached_and_the_cache_bounded
 
 def test_an_unknown_key_reaches_the_database_once_within_its_negative_time(tmp_path: Path) -> None:
     store, queries = store_counting_queries(tmp_path, negative_seconds=60.0)
-    store.create("crm")
+    store.create("crm", owner="crm@example.com")
     queries.clear()
     for _ in range(20):
         assert store.authenticate("lsk_not_a_key") is None
@@ -45,7 +45,7 @@ def test_an_unknown_key_reaches_the_database_once_within_its_negative_time(tmp_p
 
 def test_a_key_the_cache_cannot_tell_is_looked_up_off_the_event_loop(tmp_path: Path) -> None:
     store, queries = store_counting_queries(tmp_path)
-    key, _ = store.create("sales")
+    key, _ = store.create("sales", owner="sales@example.com")
     queries.clear()
 
     async def call() -> str:

@@ -333,7 +333,7 @@ def analysis_client() -> Any:
     app.include_router(router)
     trade = make_tradeoff()
     app.state.tradeoff = lambda version: trade
-    app.dependency_overrides[get_principal] = lambda: Principal(1, "tester", "sales")
+    app.dependency_overrides[get_principal] = lambda: Principal(1, "tester", "sales", "tester@example.com")
     app.dependency_overrides[get_serving] = lambda: SimpleNamespace(loaded=SimpleNamespace(version="7"))
     return TestClient(app, raise_server_exceptions=False)
 
