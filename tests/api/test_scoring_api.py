@@ -576,3 +576,28 @@ def test_unreachable_registry_at_start_serves_the_local_copy_of_the_last_model(s
             assert c.post("/v1/score", json=lead_body(), headers=srv.headers("crm")).status_code == 200
     finally:
         stop_server(srv)
+
+
+def test_an_attribute_of_400_digits_is_answered_not_a_500(server: Server) -> None:
+    """A number beyond float (an OverflowError in a float conversion) is a client's value, never a server error:
+    in one lead, in a batch, in the API's fast lane and in the JSON it echoes."""
+    huge = "9" * 400
+    text = json.dumps(lead_body(attributes={"annual_revenue_musd": 1.5, "industry": "software"})).replace("1.5", huge)
+    with server.client() as c:
+        single = c.post(
+            "/v1/score", content=text, headers={**server.headers("crm"), "content-type": "application/json"}
+        )
+        batch = c.post(
+            "/v1/score/batch",
+            content=f'{{"leads": [{text}, {text}]}}',
+            headers={**server.headers("crm"), "content-type": "application/json"},
+        )
+    assert single.status_code == 200 and batch.status_code == 200, (single.text, batch.text)
+    # Read as a missing number, as training reads a value it cannot take as a number.
+    with server.client() as c:
+        missing = c.post(
+            "/v1/score", json=lead_body(attributes={"industry": "software"}), headers=server.headers("crm")
+        )
+        missing = missing.json()
+    assert single.json()["probability"] == missing["probability"]
+    assert [r["probability"] for r in batch.json()["results"]] == [missing["probability"]] * 2

@@ -317,3 +317,72 @@ def test_the_cli_drives_the_same_workflow(world) -> None:
     assert f"(threshold version {version})" in shown and f"in force: policy {version}, agreed by both sides" in shown
     assert "from the cli" in cli("history").stdout
     assert get(srv, "/v1/threshold").json()["threshold_version"] == version
+
+
+def test_a_server_killed_in_the_middle_of_approvals_restarts_with_the_history_whole(world) -> None:
+    """SIGKILL while four clients propose and approve: after a restart every decision is whole (an approval of a
+    human proposal always comes with its activation), activations are gapless, and exactly the last one is active."""
+    import signal
+
+    import httpx
+    from sqlalchemy import select
+
+    from serving.store import make_engine
+    from serving.thresholds import activations, decisions, policies
+
+    srv, _ = world
+    victim = start_server(srv.home)
+    stop = threading.Event()
+    approvals: list[int] = []
+
+    def work(i: int) -> None:
+        with victim.client() as c:
+            while not stop.is_set():
+                try:
+                    made = c.post(
+                        "/v1/threshold/proposals",
+                        json={"cutoff": 0.1 + i / 100, "reason": f"before the kill {i}"},
+                        headers=victim.headers("marketing"),
+                    )
+                    if made.status_code == 201:
+                        version = made.json()["version"]
+                        r = c.post(f"/v1/threshold/proposals/{version}/approve", headers=victim.headers("sales"))
+                        approvals.append(r.status_code)
+                except httpx.HTTPError:
+                    return  # the server is gone
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(approvals) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait(10)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(approvals) >= 20, "the kill did not happen in the middle of approvals"
+
+    restarted = start_server(srv.home)
+    try:
+        history = get(restarted, "/v1/threshold/history").json()["policies"]
+        engine = make_engine(f"sqlite:///{srv.home / 'leadscore.db'}")
+        with engine.connect() as conn:
+            seqs = conn.execute(select(activations.c.seq, activations.c.policy_id).order_by(activations.c.seq)).all()
+            made = {r.id: r.proposed_role for r in conn.execute(select(policies.c.id, policies.c.proposed_role))}
+            decided = conn.execute(select(decisions.c.policy_id, decisions.c.decided_role, decisions.c.decision)).all()
+        assert [s.seq for s in seqs] == list(range(1, len(seqs) + 1))
+        activated = {s.policy_id for s in seqs}
+        approved_by: dict[int, set[str]] = {}
+        for d in decided:
+            if d.decision == "approved":
+                approved_by.setdefault(d.policy_id, set()).add(d.decided_role)
+        for policy_id, role in made.items():
+            needed = {"marketing", "sales"} if role == "system" else {"sales" if role == "marketing" else "marketing"}
+            assert (policy_id in activated) == (needed <= approved_by.get(policy_id, set())), policy_id
+        statuses = {p["version"]: p["status"] for p in history}
+        assert [v for v, s in statuses.items() if s == "active"] == [seqs[-1].policy_id]
+        assert len(history) == len(made)
+    finally:
+        stop_server(restarted)
