@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
@@ -31,9 +30,6 @@ from serving.errors import InvalidLeadData
 
 REF = "#/components/schemas/{name}"
 _ENCODER = msgspec.json.Encoder()
-_SEGMENT = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]|\[(\.\.\.)\]")
-_MESSAGE = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`(?: in `(?P<parent>[^`]*)`)?)?$", re.S)
-_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
 _BOOL = TypeAdapter(bool)
 T = TypeVar("T")
 
@@ -127,7 +123,10 @@ NON_FINITE = "NaN and infinity are not allowed; send a finite number or null"
 def body_problems(raw: bytes, struct: type, refused: str) -> list[Problem]:
     """The offending fields of a JSON body that msgspec ``refused`` (its message) as ``struct``, in document
     order (missing fields of an object after its other problems), at most one more than :data:`MAX_LISTED`.
-    Malformed JSON is one problem at the body."""
+    Malformed JSON is one problem at the body.
+
+    The body is walked field by field against ``struct``'s own field types, so each problem's location is the
+    walk's path, never parsed out of a library's message."""
     non_finite: list[float] = []
 
     def number(text: str) -> float:
@@ -144,9 +143,8 @@ def body_problems(raw: bytes, struct: type, refused: str) -> list[Problem]:
         return [([], "malformed JSON: nested too deeply")]
     found: list[Problem] = []
     _collect(doc, struct, [], found, bool(non_finite))
-    if not found:  # msgspec refused what this walk accepts: report msgspec's own reading of it
-        message, loc = error_location(refused)
-        found.append((loc, message))
+    if not found:  # msgspec refused what this walk accepts: its own message, at the body
+        found.append(([], refused))
     return found
 
 
@@ -207,30 +205,12 @@ def _convert_error(doc: object, kind: Any) -> str | None:
 
 
 def _convert_problem(doc: object, kind: Any, path: list[str | int], found: list[Problem]) -> None:
+    """msgspec's message for a part the walk does not split further (a scalar, or a whole that is wrong as a
+    whole, such as a list that is too long). The walk knows where the part is, and a part converted on its own
+    has no location in msgspec's message: nothing is read out of the message's text."""
     error = _convert_error(doc, kind)
     if error is not None:
-        message, loc = error_location(error)
-        found.append(([*path, *loc], message))
-
-
-def error_location(message: str) -> tuple[str, list[str | int]]:
-    """The message and field path of a msgspec validation error (``$.leads[3].as_of`` -> leads, 3, as_of)."""
-    match = _MESSAGE.match(message)
-    assert match is not None  # the pattern matches any text
-    text = match["msg"]
-    where = match["parent"] if match["path"] == "key" else match["path"]
-    loc: list[str | int] = _parse_path(where or "$")
-    field = _FIELD.search(text)
-    if field:
-        loc.append(field[1])
-    return text, loc
-
-
-def _parse_path(path: str) -> list[str | int]:
-    loc: list[str | int] = []
-    for name, index, dots in _SEGMENT.findall(path[1:]):
-        loc.append(name or (int(index) if index else dots))
-    return loc
+        found.append((path, error))
 
 
 def _not_finite(value: object) -> bool:
