@@ -226,7 +226,7 @@ class ThresholdStore:
                     "role": d.decided_role,
                     "owner": d.decided_owner,
                     "reason": d.reason,
-                    "at": d.decided_at,
+                    "at": _aware(d.decided_at),
                 }
             )
         activated = {a.policy_id: _aware(a.activated_at) for a in acts}

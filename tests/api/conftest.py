@@ -41,7 +41,10 @@ class Server:
 
 def start_server(home: Path, extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
     store = KeyStore(make_engine(f"sqlite:///{home / 'leadscore.db'}"))
-    keys = {role: store.create(role, f"test-{role}-{time.monotonic_ns()}", owner=f"{role}@test.example")[0] for role in ROLES}
+    keys = {
+        role: store.create(role, f"test-{role}-{time.monotonic_ns()}", owner=f"{role}@test.example")[0]
+        for role in ROLES
+    }
     port = free_port()
     env = clean_env(LEADSCORE_HOME=str(home), LEADSCORE_RELOAD_INTERVAL_SECONDS="3600", **(extra_env or {}))
     log = home / f"server-{port}.log"

@@ -168,10 +168,18 @@ def test_leadscore_score_writes_every_open_lead(trained: TrainedWorld, tmp_path:
     np.testing.assert_allclose(scores.set_index("lead_id").probability.loc[direct.index], direct, rtol=1e-9)
 
 
-def test_same_data_and_seed_give_the_same_metrics(trained: TrainedWorld, tmp_path: Path) -> None:
-    again = train(make_config(tmp_path, trained.data_dir))
+def test_same_data_and_seed_give_the_same_model_and_another_seed_another(trained: TrainedWorld, tmp_path: Path) -> None:
+    assert trained.config.seed == 42
+    again = train(make_config(tmp_path / "again", trained.data_dir, seed=42))  # a second, independent run
+    assert again.run_id != trained.result.run_id and again.model is not trained.result.model
     assert again.metrics == trained.result.metrics
-    assert again.model.booster.model_to_string() == trained.result.model.booster.model_to_string()
+    assert again.model.meta["model_selection"] == trained.result.model.meta["model_selection"]
+    first, second = trained.result.model.booster, again.model.booster
+    assert first is not None and second is not None  # model selection chose the trees both times
+    assert second.model_to_string() == first.model_to_string()
+    # The seed is used (early-stopping half, calibration folds, baselines): another seed, another model.
+    other = train(make_config(tmp_path / "other", trained.data_dir, seed=7))
+    assert other.metrics != trained.result.metrics
 
 
 def test_promotion_keeps_a_better_champion_unless_forced(trained: TrainedWorld, tmp_path: Path) -> None:

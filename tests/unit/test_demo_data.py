@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from training.demo_data import generate_demo_data
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -13,12 +21,33 @@ def demo():
     return generate_demo_data(n_leads=20_000, seed=3)
 
 
+TABLES = ("leads", "touchpoints", "outcomes")
+
+
+def fingerprint(n_leads: int, seed: int) -> str:
+    """A digest of the generated tables: columns, dtypes, index and every value."""
+    data = generate_demo_data(n_leads=n_leads, seed=seed)
+    digest = hashlib.sha256(str(data.end).encode())
+    for name in TABLES:
+        table = getattr(data, name)
+        digest.update(repr((name, list(table.columns), [str(t) for t in table.dtypes])).encode())
+        digest.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def test_same_seed_same_data_other_seed_other_data(demo) -> None:
-    again = generate_demo_data(n_leads=20_000, seed=3)
-    pd.testing.assert_frame_equal(demo.touchpoints, again.touchpoints)
-    pd.testing.assert_frame_equal(demo.outcomes, again.outcomes)
-    other = generate_demo_data(n_leads=2_000, seed=4)
-    assert not other.leads["lead_source"].equals(demo.leads["lead_source"].iloc[:2_000])
+    again = generate_demo_data(n_leads=20_000, seed=3)  # a second, independent generation
+    assert again.leads is not demo.leads
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(demo, name), check_exact=True)
+    assert again.end == demo.end
+    # Another seed, same size: the same shape of CRM, other leads (so the comparison above could fail).
+    other = generate_demo_data(n_leads=20_000, seed=4)
+    assert len(other.leads) == len(demo.leads) and other.end == demo.end
+    for column in ("created_at", "lead_source", "industry", "job_level"):
+        assert (other.leads[column] != demo.leads[column]).mean() > 0.3, column
+    assert len(other.touchpoints) != len(demo.touchpoints)
+    assert not other.outcomes["lead_id"].equals(demo.outcomes["lead_id"])
 
 
 def test_win_rate_is_a_few_percent_and_many_leads_stay_open(demo) -> None:
@@ -63,3 +92,13 @@ def test_fit_and_intent_both_matter(demo) -> None:
     demo_req = set(demo.touchpoints.loc[demo.touchpoints["touch_type"] == "demo_request", "lead_id"])
     leads["asked"] = leads["lead_id"].isin(demo_req)
     assert leads.loc[leads["asked"], "won"].mean() > 3 * leads.loc[~leads["asked"], "won"].mean()
+
+
+def test_another_process_generates_the_same_data() -> None:
+    # Not only within one process: another interpreter with another string-hash seed (set and dict orders of
+    # strings, hash()) generates the very same CRM, as `leadscore demo` does on another machine.
+    code = "from tests.unit.test_demo_data import fingerprint; print(fingerprint(3_000, 3))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+    assert out.stdout.strip() == fingerprint(3_000, 3)
+    assert fingerprint(3_000, 4) != fingerprint(3_000, 3)
