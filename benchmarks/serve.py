@@ -166,7 +166,7 @@ def main() -> None:
         )
     key = (
         subprocess.run(
-            [BIN / "leadscore", "keys", "create", "--role", "crm", "--name", "bench"],
+            [BIN / "leadscore", "keys", "create", "--role", "crm", "--name", "bench", "--owner", "bench@example.com"],
             env=env,
             check=True,
             capture_output=True,

@@ -71,6 +71,8 @@ def test_marketing_proposes_sales_approves_in_the_browser(
 ) -> None:
     wait = connect(browser, page_server, "marketing")
     assert browser.find_element(By.ID, "active-version").get_attribute("data-version") == "0"
+    # Nothing agreed yet: the page says plainly that the cut-offs in force were not approved by both sides.
+    assert "Not approved by both sides" in browser.find_element(By.ID, "not-approved").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline")) == 3
 
     # Moving the slider updates the figures live.
@@ -121,6 +123,8 @@ def test_marketing_proposes_sales_approves_in_the_browser(
     wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"button.approve[data-version='{version}']"))).click()
     wait.until(lambda b: b.find_element(By.ID, "active-version").get_attribute("data-version") == version)
     assert f"{chosen:.4f}" in browser.find_element(By.ID, "active").text
+    assert "agreed by both sides" in browser.find_element(By.ID, "active").text
+    assert browser.find_elements(By.ID, "not-approved") == []
     row = browser.find_element(By.CSS_SELECTOR, f"#history tr[data-version='{version}']")
     assert "active" in row.text and "approved by" in row.text
 
