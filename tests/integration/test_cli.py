@@ -112,10 +112,10 @@ def test_reading_commands_never_write_the_threshold_history(trained: TrainedWorl
     store.decide(made.id, Principal(2, "s", "sales", "s@example.com"), True, "")
     history = [(p.id, p.status, len(p.decisions)) for p in store.history()]
     local_dir = home / "model-cache" / "leadscore" / trained.result.model_version
-    for model in (f"models:/leadscore/{trained.result.model_version}", str(local_dir), None):
+    for model in (f"models:/leadscore/{trained.result.model_version}", str(local_dir)):
         out = tmp_path / "scores.csv"
-        args = ["score", "--data", str(trained.data_dir), "--out", str(out), "--no-reasons"]
-        proc = leadscore(home, *args, *(["--model", model] if model else []))
+        args = ["score", "--data", str(trained.data_dir), "--out", str(out), "--no-reasons", "--model", model]
+        proc = leadscore(home, *args)
         assert proc.returncode == 0, proc.stderr
         said = " ".join(proc.stderr.split())  # the console's notes, unwrapped
         assert "threshold version 0: NOT APPROVED: the model's default cut-offs" in said
