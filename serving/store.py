@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 ROLES = ("crm", "marketing", "sales", "admin")
 KEY_PREFIX = "lsk_"
@@ -65,8 +66,14 @@ def make_engine(url: str) -> Engine:
 
     import serving.thresholds  # noqa: F401  (registers the threshold tables on the shared metadata)
 
-    metadata.create_all(engine)
-    add_missing_columns(engine)
+    for attempt in range(3):  # workers starting together race to create the tables: the loser looks again
+        try:
+            metadata.create_all(engine)
+            add_missing_columns(engine)
+            break
+        except DBAPIError:
+            if attempt == 2:
+                raise
     return engine
 
 
@@ -85,8 +92,13 @@ def add_missing_columns(engine: Engine) -> list[str]:
             if not column.nullable:
                 raise RuntimeError(f"the store's table {table.name} lacks the required column {column.name}")
             kind = column.type.compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+            except DBAPIError:  # another process (a second worker) added it at the same moment
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+                continue
             added.append(f"{table.name}.{column.name}")
     return added
 

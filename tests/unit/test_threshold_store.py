@@ -203,3 +203,34 @@ def test_a_proposal_for_a_model_no_longer_served_cannot_be_approved(store: Thres
         store.decide(made.id, SOL_SALES, True, "", served_version="2")
     assert store.get(made.id).decisions == []
     assert store.decide(made.id, SOL_SALES, False, "stale", served_version="2").status == "rejected"
+
+
+def test_workers_creating_or_upgrading_a_store_at_the_same_moment_all_start(tmp_path: Path) -> None:
+    """`serve --workers N` on a new home, or on a home of an older Leadscore: every worker's store opens."""
+    import threading
+
+    errors: list[BaseException] = []
+    for round_ in range(6):
+        path = tmp_path / f"store-{round_}.db"
+        if round_ % 2:  # a store made before keys had owners
+            with sqlite3.connect(path) as db:
+                db.execute(
+                    "CREATE TABLE api_keys (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL, role VARCHAR(20) NOT "
+                    "NULL, key_hash VARCHAR(64) NOT NULL UNIQUE, key_hint VARCHAR(16) NOT NULL, created_at DATETIME "
+                    "NOT NULL, revoked_at DATETIME)"
+                )
+        barrier = threading.Barrier(4)
+
+        def open_store(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                KeyStore(make_engine(f"sqlite:///{path}")).list()
+            except BaseException as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
