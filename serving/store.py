@@ -66,13 +66,16 @@ def make_engine(url: str) -> Engine:
 
     import serving.thresholds  # noqa: F401  (registers the threshold tables on the shared metadata)
 
-    for attempt in range(3):  # workers starting together race to create the tables: the loser looks again
+    # Workers starting together race to create each table (or add each column): the loser looks again, and
+    # can lose at most once per table, after which the table exists.
+    attempts = len(metadata.tables) + 1
+    for attempt in range(attempts):
         try:
             metadata.create_all(engine)
             add_missing_columns(engine)
             break
         except DBAPIError:
-            if attempt == 2:
+            if attempt == attempts - 1:
                 raise
     return engine
 
