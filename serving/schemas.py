@@ -157,7 +157,10 @@ class PolicyOut(BaseModel):
     model_version: str
     cutoff: float
     grades: dict[str, float]
-    status: Literal["proposed", "active", "rejected", "superseded"]
+    status: Literal["proposed", "active", "rejected", "superseded", "outdated"] = Field(
+        description="proposed (awaiting a decision), active, rejected, superseded (was active), or outdated (a "
+        "system proposal mapping a policy that is no longer the agreed one; it cannot be approved)."
+    )
     proposed_by: str
     proposed_role: str
     proposed_owner: str | None = Field(None, description="The person whose key proposed it (e-mail).")

@@ -73,6 +73,7 @@ policies = Table(
     Column("reason", String(2000), nullable=False),
     Column("origin", String(200), nullable=False),
     Column("auto_key", String(300), nullable=True, unique=True),
+    Column("mapped_from_policy", Integer, nullable=True),  # the agreed policy a system proposal maps
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 decisions = Table(
@@ -121,6 +122,7 @@ class Policy:
     activated_at: datetime | None = None
     proposed_owner: str | None = None
     auto_key: str | None = None
+    mapped_from_policy: int | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ class ThresholdStore:
                 status = "superseded"
             elif any(d["decision"] == "rejected" for d in decided):
                 status = "rejected"
+            elif r.mapped_from_policy is not None and (latest is None or latest.policy_id != r.mapped_from_policy):
+                status = "outdated"  # it maps a policy that is no longer the agreed one
             else:
                 status = "proposed"
             out.append(
@@ -258,6 +262,7 @@ class ThresholdStore:
                     activated_at=activated.get(r.id),
                     proposed_owner=r.proposed_owner,
                     auto_key=r.auto_key,
+                    mapped_from_policy=r.mapped_from_policy,
                 )
             )
         return out
@@ -273,6 +278,7 @@ class ThresholdStore:
         reason: str,
         origin: str = "manual",
         auto_key: str | None = None,
+        mapped_from_policy: int | None = None,
     ) -> Policy:
         if who.role not in (*SIDES, SYSTEM):
             raise Forbidden("only marketing or sales propose thresholds")
@@ -293,6 +299,7 @@ class ThresholdStore:
                     reason=reason,
                     origin=origin,
                     auto_key=auto_key,
+                    mapped_from_policy=mapped_from_policy,
                     created_at=datetime.now(UTC),
                 )
             )
@@ -348,6 +355,13 @@ class ThresholdStore:
             raise Conflict(f"{who.role} already decided proposal {policy_id}")
         if any(d.decided_owner is not None and d.decided_owner == who.owner for d in made):
             raise Forbidden(f"{who.owner} already decided proposal {policy_id} for the other side")
+        if approve and row.mapped_from_policy is not None:
+            latest = conn.execute(select(activations.c.policy_id).order_by(activations.c.seq.desc()).limit(1)).first()
+            if latest is None or latest.policy_id != row.mapped_from_policy:
+                raise Conflict(
+                    f"proposal {policy_id} maps policy {row.mapped_from_policy}, which is no longer the agreed policy "
+                    f"(policy {latest.policy_id if latest else None} is): it is outdated and cannot be approved"
+                )
         if approve and served is not None and row.model_version != served:
             raise Conflict(
                 f"proposal {policy_id} was made for model version {row.model_version}, and version {served} is "
@@ -398,6 +412,7 @@ class ThresholdStore:
                 ),
                 origin=f"model change (mapped from policy {policy.id})",
                 auto_key=key,
+                mapped_from_policy=policy.id,
             )
         except IntegrityError:  # another process opened it at the same moment
             return self.by_auto_key(key)

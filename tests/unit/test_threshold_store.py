@@ -234,3 +234,18 @@ def test_workers_creating_or_upgrading_a_store_at_the_same_moment_all_start(tmp_
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_a_mapping_of_a_policy_no_longer_agreed_is_outdated_and_cannot_be_approved(store: ThresholdStore) -> None:
+    agreed_policy_for_version_1(store)
+    service = ThresholdService(store)
+    old_mapping = service.refresh("leadscore", "2", DEFAULTS, TRADEOFFS.__getitem__).version
+    store.decide(old_mapping, MIA_MARKETING, True, "half of the two sides")
+    newer = store.propose(MAX_MARKETING, "leadscore", "1", 0.4, Grades(0.85, 0.65, 0.35), "agreed again on v1")
+    store.decide(newer.id, SOL_SALES, True, "")
+    assert store.get(old_mapping).status == "outdated"
+    with pytest.raises(Conflict, match="no longer the agreed policy"):
+        store.decide(old_mapping, SOL_SALES, True, "one click on the first pending one")
+    force = service.refresh("leadscore", "2", DEFAULTS, TRADEOFFS.__getitem__)
+    assert force.version not in (0, old_mapping) and force.applied.mapped_from_policy == newer.id  # type: ignore[union-attr]
+    assert [p.id for p in force.pending] == [force.version] and store.active().id == newer.id  # type: ignore[union-attr]
