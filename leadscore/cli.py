@@ -380,11 +380,11 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A name to recognise the key by (e.g. the CRM or person).")] = None,
 ) -> None:
     """Create a key; the key itself is printed once, as the last line."""
-    from serving.store import InvalidOwner, UnknownRole
+    from serving.store import InvalidKey
 
     try:
         key, info = _key_store().create(role, name, owner=owner)
-    except (UnknownRole, InvalidOwner) as err:
+    except InvalidKey as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     console.print(

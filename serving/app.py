@@ -145,6 +145,7 @@ def create_app(
     app.state.tradeoff = tradeoff
     app.state.in_force = in_force
     app.state.refresh_thresholds = refresh_thresholds
+    app.state.champion_version = source.current_version  # blocking: the registry's alias
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)  # inside the metrics: its 413s are counted
     app.add_middleware(MetricsMiddleware, metrics=metrics)

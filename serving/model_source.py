@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,9 +51,13 @@ class RegistrySource:
         return load_registered_model(self.name, version, self.cache_dir)
 
     def load(self, version: str) -> LoadedModel:
-        """The version to serve; remembered as the local fallback copy."""
+        """The version to serve; remembered as the local fallback copy (a failure to remember it is logged:
+        it does not refuse a model that loaded)."""
         loaded = self.fetch(version)
-        remember_last_loaded(self.cache_dir, loaded)
+        try:
+            remember_last_loaded(self.cache_dir, loaded)
+        except OSError:
+            log.exception("could not record version %s as the last model loaded", version)
         return loaded
 
     def load_last_known(self) -> LoadedModel | None:
@@ -65,12 +71,18 @@ class RegistrySource:
 
 
 def remember_last_loaded(cache_dir: Path, loaded: LoadedModel) -> None:
+    """Point ``last_loaded.json`` at ``loaded``: written to a temporary file of this call's own and renamed
+    into place, so that workers writing at once never see or leave a partial pointer."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / "last_loaded.json.tmp"
-    tmp.write_text(
-        json.dumps({"name": loaded.name, "version": loaded.version, "run_id": loaded.run_id, "path": str(loaded.path)})
-    )
-    tmp.replace(cache_dir / "last_loaded.json")
+    info = {"name": loaded.name, "version": loaded.version, "run_id": loaded.run_id, "path": str(loaded.path)}
+    fd, tmp = tempfile.mkstemp(prefix=".last_loaded.", suffix=".tmp", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(info, out)
+        os.replace(tmp, cache_dir / "last_loaded.json")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,24 +135,39 @@ class KeyInfo:
     owner: str | None = None
 
 
-class UnknownRole(ValueError):
+class InvalidKey(ValueError):
+    """A key cannot be made as asked (the message says which option is wrong)."""
+
+
+class UnknownRole(InvalidKey):
     pass
 
 
-class InvalidOwner(ValueError):
+class InvalidOwner(InvalidKey):
     pass
+
+
+MAX_NAME = 200
 
 
 OWNER_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
 def normalise_owner(owner: str) -> str:
-    """The owner as stored: an e-mail address, trimmed and lower-cased (one person, one spelling).
+    """The owner as stored: an e-mail address, trimmed, NFKC-normalised and case-folded, so that one person
+    has one spelling (``José`` typed composed or decomposed is one owner). Invisible characters (zero-width
+    spaces, direction marks: Unicode categories C*) are refused, not removed. Plus-addressing
+    (``mia+sales@``) names another mailbox and so another owner: give people's own addresses.
 
     Raises:
         InvalidOwner: when ``owner`` is not an e-mail address.
     """
-    cleaned = owner.strip().lower()
+    cleaned = unicodedata.normalize("NFKC", owner.strip()).casefold()
+    invisible = [c for c in cleaned if unicodedata.category(c).startswith("C")]
+    if invisible:
+        raise InvalidOwner(
+            f"the owner {owner!r} contains invisible characters ({', '.join(f'U+{ord(c):04X}' for c in invisible)})"
+        )
     if not OWNER_PATTERN.fullmatch(cleaned) or len(cleaned) > 320:
         raise InvalidOwner(f"the owner must be the e-mail address of the person the key belongs to (got {owner!r})")
     return cleaned
@@ -179,10 +195,13 @@ class KeyStore:
         Raises:
             UnknownRole: ``role`` is not one of ROLES.
             InvalidOwner: ``owner`` is not an e-mail address.
+            InvalidKey: ``name`` is empty or longer than MAX_NAME.
         """
         if role not in ROLES:
             raise UnknownRole(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
         owner = normalise_owner(owner)
+        if name is not None and not 0 < len(name) <= MAX_NAME:
+            raise InvalidKey(f"a key's name has 1 to {MAX_NAME} characters (got {len(name)})")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         name = name or f"{role}-{now:%Y%m%d%H%M%S}"

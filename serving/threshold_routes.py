@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from models.threshold_analysis import CutoffAnalysis, Unreachable
 from serving.deps import AnyRole, Served, require
-from serving.errors import InvalidLeadData, TargetUnreachable
-from serving.schemas import AnalysisOut, CurveOut, DecisionIn, HistoryOut, PolicyOut, ProposalIn, ThresholdOut
+from serving.errors import Conflict, InvalidLeadData, TargetUnreachable
+from serving.model_source import Serving
+from serving.schemas import (
+    AnalysisOut,
+    CurveOut,
+    DecisionIn,
+    ErrorOut,
+    HistoryOut,
+    PolicyOut,
+    ProposalIn,
+    ThresholdOut,
+)
 from serving.store import Principal
 from serving.thresholds import Grades, Policy
 
 router = APIRouter(prefix="/v1/threshold", tags=["threshold"])
+log = logging.getLogger("leadscore.serving")
 Side = Annotated[Principal, Depends(require("marketing", "sales", admin=False))]
 
 
@@ -119,9 +131,29 @@ def history(request: Request, _: AnyRole) -> HistoryOut:
     return HistoryOut(policies=[policy_out(p) for p in request.app.state.threshold_store.history()])
 
 
-@router.post("/proposals", response_model=PolicyOut, status_code=201)
+def champion_version(request: Request, serving: Serving) -> str:
+    """The version the registry names champion now (blocking), else the one this process serves.
+
+    With several workers, a worker still serving the previous champion for a few seconds after a promotion must
+    neither take proposals for it nor approve by it.
+    """
+    try:
+        return request.app.state.champion_version() or serving.loaded.version
+    except Exception:  # the registry is unreachable: this process's model is the best knowledge
+        log.warning("could not read the champion alias; deciding by the served version", exc_info=True)
+        return serving.loaded.version
+
+
+@router.post("/proposals", response_model=PolicyOut, status_code=201, responses={409: {"model": ErrorOut}})
 def propose(body: ProposalIn, request: Request, serving: Served, who: Side) -> PolicyOut:
-    """Propose a cut-off (marketing or sales); the other side decides."""
+    """Propose a cut-off for the served model (marketing or sales); the other side decides. 409 while this
+    server process still serves a model that is no longer champion (a few seconds after a promotion)."""
+    champion = champion_version(request, serving)
+    if champion != serving.loaded.version:
+        raise Conflict(
+            f"model version {champion} is champion now and this server process still serves version "
+            f"{serving.loaded.version}: retry in a few seconds"
+        )
     current = request.app.state.in_force(serving).cutoffs
     grades = (
         Grades(body.grades.a, body.grades.b, body.grades.c) if body.grades else Grades(current.a, current.b, current.c)
@@ -133,12 +165,13 @@ def propose(body: ProposalIn, request: Request, serving: Served, who: Side) -> P
     return policy_out(policy)
 
 
-def _decide(request: Request, policy_id: int, who: Principal, approve: bool, reason: str) -> PolicyOut:
-    current = request.app.state.holder.current
-    served = current.loaded.version if current is not None else None
+def _decide(
+    request: Request, serving: Serving, policy_id: int, who: Principal, approve: bool, reason: str
+) -> PolicyOut:
+    served = champion_version(request, serving)
     policy = request.app.state.threshold_store.decide(policy_id, who, approve, reason, served)
-    if current is not None:  # this process applies it at once; the others within the refresh interval
-        request.app.state.refresh_thresholds(current.loaded)
+    # This process applies it at once; the others within the refresh interval.
+    request.app.state.refresh_thresholds(serving.loaded)
     return policy_out(policy)
 
 
@@ -146,12 +179,17 @@ PolicyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("/proposals/{policy_id}/approve", response_model=PolicyOut)
-def approve(policy_id: PolicyId, request: Request, who: Side, body: DecisionIn | None = None) -> PolicyOut:
-    """Approve (the other side only); the policy is active at once."""
-    return _decide(request, policy_id, who, True, body.reason if body else "")
+def approve(
+    policy_id: PolicyId, request: Request, serving: Served, who: Side, body: DecisionIn | None = None
+) -> PolicyOut:
+    """Approve (the other side only); the policy is active at once. 409 for a proposal made for a model version
+    that is not the champion, or one mapping a policy that is no longer the agreed one; 503 with no model."""
+    return _decide(request, serving, policy_id, who, True, body.reason if body else "")
 
 
 @router.post("/proposals/{policy_id}/reject", response_model=PolicyOut)
-def reject(policy_id: PolicyId, request: Request, who: Side, body: DecisionIn | None = None) -> PolicyOut:
+def reject(
+    policy_id: PolicyId, request: Request, serving: Served, who: Side, body: DecisionIn | None = None
+) -> PolicyOut:
     """Reject (the other side only)."""
-    return _decide(request, policy_id, who, False, body.reason if body else "")
+    return _decide(request, serving, policy_id, who, False, body.reason if body else "")

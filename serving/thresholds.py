@@ -164,6 +164,23 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+MAX_REASON = 2000
+MAX_POLICY_ID = 2**31 - 1
+
+
+def validate_reason(reason: str, field: str = "reason") -> None:
+    """A reason is kept in the audit history: at most MAX_REASON characters, no control characters but line
+    breaks and tabs (PostgreSQL cannot store a NUL)."""
+    if len(reason) > MAX_REASON:
+        raise InvalidLeadData(
+            f"a reason has at most {MAX_REASON} characters (got {len(reason)})", field=["body", field]
+        )
+    bad = sorted({c for c in reason if (ord(c) < 32 and c not in "\n\r\t") or ord(c) == 127})
+    if bad:
+        listed = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise InvalidLeadData(f"a reason may not contain control characters ({listed})", field=["body", field])
+
+
 def validate_policy(cutoff: float, grades: Grades) -> None:
     if not 0 < cutoff < 1:
         raise InvalidLeadData("cut-off must be strictly between 0 and 1", field=["body", "cutoff"])
@@ -284,6 +301,7 @@ class ThresholdStore:
             raise Forbidden("only marketing or sales propose thresholds")
         _require_owner(who)
         validate_policy(cutoff, grades)
+        validate_reason(reason)
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(policies).values(
@@ -321,6 +339,9 @@ class ThresholdStore:
         if who.role not in SIDES:
             raise Forbidden("only marketing or sales decide thresholds (admin may not stand in for a side)")
         _require_owner(who)
+        validate_reason(reason)
+        if not 1 <= policy_id <= MAX_POLICY_ID:
+            raise NotFound(f"no threshold proposal {policy_id}")
         for attempt in range(ACTIVATION_RETRIES):
             try:
                 with self.engine.begin() as conn:
@@ -442,6 +463,7 @@ class ThresholdService:
         self.first_backoff_seconds = first_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._known: dict[tuple[str, str], InForce] = {}
         self._failures: dict[str, tuple[float, float, str]] = {}  # mapping key -> (retry at, back-off, error)
 
@@ -466,12 +488,19 @@ class ThresholdService:
         one is mapped by share of leads and the mapping opened as a system proposal, once. Without it (the
         CLI), nothing is written.
         """
-        force = self._read(model_name, model_version, defaults)
+        force = self._read_and_keep(model_name, model_version, defaults)
         if tradeoff is not None and force.policy is not None and force.applied is None:
             self._map(force.policy, model_name, model_version, tradeoff)
-            force = self._read(model_name, model_version, defaults)  # the mapping, or why there is none
-        with self._lock:
-            self._known[(model_name, model_version)] = force
+            force = self._read_and_keep(model_name, model_version, defaults)  # the mapping, or why there is none
+        return force
+
+    def _read_and_keep(self, model_name: str, model_version: str, defaults: GradeCutoffs) -> InForce:
+        # One reading at a time, kept before the next starts: a reading taken before a decision committed can
+        # never overwrite one taken after it (the deciding route's own refresh is the later one).
+        with self._reading:
+            force = self._read(model_name, model_version, defaults)
+            with self._lock:
+                self._known[(model_name, model_version)] = force
         return force
 
     def mapping_error(self, model_name: str, model_version: str, policy_id: int) -> str | None:

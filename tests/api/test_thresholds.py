@@ -250,11 +250,21 @@ def test_a_new_champion_keeps_the_share_of_leads_handed_over_and_opens_a_proposa
     made = propose(srv, "marketing", 0.1)
     post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales")
     old_share = get(srv, "/v1/threshold/analysis?cutoff=0.1", "sales").json()["share_qualified"]["value"]
+    stale_proposal = propose(srv, "marketing", 0.15)
     newer = train(make_config(srv.home, demo_dir, num_leaves=5, seed=3))
+    lagging = start_server(srv.home)  # a second worker that has not seen the promotion yet
     configure_tracking(f"sqlite:///{srv.home / 'mlflow.db'}")
     set_alias("leadscore", "champion", newer.model_version)
     try:
         assert post(srv, "/v1/admin/reload", "admin").json()["model_version"] == newer.model_version
+        # The lagging worker takes no proposal for the old champion and approves nothing made for it.
+        assert get(lagging, "/v1/model").json()["version"] == result.model_version
+        late = post(lagging, "/v1/threshold/proposals", "marketing", {"cutoff": 0.2, "reason": "late"})
+        assert late.status_code == 409 and "retry in a few seconds" in late.json()["detail"]
+        for server in (lagging, srv):
+            stale = post(server, f"/v1/threshold/proposals/{stale_proposal['version']}/approve", "sales")
+            assert stale.status_code == 409 and "is served now" in stale.json()["detail"]
+        stop_server(lagging)
         now = get(srv, "/v1/threshold").json()
         assert now["mapped_from_model_version"] == result.model_version
         # The mapping is a version of its own, provisional until both sides approve it, and scoring carries it.

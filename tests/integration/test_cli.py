@@ -33,6 +33,8 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert leadscore(tmp_path, "keys", "create", "--role", "janitor", "--owner", "j@example.com").returncode == 2
     no_owner = leadscore(tmp_path, "keys", "create", "--role", "sales")
     assert no_owner.returncode == 2 and "--owner" in no_owner.stderr
+    long_name = leadscore(tmp_path, "keys", "create", "--role", "sales", "--owner", "s@x.example", "--name", "n" * 300)
+    assert long_name.returncode == 2 and "1 to 200 characters" in long_name.stderr
     bad_owner = leadscore(tmp_path, "keys", "create", "--role", "sales", "--owner", "sam")
     assert bad_owner.returncode == 2 and "e-mail address" in bad_owner.stderr and "Traceback" not in bad_owner.stderr
     assert leadscore(tmp_path, "keys", "revoke", "nobody").returncode == 1

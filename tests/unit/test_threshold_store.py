@@ -249,3 +249,89 @@ def test_a_mapping_of_a_policy_no_longer_agreed_is_outdated_and_cannot_be_approv
     force = service.refresh("leadscore", "2", DEFAULTS, TRADEOFFS.__getitem__)
     assert force.version not in (0, old_mapping) and force.applied.mapped_from_policy == newer.id  # type: ignore[union-attr]
     assert [p.id for p in force.pending] == [force.version] and store.active().id == newer.id  # type: ignore[union-attr]
+
+
+def test_one_person_has_one_owner_spelling_and_invisible_characters_are_refused() -> None:
+    from serving.store import normalise_owner
+
+    composed, decomposed = "Jos\u00e9@Example.com", "Jose\u0301@example.COM"
+    assert normalise_owner(composed) == normalise_owner(decomposed) == "jos\u00e9@example.com"
+    for hidden in ("mia\u200b@example.com", "mia@exam\u200eple.com", "mia\x00@example.com"):
+        with pytest.raises(InvalidOwner, match="invisible characters"):
+            normalise_owner(hidden)
+
+
+def test_reasons_the_audit_history_cannot_keep_are_refused_by_field(store: ThresholdStore) -> None:
+    from serving.errors import InvalidLeadData, NotFound
+
+    for reason, says in (("nul \x00 here", r"U\+0000"), ("x" * 2001, "at most 2000")):
+        with pytest.raises(InvalidLeadData, match=says) as err:
+            store.propose(MIA_MARKETING, "leadscore", "1", 0.3, Grades(0.6, 0.4, 0.2), reason)
+        assert err.value.field == ["body", "reason"]
+    made = store.propose(MIA_MARKETING, "leadscore", "1", 0.3, Grades(0.6, 0.4, 0.2), "line one\nline two\tok")
+    with pytest.raises(InvalidLeadData, match=r"U\+0007"):
+        store.decide(made.id, SOL_SALES, True, "bell \a")
+    with pytest.raises(NotFound):
+        store.decide(2**31, SOL_SALES, True, "")
+    assert store.get(made.id).decisions == []
+
+
+def test_a_reading_taken_before_a_decision_never_overwrites_one_taken_after(store: ThresholdStore) -> None:
+    """The background refresh read the old policy, then the deciding route refreshed: the route's reading stays."""
+    import threading
+
+    first = store.propose(MIA_MARKETING, "leadscore", "1", 0.3, Grades(0.6, 0.4, 0.2), "first")
+    store.decide(first.id, SOL_SALES, True, "")
+    started, release = threading.Event(), threading.Event()
+
+    class SlowStore(ThresholdStore):
+        slow = True
+
+        def active(self):  # type: ignore[no-untyped-def]
+            found = super().active()
+            if self.slow and threading.current_thread().name == "refresher":
+                self.slow = False
+                started.set()
+                release.wait(5)  # the decision commits while this reading is in hand
+            return found
+
+    service = ThresholdService(SlowStore(store.engine))
+    refresher = threading.Thread(target=service.refresh, args=("leadscore", "1", DEFAULTS), name="refresher")
+    refresher.start()
+    assert started.wait(5)
+    second = store.propose(MAX_MARKETING, "leadscore", "1", 0.4, Grades(0.6, 0.45, 0.2), "second")
+    store.decide(second.id, SOL_SALES, True, "")
+    route = threading.Thread(target=service.refresh, args=("leadscore", "1", DEFAULTS))
+    route.start()
+    route.join(0.5)  # done by now, or waiting for the reading in hand to be kept first
+    release.set()
+    refresher.join(5)
+    route.join(5)
+    assert service.in_force("leadscore", "1", DEFAULTS).version == second.id
+
+
+def test_workers_recording_the_last_model_at_once_never_fail(tmp_path: Path) -> None:
+    import threading
+
+    from models.registry import LoadedModel
+    from serving.model_source import remember_last_loaded
+
+    errors: list[BaseException] = []
+
+    def record(version: str) -> None:
+        loaded = LoadedModel(None, "leadscore", version, None, tmp_path / version)  # type: ignore[arg-type]
+        for _ in range(300):
+            try:
+                remember_last_loaded(tmp_path, loaded)
+            except BaseException as err:
+                errors.append(err)
+
+    threads = [threading.Thread(target=record, args=(v,)) for v in ("1", "2", "3")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    import json
+
+    assert errors == [] and json.loads((tmp_path / "last_loaded.json").read_text())["version"] in {"1", "2", "3"}
+    assert [p.name for p in tmp_path.iterdir()] == ["last_loaded.json"]  # no temporary file left behind
