@@ -492,6 +492,17 @@ def test_no_model_is_503(tmp_path: Path) -> None:
             ):
                 assert c.request(method, path, json={}).status_code == 401, path
             assert c.get("/v1/model", headers=srv.headers("crm")).status_code == 503
+            # With no model nothing can be checked against the served version: a decision waits for one.
+            from serving.store import Principal
+            from serving.store import make_engine as engine_of
+            from serving.thresholds import Grades, ThresholdStore
+
+            store = ThresholdStore(engine_of(f"sqlite:///{tmp_path / 'leadscore.db'}"))
+            made = store.propose(
+                Principal(1, "m", "marketing", "m@example.com"), "leadscore", "17", 0.2, Grades(0.5, 0.3, 0.1), "x"
+            )
+            approve = c.post(f"/v1/threshold/proposals/{made.id}/approve", headers=srv.headers("sales"))
+            assert approve.status_code == 503 and store.get(made.id).status == "proposed"
     finally:
         stop_server(srv)
 
