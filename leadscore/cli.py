@@ -11,7 +11,6 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from models.registry import LoadedModel
-    from models.scoring_model import GradeCutoffs
     from models.threshold_analysis import TradeOff
     from serving.store import KeyStore, Principal
     from serving.thresholds import InForce, Policy
@@ -302,7 +301,8 @@ def score(
     dayfirst: DayFirst = None,
     timezone: Timezone = "UTC",
 ) -> None:
-    """Score every open lead: lead_id, probability, score, grade, qualified and top reasons."""
+    """Score every open lead: lead_id, probability, score, grade, qualified, the model and threshold versions
+    that made them, and top reasons."""
     import pandas as pd
     from rich.progress import Progress
 
@@ -335,10 +335,13 @@ def score(
     for line in dataset.report.reading_lines() + dataset.report.lines():
         console.print(f"[yellow]note:[/yellow] {line}")
     leads, closed, not_created = open_leads(dataset, when)
-    cutoffs = _active_cutoffs(loaded)
+    force = _in_force_for(loaded)
+    provenance: dict[str, str | int] = {"model_version": loaded.version, "threshold_version": force.version}
     with Progress(console=console) as bar:
         task = bar.add_task("scoring", total=len(leads))
-        chunks = score_chunks(loaded.model, leads, dataset.touchpoints, when, cutoffs, reasons=reasons)
+        chunks = score_chunks(
+            loaded.model, leads, dataset.touchpoints, when, force.cutoffs, reasons=reasons, provenance=provenance
+        )
         rows, qualified = write_scores(chunks, out, on_chunk=lambda n: bar.advance(task, n))
     console.print(
         f"scored {rows:,} open leads as of {when.isoformat()} with {loaded.name} version {loaded.version}: "
@@ -347,11 +350,11 @@ def score(
     typer.echo(str(out))
 
 
-def _active_cutoffs(loaded: LoadedModel) -> GradeCutoffs:
+def _in_force_for(loaded: LoadedModel) -> InForce:
     """The cut-offs in force for this model, as the server would apply them (read only), said on the console."""
     force = _ThresholdContext(model=loaded).in_force()
     console.print(f"cut-offs: threshold version {force.version}: {force.explanation}")
-    return force.cutoffs
+    return force
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (only hashes are stored).", no_args_is_help=True)

@@ -51,8 +51,13 @@ def score_chunks(
     cutoffs: GradeCutoffs,
     reasons: bool = True,
     chunk: int = CHUNK_LEADS,
+    provenance: dict[str, str | int] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Score leads chunk by chunk; touches are sliced per chunk so memory stays flat."""
+    """Score leads chunk by chunk; touches are sliced per chunk so memory stays flat.
+
+    ``provenance`` (e.g. ``model_version``, ``threshold_version``) is added as constant columns after
+    ``qualified``, so that a scores file names the model and the cut-offs that made it.
+    """
     touches_by_lead = None
     if touchpoints is not None and len(touchpoints):
         touches_by_lead = touchpoints.sort_values("lead_id", kind="stable").reset_index(drop=True)
@@ -78,6 +83,7 @@ def score_chunks(
                 "score": model.score(p),
                 "grade": cutoffs.grade(p),
                 "qualified": p >= cutoffs.qualified,
+                **(provenance or {}),
             }
         )
         if reasons:

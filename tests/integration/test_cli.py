@@ -55,7 +55,18 @@ def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: T
     )
     assert proc.returncode == 0, proc.stderr
     scores = pd.read_parquet(out)
-    assert list(scores.columns) == ["lead_id", "as_of", "probability", "score", "grade", "qualified"]
+    assert list(scores.columns) == [
+        "lead_id",
+        "as_of",
+        "probability",
+        "score",
+        "grade",
+        "qualified",
+        "model_version",
+        "threshold_version",
+    ]
+    # The file names the model and the cut-offs that made it (no policy in this home: the defaults, version 0).
+    assert set(scores["model_version"]) == {trained.result.model_version} and set(scores["threshold_version"]) == {0}
     assert len(scores) > 100
     bad = leadscore(trained.home, "score", "--data", str(trained.data_dir), "--out", str(tmp_path / "x.txt"))
     assert bad.returncode == 2 and "csv or .parquet" in bad.stderr
@@ -122,6 +133,7 @@ def test_reading_commands_never_write_the_threshold_history(trained: TrainedWorl
         said = " ".join(proc.stderr.split())  # the console's notes, unwrapped
         assert "threshold version 0: NOT APPROVED: the model's default cut-offs" in said
         assert f"policy {made.id} was agreed for model version 99" in said
+        assert set(pd.read_csv(out)["threshold_version"]) == {0}
     shown = leadscore(home, "threshold", "show")
     assert shown.returncode == 0 and "(threshold version 0)" in shown.stdout and "not mapped" in shown.stdout
     assert [(p.id, p.status, len(p.decisions)) for p in store.history()] == history
