@@ -468,13 +468,13 @@ def demo(
     else:
         console.print(f"using the demo data in {data_dir}")
     train(data=data_dir, promote=True, horizon_days=settings.horizon_days)
-    console.print("API keys (store them; only hashes are kept):")
+    console.print("API keys (store them; only hashes are kept), each belonging to ROLE@demo.example:")
     from serving.store import ROLES
 
     store = _key_store()
     for role in ROLES:
         key, _ = store.create(role, f"demo-{role}", owner=f"{role}@demo.example")
-        typer.echo(f"  {role:<10} {key}  (belongs to {role}@demo.example)")
+        typer.echo(f"  {role:<10} {key}")
     url = f"http://{settings.host}:{port or settings.port}"
     typer.echo(f"API docs: {url}/docs   health: {url}/healthz")
     if serve_after:
