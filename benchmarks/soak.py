@@ -68,6 +68,8 @@ from typing import Any
 
 import httpx
 
+from training.demo_data import COUNTRIES, INDUSTRIES, LEVELS, MKT_CHANNEL, SIZES, SOURCES
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
 ROLES = ("crm", "marketing", "sales", "admin")
@@ -114,26 +116,8 @@ EXPECTED: dict[str, set[int]] = {
     "approve_mapped": {200, 409},
 }
 
-SOURCES = ("paid_search", "organic_search", "paid_social", "referral", "event", "partner", "outbound")
-INDUSTRIES = ("software", "finance", "healthcare", "manufacturing", "retail", "education", "government", "other")
-SIZES = ("1-10", "11-50", "51-200", "201-1000", "1001-5000", "5000+")
-LEVELS = ("c_level", "vp", "director", "manager", "individual_contributor", "student")
-COUNTRIES = ("US", "GB", "DE", "FR", "CA", "AU", "IN", "BR", "NL", "ES")
-TOUCHES = {
-    "ad_impression": ("display", "paid_search", "paid_social"),
-    "ad_click": ("paid_search", "paid_social"),
-    "email_open": ("email",),
-    "email_click": ("email",),
-    "web_visit": ("web", "organic_search"),
-    "pricing_page": ("web",),
-    "content_download": ("web", "content_syndication"),
-    "webinar": ("webinar",),
-    "event": ("event",),
-    "form_fill": ("web",),
-    "demo_request": ("web",),
-    "call": ("phone",),
-    "meeting": ("sales",),
-}
+# The demo CRM's own vocabularies, so the soak's leads look like the ones the model was trained on.
+TOUCHES = MKT_CHANNEL
 VERSION = re.compile(rb'"model_version":"([^"]*)"')
 
 
