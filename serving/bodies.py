@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
@@ -135,8 +136,13 @@ def body_problems(raw: bytes, struct: type, refused: str) -> list[Problem]:
             non_finite.append(value)
         return value
 
+    def integer(text: str) -> int | float:
+        if len(text) > sys.get_int_max_str_digits():  # beyond any float, and beyond what int() reads: infinite
+            return number("-inf" if text.startswith("-") else "inf")
+        return int(text)
+
     try:
-        doc = json.loads(raw, parse_float=number, parse_constant=number)
+        doc = json.loads(raw, parse_float=number, parse_int=integer, parse_constant=number)
     except ValueError as exc:
         return [([], f"malformed JSON: {exc}")]
     except RecursionError:
