@@ -212,10 +212,9 @@ class ThresholdStore:
         found = self._load(policies.c.auto_key == auto_key)
         return found[0] if found else None
 
-    def pending(self, model_name: str, model_version: str) -> list[Policy]:
-        """Proposals for this model version that await a decision, oldest first."""
-        found = self._load((policies.c.model_name == model_name) & (policies.c.model_version == model_version))
-        return [p for p in found if p.status == "proposed"]
+    def for_version(self, model_name: str, model_version: str) -> list[Policy]:
+        """Every proposal made for this model version, oldest first."""
+        return self._load((policies.c.model_name == model_name) & (policies.c.model_version == model_version))
 
     def active(self) -> Policy | None:
         with self.engine.connect() as conn:
@@ -541,7 +540,9 @@ class ThresholdService:
 
     def _read(self, model_name: str, model_version: str, defaults: GradeCutoffs) -> InForce:
         policy = self.store.active()
-        pending = tuple(self.store.pending(model_name, model_version))
+        # One read of this version's proposals gives both the pending ones and the mapping of the active policy.
+        for_version = self.store.for_version(model_name, model_version)
+        pending = tuple(p for p in for_version if p.status == "proposed")
         waiting = (
             "; awaiting a decision: " + ", ".join(f"proposal {p.id} (cut-off {p.cutoff:.4f})" for p in pending)
             if pending
@@ -570,7 +571,8 @@ class ThresholdService:
                 f"policy {policy.id}, agreed by both sides" + waiting,
                 pending,
             )
-        mapped = self.store.by_auto_key(mapping_key(model_name, model_version, policy.id))
+        key = mapping_key(model_name, model_version, policy.id)
+        mapped = next((p for p in for_version if p.auto_key == key), None)
         if mapped is None:
             error = self.mapping_error(model_name, model_version, policy.id)
             why = f" ({error})" if error else ""
