@@ -342,12 +342,46 @@ def score(
         chunks = score_chunks(
             loaded.model, leads, dataset.touchpoints, when, force.cutoffs, reasons=reasons, provenance=provenance
         )
-        rows, qualified = write_scores(chunks, out, on_chunk=lambda n: bar.advance(task, n))
+        logged = _ScoresLogged(settings, leads, dataset.touchpoints)
+        rows, qualified = write_scores(logged.passing(chunks), out, on_chunk=lambda n: bar.advance(task, n))
     console.print(
         f"scored {rows:,} open leads as of {when.isoformat()} with {loaded.name} version {loaded.version}: "
         f"{qualified:,} qualified; left out {closed:,} already closed and {not_created:,} not yet created"
     )
+    console.print(logged.summary())
     typer.echo(str(out))
+
+
+class _ScoresLogged:
+    """Appends each chunk of a ``leadscore score`` run to the score log (unless LEADSCORE_SCORE_LOG=false)."""
+
+    def __init__(self, settings: Any, leads: Any, touches: Any) -> None:
+        from datetime import UTC, datetime
+
+        self.on = bool(settings.score_log)
+        self.settings, self.leads, self.touches = settings, leads, touches
+        self.scored_at = datetime.now(UTC)
+        self.rows = self.handed = 0
+        if self.on:
+            from serving.results_store import ResultsStore
+            from serving.store import make_engine
+
+            self.store = ResultsStore(make_engine(settings.resolved_database_url))
+
+    def passing(self, chunks: Any) -> Any:
+        from serving.score_log import records_of_scores
+
+        for frame in chunks:
+            if self.on:
+                records = records_of_scores(frame, self.leads, self.touches, self.scored_at, "cli")
+                self.handed += self.store.append_scores(records, notify=bool(self.settings.webhook_url))
+                self.rows += len(records)
+            yield frame
+
+    def summary(self) -> str:
+        if not self.on:
+            return "score log: off (LEADSCORE_SCORE_LOG=false)"
+        return f"score log: {self.rows:,} scores kept; {self.handed:,} leads handed over for the first time"
 
 
 def _in_force_for(loaded: LoadedModel) -> InForce:
@@ -479,6 +513,169 @@ def demo(
     typer.echo(f"API docs: {url}/docs   health: {url}/healthz")
     if serve_after:
         serve(host=None, port=port, workers=None)
+
+
+outcomes_app = typer.Typer(help="Deal outcomes (won, lost) for the feedback loop.", no_args_is_help=True)
+app.add_typer(outcomes_app, name="outcomes")
+
+
+def _results_store() -> Any:
+    from leadscore.settings import get_settings
+    from serving.results_store import ResultsStore
+    from serving.store import make_engine
+
+    settings = get_settings()
+    settings.ensure_home()
+    return ResultsStore(make_engine(settings.resolved_database_url))
+
+
+@outcomes_app.command("import")
+def outcomes_import(
+    file: Annotated[Path, typer.Argument(help="An outcomes file: lead_id, outcome, closed_at, amount (optional).")],
+    strict: Strict = False,
+    delimiter: Delimiter = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    decimal: Decimal = None,
+    date_format: DateFormat = None,
+    dayfirst: DayFirst = None,
+    timezone: Timezone = "UTC",
+    won_values: WonValues = None,
+    lost_values: LostValues = None,
+) -> None:
+    """Import outcomes as POST /v1/outcomes takes them: a row already stored changes nothing, a different row
+    for a lead is a correction (the latest counts), lead ids never scored are stored and reported."""
+    from serving.results_store import OutcomeRow
+    from training.data import DataValidationError, load_outcomes
+
+    try:
+        frame, report = load_outcomes(
+            file,
+            strict=strict,
+            inputs=_inputs(
+                delimiter, encoding, sheet, decimal, date_format, dayfirst, timezone, won_values, lost_values
+            ),
+        )
+    except DataValidationError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    for line in report.reading_lines() + report.lines():
+        console.print(f"[yellow]note:[/yellow] {line}")
+    amounts = frame["amount"] if "amount" in frame.columns else [None] * len(frame)
+    rows = [
+        OutcomeRow(str(i), str(o), c.to_pydatetime(), None if a is None or a != a else float(a))
+        for i, o, c, a in zip(frame["lead_id"], frame["outcome"], frame["closed_at"], amounts, strict=True)
+    ]
+    receipt = _results_store().add_outcomes(rows, source=f"import:{file.name}")
+    typer.echo(
+        f"{file}: {report.rows_read.get(file.name, len(frame)):,} rows read, {report.dropped:,} dropped (see notes); "
+        f"{receipt.recorded:,} recorded ({receipt.corrections:,} corrections), {receipt.unchanged:,} already stored; "
+        f"{receipt.unknown_leads:,} lead ids never scored"
+        + (f" (first: {', '.join(receipt.unknown_lead_ids[:5])})" if receipt.unknown_leads else "")
+    )
+
+
+@app.command()
+def performance(
+    start: Annotated[
+        str | None, typer.Option("--from", help="Hand-overs from this time (ISO 8601; default: 26 weeks before --to).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Hand-overs before this time (default: now).")] = None,
+    by: Annotated[
+        str, typer.Option(help="Cohorts: week, lead_source, campaign, model_version or threshold_version.")
+    ] = "week",
+    as_of: Annotated[
+        str | None, typer.Option(help="Judge outcomes and maturity as of this time (default: now).")
+    ] = None,
+    horizon_days: Annotated[
+        int | None, typer.Option(help="Horizon of a win (default: the champion's, else LEADSCORE_HORIZON_DAYS).")
+    ] = None,
+) -> None:
+    """Realised against expected results of the leads handed over, per cohort, as GET /v1/performance."""
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from leadscore.settings import get_settings
+    from models.performance import GROUPINGS
+    from models.performance import performance as compute
+    from training.data import DataValidationError, one_time
+
+    settings = get_settings()
+    if by not in GROUPINGS:
+        raise typer.BadParameter(f"one of {', '.join(GROUPINGS)}", param_hint="--by")
+    try:
+        moment = one_time(as_of, "--as-of") if as_of else pd.Timestamp.now(tz="UTC")
+        end_t = one_time(end, "--to") if end else moment
+        start_t = one_time(start, "--from") if start else end_t - timedelta(weeks=settings.performance_weeks)
+    except DataValidationError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    if not start_t < end_t:
+        raise typer.BadParameter("--from must be before --to", param_hint="--from")
+    horizon = horizon_days or _champion_horizon(settings) or settings.horizon_days
+    store = _results_store()
+    report = compute(
+        store.hand_overs(),
+        store.scored_leads(),
+        store.latest_outcomes(),
+        store.latest_verdicts(),
+        horizon_days=horizon,
+        start=start_t.to_pydatetime(),
+        end=end_t.to_pydatetime(),
+        as_of=moment.to_pydatetime(),
+        by=by,
+    )
+    typer.echo(
+        f"leads handed over {report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} (UTC), by {by}; "
+        f"a win counts within {horizon} days of hand-over; outcomes as known at {report.as_of:%Y-%m-%d %H:%M}"
+    )
+    header = (
+        f"{'cohort':<24} {'status':<14} {'handed':>6} {'acc':>4} {'rej':>4} {'recyc':>5} {'mature':>6} {'won':>4} "
+        f"{'precision (95% CI)':<22} {'expected':>8} {'maturing':>8} {'so far':>6} {'exp.wins':>8} "
+        f"{'caught':>6} {'missed':>6} {'days':>5}"
+    )
+    typer.echo(header)
+    for c in [*report.cohorts, report.total]:
+        interval = c.realised_precision_interval
+        precision = (
+            f"{c.realised_precision:.1%} ({interval[0]:.1%}-{interval[1]:.1%})"
+            if c.realised_precision is not None and interval
+            else "-"
+        )
+        expected = f"{c.expected_precision:.1%}" if c.expected_precision is not None else "-"
+        days = f"{c.median_days_to_hand_over:.1f}" if c.median_days_to_hand_over is not None else "-"
+        typer.echo(
+            f"{c.cohort[:24]:<24} {c.status:<14} {c.handed_over:>6} {c.accepted:>4} {c.rejected:>4} {c.recycled:>5} "
+            f"{c.mature:>6} {c.won_within_horizon:>4} {precision:<22} {expected:>8} {c.maturing:>8} "
+            f"{c.wins_so_far:>6} {c.expected_wins:>8.1f} {c.wins_caught:>6} {c.wins_missed:>6} {days:>5}"
+        )
+    if report.total.rejected_by_reason:
+        typer.echo(
+            "rejected by reason: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(report.total.rejected_by_reason.items(), key=lambda kv: -kv[1]))
+        )
+    typer.echo(f"wins of leads never scored before they closed: {report.wins_not_scored}")
+    if report.calibration:
+        typer.echo("calibration of first scores (leads per group, mean probability -> share won, 95% CI):")
+        for b in report.calibration:
+            typer.echo(
+                f"  {b.leads:>6}  {b.mean_probability:6.1%} -> {b.observed_rate:6.1%} "
+                f"({b.interval[0]:.1%}-{b.interval[1]:.1%})"
+            )
+
+
+def _champion_horizon(settings: Any) -> int | None:
+    """The champion's horizon (days), or None when there is no champion."""
+    from models.registry import NoChampionModel, configure_tracking, load_model_uri
+
+    configure_tracking(settings.resolved_tracking_uri, settings.resolved_registry_uri)
+    try:
+        loaded = load_model_uri(settings.model_uri, settings.model_cache_dir)
+    except NoChampionModel:
+        return None
+    horizon = loaded.model.meta.get("horizon_days")
+    return int(horizon) if horizon else None
 
 
 threshold_app = typer.Typer(help="The qualified-lead threshold: trade-off, proposals, decisions.", no_args_is_help=True)

@@ -41,6 +41,24 @@ class Settings(BaseSettings):
     )
     max_batch_leads: int = Field(10_000, description="Largest batch accepted by /v1/score/batch (413 above).")
     max_future_days: int = Field(1, description="Timestamps further than this in the future are rejected.")
+    score_log: bool = Field(True, description="Keep every score served in the score log (false: off).")
+    score_log_retention_days: int = Field(
+        400, ge=1, description="Score log rows older than this are deleted (first scores and hand-overs are kept)."
+    )
+    score_log_flush_seconds: float = Field(
+        0.5, gt=0, description="How often each server process writes the scores it served (seconds)."
+    )
+    webhook_url: str | None = Field(
+        None, description="Each lead handed over is POSTed here (at least once, signed; see serving/webhook.py)."
+    )
+    webhook_secret: str | None = Field(
+        None, description="The HMAC-SHA256 key of the webhook's signature (required with a URL)."
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long one webhook POST may take (seconds).")
+    webhook_max_backoff_seconds: float = Field(
+        3600.0, gt=0, description="Longest wait between two attempts to deliver one hand-over (seconds)."
+    )
+    performance_weeks: int = Field(26, ge=1, description="Default period of /v1/performance: the last N weeks.")
     log_level: str = "info"
     opentelemetry: bool = Field(
         False,

@@ -34,6 +34,8 @@ from serving.deps import SCORING_SECURITY, Admin, AnyRole, Served, Services, sco
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
 from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
+from serving.results_routes import router as results_router
+from serving.results_store import ResultsStore
 from serving.schemas import (
     BatchIn,
     BatchOut,
@@ -46,10 +48,12 @@ from serving.schemas import (
     ReloadOut,
     ScoreOut,
 )
+from serving.score_log import ScoreLog
 from serving.scoring import Threshold, score_leads
 from serving.store import KeyStore, make_engine
 from serving.threshold_routes import router as threshold_router
 from serving.thresholds import InForce, ThresholdService, ThresholdStore, tradeoff_of
+from serving.webhook import WebhookSender
 
 STATIC = Path(__file__).parent / "static"
 
@@ -66,6 +70,12 @@ def create_app(
     thresholds: ThresholdStore | None = None,
 ) -> FastAPI:
     """Build the app; the model is loaded and the reload poller started in ``lifespan``."""
+    if settings.webhook_url and not settings.webhook_secret:
+        raise ValueError("LEADSCORE_WEBHOOK_URL is set without LEADSCORE_WEBHOOK_SECRET: hand-overs are sent signed")
+    if settings.webhook_url and not settings.score_log:
+        raise ValueError(
+            "LEADSCORE_WEBHOOK_URL needs the score log (LEADSCORE_SCORE_LOG=true): it finds the hand-overs"
+        )
     source = model_source or RegistrySource(
         settings.resolved_tracking_uri,
         settings.resolved_registry_uri,
@@ -78,9 +88,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = None if keys and thresholds else make_engine(settings.resolved_database_url)
-        app.state.keys = services.keys = keys or KeyStore(engine)  # type: ignore[arg-type]
-        app.state.threshold_store = thresholds or ThresholdStore(engine)  # type: ignore[arg-type]
+        engine = thresholds.engine if thresholds else make_engine(settings.resolved_database_url)
+        app.state.keys = services.keys = keys or KeyStore(engine)
+        app.state.threshold_store = thresholds or ThresholdStore(engine)
+        app.state.results = results = ResultsStore(engine)
+        score_log = services.score_log = _score_log(settings, results, metrics)
+        sender = _webhook_sender(settings, results, metrics)
         app.state.thresholds = services.thresholds = ThresholdService(app.state.threshold_store)
         holder = ModelHolder(source, prepare=refresh_thresholds)
         app.state.holder = services.holder = holder
@@ -100,6 +113,10 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if score_log is not None:
+                await asyncio.to_thread(score_log.close)
+            if sender is not None:
+                await asyncio.to_thread(sender.close)
 
     app = FastAPI(
         title="Leadscore",
@@ -158,8 +175,11 @@ def create_app(
 
     def score_many(serving: Serving, leads: list[LeadIn], explain: bool, batch: bool = False) -> list[ScoreOut]:
         threshold = threshold_for(serving)
-        results = score_leads(serving, leads, threshold, datetime.now(UTC), max_future, explain, batch)
+        now = datetime.now(UTC)
+        results = score_leads(serving, leads, threshold, now, max_future, explain, batch)
         metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
+        if services.score_log is not None:
+            services.score_log.add(leads, results, now, "batch" if batch else "api")
         return results
 
     coalescer = ScoreCoalescer(score_many, metrics.gathered.observe)
@@ -267,8 +287,41 @@ def create_app(
         return FileResponse(STATIC / "threshold.html", media_type="text/html")
 
     app.include_router(threshold_router)
+    app.include_router(results_router)
     document_structs(app, LeadIn, BatchIn, ScoreOut, BatchOut)
     return app
+
+
+def _score_log(settings: Settings, results: ResultsStore, metrics: Metrics) -> ScoreLog | None:
+    if not settings.score_log:
+        return None
+    log_writer = ScoreLog(
+        results,
+        timedelta(days=settings.score_log_retention_days),
+        flush_seconds=settings.score_log_flush_seconds,
+        on_written=metrics.observe_score_log,
+        on_dropped=metrics.score_log_dropped.inc,
+        on_failed=metrics.score_log_failures.inc,
+        notify=bool(settings.webhook_url),
+    )
+    log_writer.start()
+    return log_writer
+
+
+def _webhook_sender(settings: Settings, results: ResultsStore, metrics: Metrics) -> WebhookSender | None:
+    if not settings.webhook_url:
+        return None
+    sender = WebhookSender(
+        results,
+        settings.webhook_url,
+        settings.webhook_secret or "",
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_backoff_seconds=settings.webhook_max_backoff_seconds,
+        on_result=lambda result: metrics.webhook_deliveries.labels(result).inc(),
+        on_pending=metrics.webhook_pending.set,
+    )
+    sender.start()
+    return sender
 
 
 def _check_and_record(holder: ModelHolder, metrics: Metrics) -> bool:

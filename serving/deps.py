@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.bodies import json_body
 from serving.errors import Forbidden, NoModelLoaded, NotAuthenticated
 from serving.model_source import ModelHolder, Serving
+from serving.score_log import ScoreLog
 from serving.store import KeyStore, Principal
 from serving.thresholds import ThresholdService
 
@@ -83,6 +84,7 @@ class Services:
     keys: KeyStore
     holder: ModelHolder
     thresholds: ThresholdService
+    score_log: ScoreLog | None = None
 
 
 @dataclass(slots=True)  # built per request: plain slots (a frozen init costs twice as much)

@@ -61,6 +61,34 @@ class Metrics:
         self.reload_failures = Counter(
             "leadscore_model_reload_failures_total", "Model versions refused on reload", registry=self.registry
         )
+        self.score_log_rows = Counter(
+            "leadscore_score_log_rows_total", "Scores written to the score log", registry=self.registry
+        )
+        self.score_log_dropped = Counter(
+            "leadscore_score_log_dropped_total",
+            "Scores not logged because too many waited to be written (the database was unreachable)",
+            registry=self.registry,
+        )
+        self.score_log_failures = Counter(
+            "leadscore_score_log_write_failures_total",
+            "Failed writes of the score log (retried)",
+            registry=self.registry,
+        )
+        self.hand_overs = Counter(
+            "leadscore_hand_overs_total", "Leads handed over to sales (first qualified answer)", registry=self.registry
+        )
+        self.webhook_deliveries = Counter(
+            "leadscore_webhook_deliveries_total",
+            "Attempts to deliver a hand-over to the webhook, by result (delivered, failed)",
+            ("result",),
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "leadscore_webhook_pending",
+            "Hand-overs not yet delivered to the webhook",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
 
     def observe_request(self, route: str, method: str, status: int, start: float) -> None:
         """Count and time one request (``start``: its ``perf_counter``)."""
@@ -81,6 +109,11 @@ class Metrics:
             self.scores.observe(p)
         self.scored.inc(len(probabilities))
         self.qualified.inc(sum(qualified))
+
+    def observe_score_log(self, rows: int, handed_over: int) -> None:
+        """Count one write of the score log: scores written and leads handed over by them."""
+        self.score_log_rows.inc(rows)
+        self.hand_overs.inc(handed_over)
 
     def set_model(self, name: str, version: str) -> None:
         # Not ``clear()``: labels cannot be removed in multiprocess mode, so earlier versions go to 0.

@@ -242,3 +242,112 @@ class CurveOut(BaseModel):
 
 class HistoryOut(BaseModel):
     policies: list[PolicyOut]
+
+
+# ---- the feedback loop: outcomes, verdicts, realised results ------------------------------------
+LeadId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class OutcomeIn(_Strict):
+    lead_id: LeadId
+    outcome: Literal["won", "lost"]
+    closed_at: datetime = Field(description="When the deal closed (RFC 3339; naive means UTC).")
+    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(None, description="Deal value.")
+
+
+class OutcomesIn(_Strict):
+    outcomes: Annotated[list[OutcomeIn], Field(min_length=1, max_length=10_000)]
+
+
+class OutcomesOut(BaseModel):
+    received: int = Field(description="Rows in the request.")
+    recorded: int = Field(description="New rows stored.")
+    unchanged: int = Field(description="Rows already stored (same lead, outcome, close time and amount): no change.")
+    corrections: int = Field(description="Stored rows that change a lead's earlier outcome (the latest counts).")
+    unknown_leads: int = Field(description="Distinct lead ids never scored (accepted and stored all the same).")
+    unknown_lead_ids: list[str] = Field(description="The first 100 of them.")
+
+
+RejectionReason = Literal[
+    "no_budget",
+    "no_authority",
+    "no_need",
+    "bad_timing",
+    "unreachable",
+    "not_a_fit",
+    "duplicate",
+    "spam_or_test",
+    "competitor",
+    "other",
+]
+
+
+VerdictName = Literal["accepted", "rejected", "recycled"]
+
+
+class FeedbackIn(_Strict):
+    lead_id: LeadId
+    verdict: VerdictName = Field(
+        description="accepted: sales works it; rejected: not a lead for sales; recycled: back to marketing to nurture."
+    )
+    reason: RejectionReason | None = Field(
+        None, description="Why it was rejected or recycled (required for rejected; 'other' needs a note)."
+    )
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    lead_id: str
+    verdict: str
+    reason: str | None
+    note: str | None
+    by: str = Field(description="The key's name.")
+    owner: str = Field(description="The person whose key sent the verdict (e-mail).")
+    at: datetime
+    handed_over: bool = Field(description="Whether Leadscore handed this lead over (false: recorded all the same).")
+    handed_over_at: datetime | None
+
+
+class CohortOut(BaseModel):
+    cohort: str
+    status: Literal["mature", "maturing", "partly mature", "no hand-overs"]
+    handed_over: int = Field(description="Leads handed over in the cohort.")
+    accepted: int
+    rejected: int
+    recycled: int
+    no_verdict: int
+    rejected_by_reason: dict[str, int]
+    mature: int = Field(description="Leads whose horizon after hand-over has closed.")
+    won_within_horizon: int = Field(description="Mature leads won within the horizon after hand-over.")
+    realised_precision: float | None = Field(description="won_within_horizon / mature (per lead).")
+    realised_precision_interval: tuple[float, float] | None = Field(description="95% Wilson interval, over leads.")
+    expected_precision: float | None = Field(description="Mean probability at hand-over of the mature leads.")
+    maturing: int = Field(description="Leads whose horizon is still open.")
+    wins_so_far: int
+    expected_wins: float = Field(description="Sum of the maturing leads' probabilities at hand-over.")
+    wins_caught: int = Field(description="Wins (closed in the period) of leads handed over before they closed.")
+    wins_missed: int = Field(description="Wins of leads scored but not handed over before they closed.")
+    median_days_to_hand_over: float | None = Field(description="Days from creation to hand-over (median).")
+
+
+class CalibrationBinOut(BaseModel):
+    leads: int
+    mean_probability: float
+    won: int
+    observed_rate: float
+    interval: tuple[float, float]
+
+
+class PerformanceOut(BaseModel):
+    start: datetime
+    end: datetime
+    as_of: datetime
+    by: str
+    horizon_days: int
+    cohorts: list[CohortOut]
+    total: CohortOut
+    wins_not_scored: int = Field(description="Wins in the period of leads never scored before they closed.")
+    calibration: list[CalibrationBinOut] = Field(
+        description="First scores whose horizon has closed, in up to 10 equal groups by probability (deciles)."
+    )

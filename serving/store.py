@@ -65,6 +65,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
+    import serving.results_store
     import serving.thresholds  # noqa: F401  (registers the threshold tables on the shared metadata)
 
     # Workers starting together race to create each table (or add each column): the loser looks again, and

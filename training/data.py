@@ -532,11 +532,15 @@ def validate_touchpoints(
 
 
 def validate_outcomes(
-    frame: pd.DataFrame, name: str, leads: pd.DataFrame, report: ValidationReport, strict: bool
+    frame: pd.DataFrame, name: str, leads: pd.DataFrame | None, report: ValidationReport, strict: bool
 ) -> pd.DataFrame:
     """Outcomes are won or lost (:data:`WON_VALUES` / :data:`LOST_VALUES` and the ``--won-values`` /
     ``--lost-values`` of ``report.inputs``, stored as ``won``/``lost``) for a known lead, closed no earlier
-    than the lead was created. Values that are neither are counted by value."""
+    than the lead was created. Values that are neither are counted by value.
+
+    With ``leads`` None (outcomes imported on their own, ``leadscore outcomes import``), any lead id is taken
+    and every row is kept in file order: a lead's later row is a correction of its earlier one.
+    """
     check = _Checker(frame, name, report, strict)
     check.require_columns(("lead_id", "outcome", "closed_at"))
     ids = check.lead_ids()
@@ -558,18 +562,42 @@ def validate_outcomes(
             )
         check.flag(unknown, "outcome", "other unknown outcome values (see --won-values / --lost-values)")
     outcome = pd.Series(np.where(is_won, "won", "lost"), index=frame.index)
-    created = ids.map(leads.set_index("lead_id")["created_at"])
-    check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
-    closed = same_day_close(closed, pd.to_datetime(created, utc=True), report, name, "closed_at")
-    check.flag(
-        (closed < created).fillna(False).to_numpy(dtype=bool), "closed_at", "outcome dated before the lead was created"
-    )
-    check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "second outcome for the same lead (first kept)")
+    if leads is not None:
+        created = ids.map(leads.set_index("lead_id")["created_at"])
+        check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
+        closed = same_day_close(closed, pd.to_datetime(created, utc=True), report, name, "closed_at")
+        check.flag(
+            (closed < created).fillna(False).to_numpy(dtype=bool),
+            "closed_at",
+            "outcome dated before the lead was created",
+        )
+        check.flag(ids.duplicated(keep="first").to_numpy(), "lead_id", "second outcome for the same lead (first kept)")
     updates: dict[str, Any] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
     if "amount" in frame.columns:
         updates["amount"] = check.optional_number("amount")
     check.frame = frame.assign(**updates)
     return check.finish()
+
+
+def load_outcomes(
+    path: str | Path, *, strict: bool = False, inputs: InputOptions | None = None, now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read an outcomes file of the data contract (lead_id, outcome, closed_at, amount?) on its own.
+
+    Returns:
+        The valid rows (outcome ``won``/``lost``, ``closed_at`` in UTC, ``amount`` as float when present) in
+        file order, and the report of every row dropped (closed after ``now`` included) and how it was read.
+
+    Raises:
+        DataValidationError: the file is missing or unreadable, a required column is missing, or (strict)
+            any row is bad.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError([DataIssue(str(path), None, None, "no such file")])
+    report = ValidationReport(end_bound=_now(now), inputs=inputs or InputOptions())
+    frame = validate_outcomes(read_table(path, report), path.name, None, report, strict)
+    return frame, report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,7 +637,7 @@ def load_crm_data(
     path = Path(path)
     if not path.exists():
         raise DataValidationError([DataIssue(str(path), None, None, "no such file or directory")])
-    explicit_end = None if data_end is None else _one_time(data_end, "--data-end")
+    explicit_end = None if data_end is None else one_time(data_end, "--data-end")
     report = ValidationReport(
         end_bound=explicit_end if explicit_end is not None else _now(now), inputs=inputs or InputOptions()
     )
@@ -658,7 +686,7 @@ def _now(now: pd.Timestamp | None) -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
 
 
-def _one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
+def one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
     """One timestamp in UTC (naive means UTC); a clear error names ``what`` when it cannot be read."""
     try:
         stamp = pd.to_datetime(value, format="ISO8601") if isinstance(value, str) else pd.Timestamp(value)

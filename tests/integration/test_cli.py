@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.threshold_analysis import wilson
+from serving.results_store import ResultsStore, ScoreRecord
 from serving.store import KeyStore, make_engine
 from tests.conftest import TrainedWorld, leadscore
 
@@ -68,6 +70,15 @@ def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: T
     # The file names the model and the cut-offs that made it (no policy in this home: the defaults, version 0).
     assert set(scores["model_version"]) == {trained.result.model_version} and set(scores["threshold_version"]) == {0}
     assert len(scores) > 100
+    # every score of the run is in the score log, and each qualified lead has been handed over
+    log = ResultsStore(make_engine(f"sqlite:///{trained.home / 'leadscore.db'}"))
+    logged = log.scores()
+    logged = logged[(logged["source"] == "cli") & (logged["as_of"] == pd.Timestamp("2026-04-01", tz="UTC"))]
+    assert sorted(logged["lead_id"]) == sorted(scores["lead_id"])
+    assert logged.set_index("lead_id")["probability"].to_dict() == scores.set_index("lead_id")["probability"].to_dict()
+    handed = set(log.hand_overs()["lead_id"])
+    assert set(scores.loc[scores["qualified"], "lead_id"]) <= handed
+    assert "score log:" in proc.stderr
     bad = leadscore(trained.home, "score", "--data", str(trained.data_dir), "--out", str(tmp_path / "x.txt"))
     assert bad.returncode == 2 and "csv or .parquet" in bad.stderr
     bad = leadscore(trained.home, "score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", "soon")
@@ -137,3 +148,51 @@ def test_reading_commands_never_write_the_threshold_history(trained: TrainedWorl
     shown = leadscore(home, "threshold", "show")
     assert shown.returncode == 0 and "(threshold version 0)" in shown.stdout and "not mapped" in shown.stdout
     assert [(p.id, p.status, len(p.decisions)) for p in store.history()] == history
+
+
+def test_outcomes_import_and_performance_print_what_was_handed_over_and_won(tmp_path: Path) -> None:
+    store = ResultsStore(make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}"))
+    day = pd.Timestamp("2026-01-05", tz="UTC").to_pydatetime()
+    created = day - pd.Timedelta(days=4)
+    store.append_scores(
+        [
+            ScoreRecord("L1", day, day, created, "1", 0, 0.6, "A", True, "cli"),
+            ScoreRecord("L2", day, day + pd.Timedelta(days=1), created, "1", 0, 0.4, "B", True, "cli"),
+            ScoreRecord("L3", day, day, created, "1", 0, 0.1, "D", False, "cli"),
+        ]
+    )
+    export = tmp_path / "deals.csv"
+    export.write_text(
+        "lead_id,outcome,closed_at,amount\n"
+        'L1,Closed Won,2026-01-10,"$1,200.00"\n'
+        "L2,Closed Lost,2026-01-20,\n"
+        "L9,won,2026-01-08,\n"
+        "L4,maybe,2026-01-09,\n"
+        "L5,won,2099-01-01,\n"
+    )
+    first = leadscore(tmp_path, "outcomes", "import", str(export))
+    assert first.returncode == 0, first.stderr
+    assert "5 rows read, 2 dropped" in first.stdout and "3 recorded (0 corrections), 0 already stored" in first.stdout
+    assert "1 lead ids never scored (first: L9)" in first.stdout
+    assert "unknown outcome value 'maybe'" in first.stderr and "line 5" in first.stderr
+    again = leadscore(tmp_path, "outcomes", "import", str(export))
+    assert "0 recorded (0 corrections), 3 already stored" in again.stdout
+    latest = store.latest_outcomes().set_index("lead_id")
+    assert latest.loc["L1", "outcome"] == "won" and latest.loc["L1", "amount"] == 1200.0
+    missing = leadscore(tmp_path, "outcomes", "import", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+    report = leadscore(tmp_path, "performance", "--from", "2026-01-01", "--to", "2026-02-01", "--as-of", "2026-06-01")
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    assert "a win counts within 90 days of hand-over" in lines[0]  # no champion here: LEADSCORE_HORIZON_DAYS
+    week = next(line for line in lines if line.startswith("2026-01-05")).split()
+    low, high = wilson(1, 2)
+    # cohort, status, handed, acc, rej, recyc, mature, won, precision (CI), expected, maturing, so far, ...
+    assert week[:8] == ["2026-01-05", "mature", "2", "0", "0", "0", "2", "1"]
+    assert week[8:10] == ["50.0%", f"({low:.1%}-{high:.1%})"] and week[10] == "50.0%"
+    assert week[-3:-1] == ["1", "0"]  # L1's win caught; none missed
+    assert "wins of leads never scored before they closed: 1" in report.stdout  # L9
+    assert "calibration of first scores" in report.stdout
+    wrong = leadscore(tmp_path, "performance", "--by", "owner")
+    assert wrong.returncode == 2 and "--by" in wrong.stderr

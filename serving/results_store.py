@@ -1,0 +1,519 @@
+"""What happened after scoring: the score log, hand-overs, outcomes and sales' verdicts (SQLAlchemy).
+
+Tables (on the key store's database: SQLite under ``LEADSCORE_HOME`` by default, PostgreSQL by URL):
+
+- ``score_log``: one row per score served (API, batch, ``leadscore score``); pruned after the retention.
+- ``scored_leads``: one row per lead, its first score (kept when the log is pruned): what the calibration and
+  the missed wins are counted over.
+- ``hand_overs``: one row per lead, the first answer that said qualified; also the webhook's outbox.
+- ``outcomes``: append-only; the same row twice is stored once, a correction is a new row, the latest counts.
+- ``verdicts``: append-only verdicts of sales on handed-over leads, by the person whose key sent them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+import pandas as pd
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from serving.errors import Forbidden, InvalidLeadData
+from serving.schemas import RejectionReason, VerdictName
+from serving.store import Principal, metadata
+
+MAX_ID = 200
+MAX_NOTE = 2000
+MAX_LISTED_UNKNOWN = 100
+
+# How sales qualifies a lead (BANT: budget, authority, need, timing) and why a lead is not one at all.
+REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
+VERDICTS: tuple[str, ...] = get_args(VerdictName)
+
+score_log = Table(
+    "score_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lead_id", String(MAX_ID), nullable=False, index=True),
+    Column("scored_at", DateTime(timezone=True), nullable=False, index=True),  # wall clock of the answer
+    Column("as_of", DateTime(timezone=True), nullable=False),  # the moment scored (default: scored_at)
+    Column("created_at", DateTime(timezone=True), nullable=False),  # the lead's
+    Column("model_version", String(50), nullable=False),
+    Column("threshold_version", Integer, nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("grade", String(1), nullable=False),
+    Column("qualified", Boolean, nullable=False),
+    Column("source", String(10), nullable=False),  # api, batch, cli
+    Column("lead_source", String(200), nullable=True),
+    Column("campaign", String(200), nullable=True),
+)
+scored_leads = Table(
+    "scored_leads",
+    metadata,
+    Column("lead_id", String(MAX_ID), primary_key=True),
+    Column("first_as_of", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("probability", Float, nullable=False),  # at the first score
+    Column("model_version", String(50), nullable=False),
+    Column("threshold_version", Integer, nullable=False),
+    Column("lead_source", String(200), nullable=True),
+    Column("campaign", String(200), nullable=True),
+)
+hand_overs = Table(
+    "hand_overs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lead_id", String(MAX_ID), nullable=False, unique=True),
+    Column("handed_over_at", DateTime(timezone=True), nullable=False),  # the as_of of the first qualified answer
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("grade", String(1), nullable=False),
+    Column("model_version", String(50), nullable=False),
+    Column("threshold_version", Integer, nullable=False),
+    Column("lead_source", String(200), nullable=True),
+    Column("campaign", String(200), nullable=True),
+    Column("reasons", Text, nullable=False),  # JSON list, as the answer gave them ([] when asked without reasons)
+    # the webhook's outbox: hand-overs made while a webhook was configured (switching one on does not send the past)
+    Column("notify", Boolean, nullable=False, default=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("last_error", String(500), nullable=True),
+)
+Index("hand_overs_undelivered", hand_overs.c.delivered_at, hand_overs.c.next_attempt_at)
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lead_id", String(MAX_ID), nullable=False, index=True),
+    Column("outcome", String(4), nullable=False),  # won, lost
+    Column("closed_at", DateTime(timezone=True), nullable=False),
+    Column("amount", Float, nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(200), nullable=False),  # api:<key name> or import:<file name>
+    Column("row_key", String(64), nullable=False, unique=True),  # what makes the same row twice the same
+)
+verdicts = Table(
+    "verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("lead_id", String(MAX_ID), nullable=False, index=True),
+    Column("verdict", String(10), nullable=False),
+    Column("reason", String(20), nullable=True),
+    Column("note", String(MAX_NOTE), nullable=True),
+    Column("by_key", String(200), nullable=False),
+    Column("owner", String(320), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+def aware(value: datetime) -> datetime:
+    """A datetime read back from the store in UTC (SQLite gives it back naive)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc(value: datetime) -> datetime:
+    """A datetime to store: naive means UTC (as in the scoring API)."""
+    return aware(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRecord:
+    """One score served, as the log keeps it (times in UTC)."""
+
+    lead_id: str
+    scored_at: datetime
+    as_of: datetime
+    created_at: datetime
+    model_version: str
+    threshold_version: int
+    probability: float
+    grade: str
+    qualified: bool
+    source: str
+    lead_source: str | None = None
+    campaign: str | None = None
+    reasons: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    lead_id: str
+    outcome: str  # won, lost
+    closed_at: datetime
+    amount: float | None = None
+
+
+@dataclass(frozen=True)
+class OutcomesReceipt:
+    """What a call (or an import) of outcomes did, per row received."""
+
+    received: int
+    recorded: int  # new rows stored
+    unchanged: int  # rows already stored (the same lead, outcome, close time and amount)
+    corrections: int  # recorded rows that change the lead's latest outcome
+    unknown_lead_ids: list[str]  # first MAX_LISTED_UNKNOWN ids never scored
+    unknown_leads: int  # how many distinct ids were never scored
+
+
+@dataclass(frozen=True)
+class Verdict:
+    id: int
+    lead_id: str
+    verdict: str
+    reason: str | None
+    note: str | None
+    by_key: str
+    owner: str
+    at: datetime
+    handed_over_at: datetime | None
+
+
+def _row_key(row: OutcomeRow) -> str:
+    amount = "" if row.amount is None else repr(float(row.amount))
+    text = "\x1f".join((row.lead_id, row.outcome, aware(row.closed_at).isoformat(), amount))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _insert_ignoring_duplicates(engine: Engine, table: Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on either backend (the unique key decides)."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+class ResultsStore:
+    """Reads and writes the score log, hand-overs, outcomes and verdicts (blocking: use worker threads)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- the score log ---------------------------------------------------------------------------
+    def append_scores(self, records: Sequence[ScoreRecord], notify: bool = False) -> int:
+        """Append scores to the log in one transaction; record each lead's first score and its hand-over
+        (the first answer that said qualified: later ones change nothing, across processes too); ``notify``:
+        the hand-overs are for the webhook to send.
+
+        Returns the number of leads handed over by these records.
+        """
+        if not records:
+            return 0
+        log_rows = [
+            {
+                "lead_id": r.lead_id,
+                "scored_at": utc(r.scored_at),
+                "as_of": utc(r.as_of),
+                "created_at": utc(r.created_at),
+                "model_version": r.model_version,
+                "threshold_version": r.threshold_version,
+                "probability": r.probability,
+                "grade": r.grade,
+                "qualified": r.qualified,
+                "source": r.source,
+                "lead_source": r.lead_source,
+                "campaign": r.campaign,
+            }
+            for r in records
+        ]
+        firsts: dict[str, dict[str, Any]] = {}
+        handed: dict[str, dict[str, Any]] = {}
+        for r, row in zip(records, log_rows, strict=True):
+            if r.lead_id not in firsts:
+                firsts[r.lead_id] = {
+                    "lead_id": r.lead_id,
+                    "first_as_of": row["as_of"],
+                    "created_at": row["created_at"],
+                    "probability": r.probability,
+                    "model_version": r.model_version,
+                    "threshold_version": r.threshold_version,
+                    "lead_source": r.lead_source,
+                    "campaign": r.campaign,
+                }
+            if r.qualified and r.lead_id not in handed:
+                handed[r.lead_id] = {
+                    "lead_id": r.lead_id,
+                    "handed_over_at": row["as_of"],
+                    "created_at": row["created_at"],
+                    "probability": r.probability,
+                    "grade": r.grade,
+                    "model_version": r.model_version,
+                    "threshold_version": r.threshold_version,
+                    "lead_source": r.lead_source,
+                    "campaign": r.campaign,
+                    "reasons": json.dumps(list(r.reasons)),
+                    "attempts": 0,
+                    "notify": notify,
+                }
+        with self.engine.begin() as conn:
+            conn.execute(insert(score_log), log_rows)
+            conn.execute(_insert_ignoring_duplicates(self.engine, scored_leads), list(firsts.values()))
+            new = 0
+            if handed:
+                result = conn.execute(_insert_ignoring_duplicates(self.engine, hand_overs), list(handed.values()))
+                new = max(int(result.rowcount or 0), 0)
+        return new
+
+    def prune_scores(self, retention: timedelta, now: datetime | None = None) -> int:
+        """Delete log rows scored more than ``retention`` ago; first scores and hand-overs are kept."""
+        cut = (now or datetime.now(UTC)) - retention
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(score_log).where(score_log.c.scored_at < cut)).rowcount or 0)
+
+    def scores(self, lead_id: str | None = None) -> pd.DataFrame:
+        """The log's rows (of one lead), in the order written."""
+        query = select(score_log).order_by(score_log.c.id)
+        if lead_id is not None:
+            query = query.where(score_log.c.lead_id == lead_id)
+        return self._frame(query, ("scored_at", "as_of", "created_at"))
+
+    def hand_over_of(self, lead_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(hand_overs).where(hand_overs.c.lead_id == lead_id)).mappings().first()
+        return dict(row) if row else None
+
+    # ---- outcomes -------------------------------------------------------------------------------
+    def add_outcomes(self, rows: Sequence[OutcomeRow], source: str, now: datetime | None = None) -> OutcomesReceipt:
+        """Store outcomes: the same row twice is stored once; a different row for a lead (a lost lead later won,
+        a corrected close date) is a new row, and the latest received counts.
+
+        Raises:
+            InvalidLeadData: a lead id is empty or longer than MAX_ID, an outcome is neither won nor lost, an
+                amount is negative or not finite (the field is named by its row).
+        """
+        problems: list[tuple[list[str | int], str]] = []
+        for i, r in enumerate(rows):
+            if not 0 < len(r.lead_id) <= MAX_ID:
+                problems.append((["body", "outcomes", i, "lead_id"], f"a lead id has 1 to {MAX_ID} characters"))
+            if r.outcome not in ("won", "lost"):
+                problems.append((["body", "outcomes", i, "outcome"], "an outcome is 'won' or 'lost'"))
+            if r.amount is not None and not (math.isfinite(r.amount) and r.amount >= 0):
+                problems.append((["body", "outcomes", i, "amount"], "an amount is a finite number, 0 or more"))
+        if problems:
+            raise InvalidLeadData.listing(problems)
+        received = now or datetime.now(UTC)
+        keyed: dict[str, OutcomeRow] = {}
+        for r in rows:
+            keyed.setdefault(_row_key(r), r)
+        ids = sorted({r.lead_id for r in rows})
+        with self.engine.begin() as conn:
+            known_keys = set()
+            latest: dict[str, tuple[str, datetime]] = {}
+            for chunk in _chunks(list(keyed), 500):
+                known_keys |= set(
+                    conn.execute(select(outcomes.c.row_key).where(outcomes.c.row_key.in_(chunk))).scalars()
+                )
+            for chunk in _chunks(ids, 500):
+                newest = (
+                    select(outcomes.c.lead_id, func.max(outcomes.c.id).label("id"))
+                    .where(outcomes.c.lead_id.in_(chunk))
+                    .group_by(outcomes.c.lead_id)
+                    .subquery()
+                )
+                for lead_id, outcome, closed_at in conn.execute(
+                    select(outcomes.c.lead_id, outcomes.c.outcome, outcomes.c.closed_at).join(
+                        newest, outcomes.c.id == newest.c.id
+                    )
+                ):
+                    latest[lead_id] = (outcome, aware(closed_at))
+            scored = set()
+            for chunk in _chunks(ids, 500):
+                scored |= set(
+                    conn.execute(select(scored_leads.c.lead_id).where(scored_leads.c.lead_id.in_(chunk))).scalars()
+                )
+            new = [(k, r) for k, r in keyed.items() if k not in known_keys]
+            corrections = sum(1 for _, r in new if r.lead_id in latest)
+            if new:
+                conn.execute(
+                    _insert_ignoring_duplicates(self.engine, outcomes),
+                    [
+                        {
+                            "lead_id": r.lead_id,
+                            "outcome": r.outcome,
+                            "closed_at": utc(r.closed_at),
+                            "amount": r.amount,
+                            "received_at": received,
+                            "source": source[:200],
+                            "row_key": k,
+                        }
+                        for k, r in new
+                    ],
+                )
+        unknown = [i for i in ids if i not in scored]
+        return OutcomesReceipt(
+            received=len(rows),
+            recorded=len(new),
+            unchanged=len(rows) - len(new),
+            corrections=corrections,
+            unknown_lead_ids=unknown[:MAX_LISTED_UNKNOWN],
+            unknown_leads=len(unknown),
+        )
+
+    def latest_outcomes(self) -> pd.DataFrame:
+        """Each lead's latest outcome received: lead_id, outcome, closed_at, amount."""
+        newest = select(func.max(outcomes.c.id).label("id")).group_by(outcomes.c.lead_id).subquery()
+        query = select(outcomes.c.lead_id, outcomes.c.outcome, outcomes.c.closed_at, outcomes.c.amount).join(
+            newest, outcomes.c.id == newest.c.id
+        )
+        return self._frame(query, ("closed_at",))
+
+    # ---- verdicts -------------------------------------------------------------------------------
+    def add_verdict(self, who: Principal, lead_id: str, verdict: str, reason: str | None, note: str | None) -> Verdict:
+        """Append a salesperson's verdict on a lead.
+
+        Raises:
+            Forbidden: the key belongs to no person (made before keys had owners).
+            InvalidLeadData: an unknown verdict or reason, a rejection without a reason, a reason on an
+                acceptance, "other" without a note, a note over MAX_NOTE characters or with control characters.
+        """
+        if who.owner is None:
+            raise Forbidden(
+                "this key belongs to no person; make one with `leadscore keys create --role ROLE --owner EMAIL`"
+            )
+        problems: list[tuple[list[str | int], str]] = []
+        if verdict not in VERDICTS:
+            problems.append((["body", "verdict"], f"a verdict is one of {', '.join(VERDICTS)}"))
+        if reason is not None and reason not in REJECTION_REASONS:
+            problems.append((["body", "reason"], f"a reason is one of {', '.join(REJECTION_REASONS)}"))
+        if verdict == "rejected" and reason is None:
+            problems.append((["body", "reason"], "a rejection needs a reason (marketing learns from it)"))
+        if verdict == "accepted" and reason is not None:
+            problems.append((["body", "reason"], "an acceptance takes no reason"))
+        if reason == "other" and not (note and note.strip()):
+            problems.append((["body", "note"], "the reason 'other' needs a note saying what it is"))
+        if note is not None and (len(note) > MAX_NOTE or any(ord(c) < 32 and c not in "\n\t" for c in note)):
+            problems.append((["body", "note"], f"a note has at most {MAX_NOTE} characters and no control characters"))
+        if problems:
+            raise InvalidLeadData.listing(problems)
+        at = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(verdicts).values(
+                    lead_id=lead_id, verdict=verdict, reason=reason, note=note, by_key=who.name, owner=who.owner, at=at
+                )
+            )
+            handed = conn.execute(
+                select(hand_overs.c.handed_over_at).where(hand_overs.c.lead_id == lead_id)
+            ).scalar_one_or_none()
+        return Verdict(
+            int(result.inserted_primary_key[0]),  # type: ignore[index]
+            lead_id,
+            verdict,
+            reason,
+            note,
+            who.name,
+            who.owner,
+            at,
+            aware(handed) if handed else None,
+        )
+
+    def latest_verdicts(self) -> pd.DataFrame:
+        """Each lead's latest verdict: lead_id, verdict, reason, owner, at."""
+        newest = select(func.max(verdicts.c.id).label("id")).group_by(verdicts.c.lead_id).subquery()
+        query = select(verdicts.c.lead_id, verdicts.c.verdict, verdicts.c.reason, verdicts.c.owner, verdicts.c.at).join(
+            newest, verdicts.c.id == newest.c.id
+        )
+        return self._frame(query, ("at",))
+
+    # ---- what the performance report reads ----------------------------------------------------------
+    def hand_overs(self) -> pd.DataFrame:
+        cols = [c for c in hand_overs.c if c.name not in ("notify", "delivered_at", "next_attempt_at", "claimed_until")]
+        return self._frame(select(*cols).order_by(hand_overs.c.id), ("handed_over_at", "created_at"))
+
+    def scored_leads(self) -> pd.DataFrame:
+        return self._frame(select(scored_leads), ("first_as_of", "created_at"))
+
+    # ---- the webhook's outbox ---------------------------------------------------------------------
+    def claim_due_hand_overs(self, now: datetime, lease: timedelta, limit: int = 50) -> list[dict[str, Any]]:
+        """Hand-overs not yet delivered whose next attempt is due, each claimed for ``lease`` so that no other
+        process sends it meanwhile (a crashed sender's claim runs out and the hand-over is sent again: at
+        least once)."""
+        due = (
+            hand_overs.c.notify.is_(True)
+            & hand_overs.c.delivered_at.is_(None)
+            & or_(hand_overs.c.next_attempt_at.is_(None), hand_overs.c.next_attempt_at <= now)
+            & or_(hand_overs.c.claimed_until.is_(None), hand_overs.c.claimed_until < now)
+        )
+        claimed = []
+        with self.engine.connect() as conn:
+            ids = (
+                conn.execute(select(hand_overs.c.id).where(due).order_by(hand_overs.c.id).limit(limit)).scalars().all()
+            )
+        for hid in ids:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    update(hand_overs).where(due & (hand_overs.c.id == hid)).values(claimed_until=now + lease)
+                )
+                if result.rowcount == 1:
+                    row = conn.execute(select(hand_overs).where(hand_overs.c.id == hid)).mappings().one()
+                    claimed.append(dict(row))
+        return claimed
+
+    def mark_delivered(self, hand_over_id: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(hand_overs)
+                .where(hand_overs.c.id == hand_over_id)
+                .values(delivered_at=now, attempts=hand_overs.c.attempts + 1, claimed_until=None, last_error=None)
+            )
+
+    def mark_failed(self, hand_over_id: int, error: str, next_attempt_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(hand_overs)
+                .where(hand_overs.c.id == hand_over_id)
+                .values(
+                    attempts=hand_overs.c.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    claimed_until=None,
+                    last_error=error[:500],
+                )
+            )
+
+    def undelivered(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(hand_overs)
+                    .where(hand_overs.c.notify.is_(True), hand_overs.c.delivered_at.is_(None))
+                ).scalar_one()
+            )
+
+    # ---- helpers ------------------------------------------------------------------------------------
+    def _frame(self, query: Any, time_columns: Iterable[str]) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+        for column in time_columns:
+            frame[column] = (
+                pd.to_datetime(frame[column], utc=True) if len(frame) else pd.Series([], dtype="datetime64[ns, UTC]")
+            )
+        return frame
+
+
+def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,224 @@
+"""The score log's writer: scores are queued on the request path (a list append) and written by one
+background thread in batches, so that answering never waits for the database."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from serving.results_store import ResultsStore, ScoreRecord
+from serving.schemas import LeadIn, ScoreOut
+
+log = logging.getLogger("leadscore.serving")
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+def lead_source_of(lead: LeadIn) -> str | None:
+    """The lead's ``lead_source`` attribute as text (None when absent or empty)."""
+    value = lead.attributes.get("lead_source")
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text[:200] or None
+
+
+def campaign_of(lead: LeadIn, as_of: datetime) -> str | None:
+    """The lead's first-touch campaign: the campaign of its earliest touch (up to ``as_of``) that names one."""
+    first: tuple[datetime, str] | None = None
+    for touch in lead.touchpoints:
+        if touch.campaign and touch.campaign.strip():
+            at = touch.occurred_at if touch.occurred_at.tzinfo else touch.occurred_at.replace(tzinfo=UTC)
+            if at <= as_of and (first is None or at < first[0]):
+                first = (at, touch.campaign.strip()[:200])
+    return first[1] if first else None
+
+
+def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str) -> ScoreRecord:
+    """What the log keeps of one answer (times in UTC; as_of defaults to the moment scored)."""
+    as_of = lead.as_of or scored_at
+    as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+    created = lead.created_at if lead.created_at.tzinfo else lead.created_at.replace(tzinfo=UTC)
+    return ScoreRecord(
+        lead_id=result.lead_id,
+        scored_at=scored_at,
+        as_of=as_of,
+        created_at=created,
+        model_version=result.model_version,
+        threshold_version=result.threshold_version,
+        probability=result.probability,
+        grade=result.grade,
+        qualified=result.qualified,
+        source=source,
+        lead_source=lead_source_of(lead),
+        campaign=campaign_of(lead, as_of),
+        reasons=tuple({"feature": r.feature, "description": r.description, "impact": r.impact} for r in result.reasons),
+    )
+
+
+class ScoreLog:
+    """Queue answers for the score log and write them in batches from one thread.
+
+    ``add`` costs a deque append on the request path. The writer wakes every ``flush_seconds`` (or as soon as
+    ``batch_size`` answers wait), builds the records and appends them in one transaction; a failed write is
+    kept and retried at the next wake. More than ``max_pending`` answers waiting (the database is down for a
+    long time) are dropped, counted by ``on_dropped``, and logged: never silently. ``close`` writes what is
+    left. ``notify``: the hand-overs found are for the webhook to send.
+    """
+
+    def __init__(
+        self,
+        store: ResultsStore,
+        retention: timedelta,
+        flush_seconds: float = 0.5,
+        batch_size: int = 5000,
+        max_pending: int = 200_000,
+        on_written: Callable[[int, int], None] = lambda rows, handed: None,
+        on_dropped: Callable[[int], None] = lambda n: None,
+        on_failed: Callable[[], None] = lambda: None,
+        notify: bool = False,
+    ) -> None:
+        self.store = store
+        self.notify = notify  # hand-overs are for the webhook
+        self.retention = retention
+        self.flush_seconds = flush_seconds
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.on_written, self.on_dropped, self.on_failed = on_written, on_dropped, on_failed
+        self._pending: deque[tuple[Sequence[LeadIn], Sequence[ScoreOut], datetime, str]] = deque()
+        self._count = 0  # answers pending (approximate across threads; only bounds memory)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="leadscore-score-log", daemon=True)
+        self._thread.start()
+
+    def add(self, leads: Sequence[LeadIn], results: Sequence[ScoreOut], scored_at: datetime, source: str) -> None:
+        """Queue the answers to ``leads`` (same order) for the log (cheap: called on the request path)."""
+        n = len(results)
+        if self._count + n > self.max_pending:
+            self.dropped += n
+            self.on_dropped(n)
+            log.warning(
+                "score log: %d answers dropped, %d waiting to be written (is the database down?)", n, self._count
+            )
+            return
+        self._pending.append((leads, results, scored_at, source))
+        self._count += n
+        if self._count >= self.batch_size:
+            self._wake.set()
+
+    def flush(self) -> int:
+        """Write everything queued now (blocking); returns the rows written."""
+        taken: list[tuple[Sequence[LeadIn], Sequence[ScoreOut], datetime, str]] = []
+        while self._pending:
+            taken.append(self._pending.popleft())
+        if not taken:
+            return 0
+        records = [
+            record_of(lead, result, scored_at, source)
+            for leads, results, scored_at, source in taken
+            for lead, result in zip(leads, results, strict=True)
+        ]
+        try:
+            handed = self.store.append_scores(records, notify=self.notify)
+        except Exception:
+            for item in reversed(taken):  # kept, in order, for the next attempt
+                self._pending.appendleft(item)
+            self.on_failed()
+            raise
+        self._count = max(0, self._count - len(records))
+        self.on_written(len(records), handed)
+        return len(records)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the writer and write what is left."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("score log: the last answers could not be written")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+                if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
+                    self._last_prune = time.monotonic()
+                    self.store.prune_scores(self.retention, datetime.now(UTC))
+            except Exception:
+                log.exception("score log: writing failed; retrying")
+                self._stop.wait(min(5.0, max(self.flush_seconds, 0.1) * 4))
+
+
+def first_touch_campaigns(touches: pd.DataFrame | None, as_of: datetime) -> pd.Series:
+    """:func:`campaign_of` for a table of touches (lead_id, occurred_at, campaign): per lead id, the campaign
+    of its earliest touch up to ``as_of`` that names one."""
+    if touches is None or "campaign" not in touches.columns or touches.empty:
+        return pd.Series(dtype=object)
+    named = touches[["lead_id", "occurred_at", "campaign"]].dropna(subset=["campaign"])
+    named = named.assign(campaign=named["campaign"].astype(str).str.strip().str[:200])
+    named = named[(named["campaign"] != "") & (named["occurred_at"] <= pd.Timestamp(as_of))]
+    first = named.sort_values(["occurred_at"], kind="stable").drop_duplicates("lead_id", keep="first")
+    return first.set_index("lead_id")["campaign"]
+
+
+def records_of_scores(
+    scores: pd.DataFrame, leads: pd.DataFrame, touches: pd.DataFrame | None, scored_at: datetime, source: str
+) -> list[ScoreRecord]:
+    """What the log keeps of a scores table (``leadscore score``): the same fields as :func:`record_of`.
+
+    Args:
+        scores: lead_id, as_of, probability, grade, qualified, model_version, threshold_version, and
+            optionally reasons (a JSON list per row).
+        leads: lead_id, created_at and the attributes (``lead_source`` if present).
+        touches: lead_id, occurred_at, campaign (or None).
+    """
+    as_of = pd.Timestamp(scores["as_of"].iloc[0]).to_pydatetime() if len(scores) else scored_at
+    by_id = leads.set_index("lead_id")
+    created = by_id.loc[scores["lead_id"], "created_at"].tolist()
+    sources = (
+        by_id.loc[scores["lead_id"], "lead_source"].tolist() if "lead_source" in by_id.columns else [None] * len(scores)
+    )
+    campaigns = scores["lead_id"].map(first_touch_campaigns(touches, as_of)).tolist()
+    reasons = scores["reasons"].map(json.loads).tolist() if "reasons" in scores.columns else [[]] * len(scores)
+    rows: list[dict[str, Any]] = scores.to_dict("records")  # type: ignore[assignment]
+    out = []
+    for i, row in enumerate(rows):
+        source_value = sources[i]
+        lead_source = None if pd.isna(source_value) else (str(source_value).strip()[:200] or None)
+        campaign = campaigns[i]
+        out.append(
+            ScoreRecord(
+                lead_id=str(row["lead_id"]),
+                scored_at=scored_at,
+                as_of=pd.Timestamp(row["as_of"]).to_pydatetime(),
+                created_at=pd.Timestamp(created[i]).to_pydatetime(),
+                model_version=str(row["model_version"]),
+                threshold_version=int(row["threshold_version"]),
+                probability=float(row["probability"]),
+                grade=str(row["grade"]),
+                qualified=bool(row["qualified"]),
+                source=source,
+                lead_source=lead_source,
+                campaign=None if pd.isna(campaign) else str(campaign),
+                reasons=tuple(reasons[i]),
+            )
+        )
+    return out
