@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     webhook_max_backoff_seconds: float = Field(
         3600.0, gt=0, description="Longest wait between two attempts to deliver one hand-over (seconds)."
     )
+    drift_days: int = Field(7, ge=1, le=366, description="Default window of /v1/monitoring and its gauges (days).")
+    drift_min_scores: int = Field(
+        500, ge=1, description="Fewer answers than this in the window give no drift verdict ('not enough data')."
+    )
+    monitoring_interval_seconds: float = Field(
+        60.0, gt=0, description="How often each server process recomputes the drift gauges and /readyz warnings."
+    )
     performance_weeks: int = Field(26, ge=1, description="Default period of /v1/performance: the last N weeks.")
     log_level: str = "info"
     opentelemetry: bool = Field(

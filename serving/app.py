@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -31,9 +32,11 @@ from serving.bodies import (
 )
 from serving.coalescer import ScoreCoalescer
 from serving.deps import SCORING_SECURITY, Admin, AnyRole, Served, Services, scoring_call
+from serving.drift_store import DriftStore
 from serving.errors import PayloadTooLarge, install_error_handlers
 from serving.metrics import BodySizeLimit, Metrics, MetricsMiddleware
 from serving.model_source import ModelHolder, ModelSource, RegistrySource, Serving
+from serving.monitoring import monitoring_report
 from serving.results_routes import router as results_router
 from serving.results_store import ResultsStore
 from serving.schemas import (
@@ -94,6 +97,7 @@ def create_app(
         app.state.results = results = ResultsStore(engine)
         score_log = services.score_log = _score_log(settings, results, metrics)
         sender = _webhook_sender(settings, results, metrics)
+        app.state.drift = drift = DriftStore(engine)
         app.state.thresholds = services.thresholds = ThresholdService(app.state.threshold_store)
         holder = ModelHolder(source, prepare=refresh_thresholds)
         app.state.holder = services.holder = holder
@@ -104,6 +108,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_poll(holder, metrics, settings.reload_interval_seconds)),
             asyncio.create_task(_refresh_thresholds(holder, refresh_thresholds, settings.threshold_refresh_seconds)),
+            asyncio.create_task(_monitor(app, drift, settings, metrics)),
         ]
         try:
             yield
@@ -128,6 +133,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.warnings = []  # shown by /readyz, never failing it (drift, from the monitor task)
     tradeoffs: dict[str, TradeOff] = {}
 
     def tradeoff(version: str, loaded: LoadedModel | None = None) -> TradeOff:
@@ -176,10 +182,12 @@ def create_app(
     def score_many(serving: Serving, leads: list[LeadIn], explain: bool, batch: bool = False) -> list[ScoreOut]:
         threshold = threshold_for(serving)
         now = datetime.now(UTC)
-        results = score_leads(serving, leads, threshold, now, max_future, explain, batch)
+        log = services.score_log
+        features: list[np.ndarray] | None = [] if log is not None else None
+        results = score_leads(serving, leads, threshold, now, max_future, explain, batch, features)
         metrics.observe_scores([r.probability for r in results], [r.qualified for r in results])
-        if services.score_log is not None:
-            services.score_log.add(leads, results, now, "batch" if batch else "api")
+        if log is not None and features:
+            log.add(leads, results, now, "batch" if batch else "api", features[0], serving.loaded.model)
         return results
 
     coalescer = ScoreCoalescer(score_many, metrics.gathered.observe)
@@ -240,6 +248,7 @@ def create_app(
             model_loaded_at=current.loaded_at if current else None,
             last_check_at=holder.last_check_at,
             last_error=holder.last_error,
+            warnings=list(request.app.state.warnings),
         )
         return Response(body.model_dump_json(), status_code=200 if current else 503, media_type="application/json")
 
@@ -303,6 +312,7 @@ def _score_log(settings: Settings, results: ResultsStore, metrics: Metrics) -> S
         on_dropped=metrics.score_log_dropped.inc,
         on_failed=metrics.score_log_failures.inc,
         notify=bool(settings.webhook_url),
+        drift=DriftStore(results.engine) if settings.score_log else None,
     )
     log_writer.start()
     return log_writer
@@ -350,6 +360,33 @@ async def _refresh_thresholds(holder: ModelHolder, refresh: Any, interval: float
             await asyncio.to_thread(refresh, current.loaded)
         except Exception:  # never let the refresher die; the last cut-offs read stay in force
             log.exception("reading the threshold policy failed")
+
+
+async def _monitor(app: FastAPI, drift: DriftStore, settings: Settings, metrics: Metrics) -> None:
+    """Recompute the drift of the served model every ``monitoring_interval_seconds``: Prometheus gauges, and a
+    warning in /readyz when the score or a feature drifted (never a failure)."""
+    while True:
+        current = app.state.holder.current
+        if current is not None:
+            try:
+                report = await asyncio.to_thread(
+                    monitoring_report,
+                    drift,
+                    current.loaded.model,
+                    current.loaded.version,
+                    datetime.now(UTC).date(),
+                    settings.drift_days,
+                    settings.drift_min_scores,
+                )
+                metrics.set_drift(report)
+                app.state.warnings = (
+                    [f"drift over the last {report.days} days: {report.status}: {report.explanation}"]
+                    if report.status in ("warning", "drift")
+                    else []
+                )
+            except Exception:  # never let the monitor die
+                log.exception("computing drift failed")
+        await asyncio.sleep(settings.monitoring_interval_seconds)
 
 
 async def _poll(holder: ModelHolder, metrics: Metrics, interval: float) -> None:

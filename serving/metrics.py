@@ -83,6 +83,20 @@ class Metrics:
             ("result",),
             registry=self.registry,
         )
+        self.drift_psi = Gauge(
+            "leadscore_drift_psi",
+            "PSI of the served model's answers of the last LEADSCORE_DRIFT_DAYS days against its test window, "
+            "by column (score or a feature)",
+            ("column",),
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.drift_status = Gauge(
+            "leadscore_drift_status",
+            "Drift verdict: -1 not enough data or no reference, 0 stable, 1 warning, 2 drift",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self.webhook_pending = Gauge(
             "leadscore_webhook_pending",
             "Hand-overs not yet delivered to the webhook",
@@ -114,6 +128,15 @@ class Metrics:
         """Count one write of the score log: scores written and leads handed over by them."""
         self.score_log_rows.inc(rows)
         self.hand_overs.inc(handed_over)
+
+    def set_drift(self, report: Any) -> None:
+        """Set the drift gauges from a monitoring report (serving.schemas.MonitoringOut)."""
+        codes = {"stable": 0, "warning": 1, "drift": 2}
+        self.drift_status.set(codes.get(report.status, -1))
+        if report.score_psi is not None:
+            self.drift_psi.labels("score").set(report.score_psi)
+        for feature in report.features:
+            self.drift_psi.labels(feature.feature).set(feature.psi)
 
     def set_model(self, name: str, version: str) -> None:
         # Not ``clear()``: labels cannot be removed in multiprocess mode, so earlier versions go to 0.

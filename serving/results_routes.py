@@ -8,10 +8,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from models.performance import performance as compute_performance
-from serving.deps import AnyRole, require
+from serving.deps import AnyRole, Served, require
+from serving.drift_store import DriftStore
 from serving.errors import InvalidLeadData
+from serving.monitoring import monitoring_report
 from serving.results_store import OutcomeRow, ResultsStore, utc
-from serving.schemas import ErrorOut, FeedbackIn, FeedbackOut, OutcomesIn, OutcomesOut, PerformanceOut
+from serving.schemas import (
+    ErrorOut,
+    FeedbackIn,
+    FeedbackOut,
+    MonitoringOut,
+    OutcomesIn,
+    OutcomesOut,
+    PerformanceOut,
+)
 from serving.store import Principal
 
 router = APIRouter(prefix="/v1", tags=["results"])
@@ -109,3 +119,28 @@ def get_performance(
         by=by,
     )
     return PerformanceOut.model_validate(report.to_dict())
+
+
+@router.get("/monitoring", response_model=MonitoringOut, responses={**ERRORS, 503: {"model": ErrorOut}})
+def get_monitoring(
+    request: Request,
+    serving: Served,
+    _: AnyRole,
+    days: Annotated[
+        int | None, Query(ge=1, le=366, description="The window: the last N days, today included (UTC).")
+    ] = None,
+) -> MonitoringOut:
+    """Drift of the served model (any role): PSI of the probabilities and of every feature served in the last
+    days against the test window, in bins fixed at training; shares of unseen categories and touch types;
+    answers per day. Below the minimum of answers the verdict is "not enough data". Definitions:
+    models/drift.py."""
+    settings = request.app.state.settings
+    drift: DriftStore = request.app.state.drift
+    return monitoring_report(
+        drift,
+        serving.loaded.model,
+        serving.loaded.version,
+        datetime.now(UTC).date(),
+        days or settings.drift_days,
+        settings.drift_min_scores,
+    )

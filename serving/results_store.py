@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 import pandas as pd
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -58,9 +60,10 @@ score_log = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("lead_id", String(MAX_ID), nullable=False, index=True),
-    Column("scored_at", DateTime(timezone=True), nullable=False, index=True),  # wall clock of the answer
-    Column("as_of", DateTime(timezone=True), nullable=False),  # the moment scored (default: scored_at)
-    Column("created_at", DateTime(timezone=True), nullable=False),  # the lead's
+    # times as integer microseconds since 1970-01-01 UTC: written without per-value conversion (the log is hot)
+    Column("scored_at", BigInteger, nullable=False, index=True),  # wall clock of the answer
+    Column("as_of", BigInteger, nullable=False),  # the moment scored (default: scored_at)
+    Column("created_at", BigInteger, nullable=False),  # the lead's
     Column("model_version", String(50), nullable=False),
     Column("threshold_version", Integer, nullable=False),
     Column("probability", Float, nullable=False),
@@ -141,9 +144,8 @@ def utc(value: datetime) -> datetime:
     return aware(value)
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreRecord:
-    """One score served, as the log keeps it (times in UTC)."""
+class ScoreRecord(NamedTuple):
+    """One score served, as the log keeps it (aware datetimes; a tuple: cheap to make by the thousand)."""
 
     lead_id: str
     scored_at: datetime
@@ -158,6 +160,15 @@ class ScoreRecord:
     lead_source: str | None = None
     campaign: str | None = None
     reasons: tuple[dict[str, Any], ...] = ()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC of an aware datetime (naive means UTC), exactly."""
+    return ((value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - EPOCH) // MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +219,16 @@ def _insert_ignoring_duplicates(engine: Engine, table: Table) -> Any:
 class ResultsStore:
     """Reads and writes the score log, hand-overs, outcomes and verdicts (blocking: use worker threads)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, remember: int = 200_000) -> None:
         self.engine = engine
+        # leads whose first score / hand-over this process has stored: not sent again (bounded, oldest out)
+        self._seen = _Recent(remember)
+        self._handed = _Recent(remember)
+        columns = [c.name for c in score_log.columns if c.name != "id"]
+        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._log_insert = (
+            f"INSERT INTO {score_log.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
+        )
 
     # ---- the score log ---------------------------------------------------------------------------
     def append_scores(self, records: Sequence[ScoreRecord], notify: bool = False) -> int:
@@ -221,64 +240,67 @@ class ResultsStore:
         """
         if not records:
             return 0
-        log_rows = [
-            {
-                "lead_id": r.lead_id,
-                "scored_at": utc(r.scored_at),
-                "as_of": utc(r.as_of),
-                "created_at": utc(r.created_at),
-                "model_version": r.model_version,
-                "threshold_version": r.threshold_version,
-                "probability": r.probability,
-                "grade": r.grade,
-                "qualified": r.qualified,
-                "source": r.source,
-                "lead_source": r.lead_source,
-                "campaign": r.campaign,
-            }
-            for r in records
-        ]
-        firsts: dict[str, dict[str, Any]] = {}
-        handed: dict[str, dict[str, Any]] = {}
-        for r, row in zip(records, log_rows, strict=True):
-            if r.lead_id not in firsts:
-                firsts[r.lead_id] = {
-                    "lead_id": r.lead_id,
-                    "first_as_of": row["as_of"],
-                    "created_at": row["created_at"],
-                    "probability": r.probability,
-                    "model_version": r.model_version,
-                    "threshold_version": r.threshold_version,
-                    "lead_source": r.lead_source,
-                    "campaign": r.campaign,
-                }
-            if r.qualified and r.lead_id not in handed:
-                handed[r.lead_id] = {
-                    "lead_id": r.lead_id,
-                    "handed_over_at": row["as_of"],
-                    "created_at": row["created_at"],
-                    "probability": r.probability,
-                    "grade": r.grade,
-                    "model_version": r.model_version,
-                    "threshold_version": r.threshold_version,
-                    "lead_source": r.lead_source,
-                    "campaign": r.campaign,
-                    "reasons": json.dumps(list(r.reasons)),
-                    "attempts": 0,
-                    "notify": notify,
-                }
+        log_rows = [(r.lead_id, micros(r.scored_at), micros(r.as_of), micros(r.created_at), *r[4:12]) for r in records]
+        firsts: dict[str, ScoreRecord] = {}
+        handed: dict[str, ScoreRecord] = {}
+        for r in records:
+            if r.lead_id not in firsts and r.lead_id not in self._seen:
+                firsts[r.lead_id] = r
+            if r.qualified and r.lead_id not in handed and r.lead_id not in self._handed:
+                handed[r.lead_id] = r
+        new = 0
         with self.engine.begin() as conn:
-            conn.execute(insert(score_log), log_rows)
-            conn.execute(_insert_ignoring_duplicates(self.engine, scored_leads), list(firsts.values()))
-            new = 0
+            # one prepared INSERT, rows as plain tuples: no per-value processing by SQLAlchemy
+            conn.exec_driver_sql(self._log_insert, log_rows)
+            if firsts:
+                conn.execute(
+                    _insert_ignoring_duplicates(self.engine, scored_leads),
+                    [
+                        {
+                            "lead_id": r.lead_id,
+                            "first_as_of": aware(r.as_of),
+                            "created_at": aware(r.created_at),
+                            "probability": r.probability,
+                            "model_version": r.model_version,
+                            "threshold_version": r.threshold_version,
+                            "lead_source": r.lead_source,
+                            "campaign": r.campaign,
+                        }
+                        for r in firsts.values()
+                    ],
+                )
             if handed:
-                result = conn.execute(_insert_ignoring_duplicates(self.engine, hand_overs), list(handed.values()))
-                new = max(int(result.rowcount or 0), 0)
+                # RETURNING gives the rows inserted, on both backends (an executemany's rowcount need not)
+                inserted = _insert_ignoring_duplicates(self.engine, hand_overs).returning(hand_overs.c.lead_id)
+                new = len(
+                    conn.execute(
+                        inserted,
+                        [
+                            {
+                                "lead_id": r.lead_id,
+                                "handed_over_at": aware(r.as_of),
+                                "created_at": aware(r.created_at),
+                                "probability": r.probability,
+                                "grade": r.grade,
+                                "model_version": r.model_version,
+                                "threshold_version": r.threshold_version,
+                                "lead_source": r.lead_source,
+                                "campaign": r.campaign,
+                                "reasons": json.dumps(list(r.reasons)),
+                                "attempts": 0,
+                                "notify": notify,
+                            }
+                            for r in handed.values()
+                        ],
+                    ).all()
+                )
+        self._seen.update(firsts)  # after the commit: only what is stored is skipped next time
+        self._handed.update(handed)
         return new
 
     def prune_scores(self, retention: timedelta, now: datetime | None = None) -> int:
         """Delete log rows scored more than ``retention`` ago; first scores and hand-overs are kept."""
-        cut = (now or datetime.now(UTC)) - retention
+        cut = micros((now or datetime.now(UTC)) - retention)
         with self.engine.begin() as conn:
             return int(conn.execute(delete(score_log).where(score_log.c.scored_at < cut)).rowcount or 0)
 
@@ -287,7 +309,10 @@ class ResultsStore:
         query = select(score_log).order_by(score_log.c.id)
         if lead_id is not None:
             query = query.where(score_log.c.lead_id == lead_id)
-        return self._frame(query, ("scored_at", "as_of", "created_at"))
+        frame = self._frame(query, ())
+        for column in ("scored_at", "as_of", "created_at"):
+            frame[column] = pd.to_datetime(frame[column].astype("int64"), unit="us", utc=True)
+        return frame
 
     def hand_over_of(self, lead_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -344,28 +369,32 @@ class ResultsStore:
                     conn.execute(select(scored_leads.c.lead_id).where(scored_leads.c.lead_id.in_(chunk))).scalars()
                 )
             new = [(k, r) for k, r in keyed.items() if k not in known_keys]
-            corrections = sum(1 for _, r in new if r.lead_id in latest)
+            stored: set[str] = set()
             if new:
-                conn.execute(
-                    _insert_ignoring_duplicates(self.engine, outcomes),
-                    [
-                        {
-                            "lead_id": r.lead_id,
-                            "outcome": r.outcome,
-                            "closed_at": utc(r.closed_at),
-                            "amount": r.amount,
-                            "received_at": received,
-                            "source": source[:200],
-                            "row_key": k,
-                        }
-                        for k, r in new
-                    ],
-                )
+                inserted = _insert_ignoring_duplicates(self.engine, outcomes).returning(outcomes.c.row_key)
+                stored = set(
+                    conn.execute(
+                        inserted,
+                        [
+                            {
+                                "lead_id": r.lead_id,
+                                "outcome": r.outcome,
+                                "closed_at": utc(r.closed_at),
+                                "amount": r.amount,
+                                "received_at": received,
+                                "source": source[:200],
+                                "row_key": k,
+                            }
+                            for k, r in new
+                        ],
+                    ).scalars()
+                )  # a row another call stored in the meantime is not counted as recorded by this one
+            corrections = sum(1 for k, r in new if k in stored and r.lead_id in latest)
         unknown = [i for i in ids if i not in scored]
         return OutcomesReceipt(
             received=len(rows),
-            recorded=len(new),
-            unchanged=len(rows) - len(new),
+            recorded=len(stored),
+            unchanged=len(rows) - len(stored),
             corrections=corrections,
             unknown_lead_ids=unknown[:MAX_LISTED_UNKNOWN],
             unknown_leads=len(unknown),
@@ -512,6 +541,23 @@ class ResultsStore:
                 pd.to_datetime(frame[column], utc=True) if len(frame) else pd.Series([], dtype="datetime64[ns, UTC]")
             )
         return frame
+
+
+class _Recent:
+    """A bounded set of recent keys (insertion order; the oldest leave first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def update(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._keys[key] = None
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
 
 
 def _chunks(values: list[str], size: int) -> Iterable[list[str]]:

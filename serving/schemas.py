@@ -108,6 +108,7 @@ class ReadyOut(BaseModel):
     model_loaded_at: datetime | None
     last_check_at: datetime | None
     last_error: str | None
+    warnings: list[str] = Field(default_factory=list, description="E.g. drift: shown, never failing readiness.")
 
 
 class ReloadOut(BaseModel):
@@ -351,3 +352,36 @@ class PerformanceOut(BaseModel):
     calibration: list[CalibrationBinOut] = Field(
         description="First scores whose horizon has closed, in up to 10 equal groups by probability (deciles)."
     )
+
+
+class FeatureDriftOut(BaseModel):
+    feature: str
+    psi: float
+    level: Literal["stable", "warning", "drift"]
+
+
+class DayVolumeOut(BaseModel):
+    day: str = Field(description="YYYY-MM-DD (UTC).")
+    scores: int = Field(description="Answers served that day (by this model version).")
+
+
+class MonitoringOut(BaseModel):
+    model_version: str
+    days: int = Field(description="The window: the last N days (UTC), today included.")
+    start_day: str
+    end_day: str
+    status: Literal["no reference", "not enough data", "stable", "warning", "drift"]
+    explanation: str
+    scores: int = Field(description="Answers counted in the window.")
+    min_scores: int = Field(description="Fewer answers than this give no verdict.")
+    levels: dict[str, float] = Field(description="PSI levels: warning from, drift from.")
+    score_psi: float | None = Field(description="PSI of the probabilities served against the test window's.")
+    score_level: Literal["stable", "warning", "drift"] | None
+    features: list[FeatureDriftOut] = Field(description="PSI per feature, worst first.")
+    unseen_categories: dict[str, float | None] = Field(
+        description="Per categorical attribute: share of answers (with the attribute given) whose value the model "
+        "never saw."
+    )
+    unseen_touch_share: float | None = Field(description="Share of touches whose type the model does not know.")
+    reference_unseen_touch_share: float | None = Field(description="The same share in the test window.")
+    volume: list[DayVolumeOut]

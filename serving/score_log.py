@@ -7,17 +7,22 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from models.scoring_model import ScoringModel
+from serving.drift_store import DriftCounter, DriftStore, Key
 from serving.results_store import ResultsStore, ScoreRecord
 from serving.schemas import LeadIn, ScoreOut
 
 log = logging.getLogger("leadscore.serving")
+# leads, answers, when, source ("api", "batch"), their feature rows and the model (for the drift counts)
+Pending = tuple[Sequence[LeadIn], Sequence[ScoreOut], datetime, str, "np.ndarray | None", "ScoringModel | None"]
 PRUNE_EVERY_SECONDS = 3600.0
 
 
@@ -42,24 +47,29 @@ def campaign_of(lead: LeadIn, as_of: datetime) -> str | None:
 
 
 def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str) -> ScoreRecord:
-    """What the log keeps of one answer (times in UTC; as_of defaults to the moment scored)."""
+    """What the log keeps of one answer (times in UTC; as_of defaults to the moment scored; the reasons only
+    of a qualified answer, which may hand the lead over)."""
     as_of = lead.as_of or scored_at
-    as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
     created = lead.created_at if lead.created_at.tzinfo else lead.created_at.replace(tzinfo=UTC)
+    qualified = result.qualified
     return ScoreRecord(
-        lead_id=result.lead_id,
-        scored_at=scored_at,
-        as_of=as_of,
-        created_at=created,
-        model_version=result.model_version,
-        threshold_version=result.threshold_version,
-        probability=result.probability,
-        grade=result.grade,
-        qualified=result.qualified,
-        source=source,
-        lead_source=lead_source_of(lead),
-        campaign=campaign_of(lead, as_of),
-        reasons=tuple({"feature": r.feature, "description": r.description, "impact": r.impact} for r in result.reasons),
+        result.lead_id,
+        scored_at,
+        as_of,
+        created,
+        result.model_version,
+        result.threshold_version,
+        result.probability,
+        result.grade,
+        qualified,
+        source,
+        lead_source_of(lead),
+        campaign_of(lead, as_of) if lead.touchpoints else None,
+        tuple({"feature": r.feature, "description": r.description, "impact": r.impact} for r in result.reasons)
+        if qualified
+        else (),
     )
 
 
@@ -84,15 +94,19 @@ class ScoreLog:
         on_dropped: Callable[[int], None] = lambda n: None,
         on_failed: Callable[[], None] = lambda: None,
         notify: bool = False,
+        drift: DriftStore | None = None,
     ) -> None:
         self.store = store
         self.notify = notify  # hand-overs are for the webhook
+        self.drift = drift  # where the drift counts of the answers go (None: not counted)
+        self._counter = DriftCounter()
+        self._drift_waiting: Counter[Key] = Counter()
         self.retention = retention
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.on_written, self.on_dropped, self.on_failed = on_written, on_dropped, on_failed
-        self._pending: deque[tuple[Sequence[LeadIn], Sequence[ScoreOut], datetime, str]] = deque()
+        self._pending: deque[Pending] = deque()
         self._count = 0  # answers pending (approximate across threads; only bounds memory)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -104,8 +118,17 @@ class ScoreLog:
         self._thread = threading.Thread(target=self._run, name="leadscore-score-log", daemon=True)
         self._thread.start()
 
-    def add(self, leads: Sequence[LeadIn], results: Sequence[ScoreOut], scored_at: datetime, source: str) -> None:
-        """Queue the answers to ``leads`` (same order) for the log (cheap: called on the request path)."""
+    def add(
+        self,
+        leads: Sequence[LeadIn],
+        results: Sequence[ScoreOut],
+        scored_at: datetime,
+        source: str,
+        features: np.ndarray | None = None,
+        model: ScoringModel | None = None,
+    ) -> None:
+        """Queue the answers to ``leads`` (same order) for the log (cheap: called on the request path), with
+        the feature rows they were computed from and the model, for the drift counts."""
         n = len(results)
         if self._count + n > self.max_pending:
             self.dropped += n
@@ -114,21 +137,21 @@ class ScoreLog:
                 "score log: %d answers dropped, %d waiting to be written (is the database down?)", n, self._count
             )
             return
-        self._pending.append((leads, results, scored_at, source))
+        self._pending.append((leads, results, scored_at, source, features, model))
         self._count += n
         if self._count >= self.batch_size:
             self._wake.set()
 
     def flush(self) -> int:
         """Write everything queued now (blocking); returns the rows written."""
-        taken: list[tuple[Sequence[LeadIn], Sequence[ScoreOut], datetime, str]] = []
+        taken: list[Pending] = []
         while self._pending:
             taken.append(self._pending.popleft())
         if not taken:
             return 0
         records = [
             record_of(lead, result, scored_at, source)
-            for leads, results, scored_at, source in taken
+            for leads, results, scored_at, source, _, _ in taken
             for lead, result in zip(leads, results, strict=True)
         ]
         try:
@@ -140,7 +163,29 @@ class ScoreLog:
             raise
         self._count = max(0, self._count - len(records))
         self.on_written(len(records), handed)
+        if self.drift is not None:
+            self._drift_waiting.update(self._drift_counts(taken))
+            self.drift.add(self._drift_waiting)  # a failure keeps the counts for the next flush
+            self._drift_waiting = Counter()
         return len(records)
+
+    def _drift_counts(self, taken: list[Pending]) -> Counter[Key]:
+        """The drift counts of the answers taken, grouped by day and model (one vectorised count each)."""
+        groups: dict[tuple[Any, str, int], list[Pending]] = {}
+        models: dict[int, ScoringModel] = {}
+        for item in taken:
+            _, results, scored_at, _, features, model = item
+            if features is None or model is None or not results:
+                continue
+            models[id(model)] = model
+            groups.setdefault((scored_at.date(), results[0].model_version, id(model)), []).append(item)
+        total: Counter[Key] = Counter()
+        for (day, version, model_id), items in groups.items():
+            leads = [lead for item in items for lead in item[0]]
+            probabilities = np.array([r.probability for item in items for r in item[1]])
+            features = np.vstack([item[4] for item in items])  # type: ignore[misc]
+            total.update(self._counter.count(day, version, models[model_id], leads, probabilities, features))
+        return total
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the writer and write what is left."""

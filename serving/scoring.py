@@ -74,8 +74,12 @@ def score_leads(
     max_future: timedelta,
     explain: bool,
     batch: bool,
+    features_out: list[np.ndarray] | None = None,
 ) -> list[ScoreOut]:
-    """Score leads with the served model; each lead also at ``as_of - 7 days`` for its trend."""
+    """Score leads with the served model; each lead also at ``as_of - 7 days`` for its trend.
+
+    ``features_out``, when given, receives the feature rows the answers were computed from (one per lead).
+    """
     model = serving.loaded.model
     columns = columns_of_records(leads, model.spec)
     stamps = datetimes_to_ns([now + max_future, *(now if lead.as_of is None else lead.as_of for lead in leads)])
@@ -84,6 +88,8 @@ def score_leads(
     times = as_of_ns[:, None] - _NOW_AND_BEFORE  # lead i now, and a week before (its trend)
     both = build_features_from_columns(columns, times, model.spec)  # lead 0 now, before, lead 1 now, ...
     p_all = model.predict_proba(both)
+    if features_out is not None:
+        features_out.append(both[0::2])
     probabilities, scores = p_all[0::2].tolist(), model.score(p_all).tolist()  # plain floats from here on
     new = (columns.created_ns > times[:, 1]).tolist()  # younger than the trend's week: nothing to compare with
     explanations = model.explain(both[0::2], [lead.attributes for lead in leads]) if explain else None

@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from features import build_features, infer_spec
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
+from models.drift import drift_reference
 from models.linear import LinearMargin
 from models.registry import NoChampionModel as _NoChampion
 from models.registry import (
@@ -696,6 +697,9 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
             "margin_model": "lightgbm" if booster is not None else "logistic_regression",
             "best_iteration": int(booster.best_iteration or booster.current_iteration()) if booster else None,
             "score_reference": score_reference(p_test, w_test),
+            "drift_reference": drift_reference(
+                p_test, X_test, spec.feature_names, spec.categorical_feature_names, w_test
+            ).to_dict(),
             "default_cutoffs": trade.default_cutoffs(),
             "leads_per_week": inflow,
             "leads_per_week_interval": list(inflow_interval),

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sqlalchemy import Engine, func, select
 
 from models.registry import configure_tracking
 from serving.errors import Conflict, Forbidden
+from serving.results_store import OutcomeRow, ResultsStore, ScoreRecord
 from serving.store import KeyStore, Principal, make_engine
 from serving.thresholds import SYSTEM_PRINCIPAL, Grades, ThresholdStore, activations, decisions
 from tests.conftest import make_config
@@ -173,6 +175,47 @@ def test_racing_approvals_of_different_proposals_all_activate_in_turn(store_url:
     mine = [r for r in rows if r.policy_id in {p.id for p in made}]
     assert len(mine) == 6 and [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert store.active().id == mine[-1].policy_id  # type: ignore[union-attr]
+
+
+def test_workers_racing_on_the_score_log_hand_each_lead_over_once_and_send_it_once(store_url: str) -> None:
+    """Two server processes' writers log the same leads at once, then their webhook senders claim at once."""
+    stores = [ResultsStore(make_engine(store_url)) for _ in range(2)]
+    day = datetime(2026, 1, 5, tzinfo=UTC)
+    for round_ in range(20):
+        lead = f"race-{round_}"
+        records = [ScoreRecord(lead, day, day, day, "1", 0, p, "A", True, "api") for p in (0.6, 0.7)]
+        barrier = threading.Barrier(2)
+        handed: list[int] = []
+
+        def write(
+            store: ResultsStore, record: ScoreRecord, barrier: threading.Barrier = barrier, handed: list[int] = handed
+        ) -> None:
+            barrier.wait()
+            handed.append(store.append_scores([record], notify=True))
+
+        threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, records, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(handed) == [0, 1], f"round {round_}"
+    claims: list[list[str]] = []
+    barrier = threading.Barrier(2)
+
+    def claim(store: ResultsStore) -> None:
+        barrier.wait()
+        claims.append([r["lead_id"] for r in store.claim_due_hand_overs(datetime.now(UTC), timedelta(minutes=5))])
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [lead for batch in claims for lead in batch]
+    assert sorted(claimed) == sorted(f"race-{i}" for i in range(20))  # each claimed by exactly one sender
+    receipt = stores[0].add_outcomes([OutcomeRow("race-1", "won", day)] * 2, "api:pg")
+    again = stores[1].add_outcomes([OutcomeRow("race-1", "won", day)], "api:pg")
+    assert (receipt.recorded, receipt.unchanged, again.recorded, again.unchanged) == (1, 1, 0, 1)
 
 
 def test_mlflow_tracking_and_registry_on_postgres(postgres_url: str, demo_dir: Path, tmp_path: Path) -> None:

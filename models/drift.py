@@ -1,0 +1,238 @@
+"""Drift: how far the scores and features served lie from the model's test window (PSI).
+
+The bins are fixed at training, from the test window (:func:`drift_reference`, stored in the model's meta):
+for the score (the probability) and every numeric feature, the deciles of its test values (equal values
+merge bins) plus one bin for missing values; for every categorical feature, one bin per category code plus
+one for missing or unseen values. Serving counts the scores it answers in the same bins, per day
+(serving/drift_store.py), and compares.
+
+PSI (population stability index; Siddiqi (2006), "Credit Risk Scorecards", Wiley, ch. 8; Yurdakul (2018),
+"Statistical properties of population stability index", Western Michigan University) over bins i with
+reference shares e_i and served shares a_i:
+
+    PSI = sum_i (a_i - e_i) * ln(a_i / e_i) = KL(a || e) + KL(e || a)
+
+computed as that symmetrised Kullback-Leibler divergence with ``scipy.special.rel_entr``. Empty bins get
+the share ``floor`` (1e-4) before both sides are renormalised, so that one bin no one falls in does not make
+the index infinite. Levels, as in that literature: under 0.1 stable, 0.1 to 0.25 a warning (a moderate
+shift), 0.25 or more drift (a major shift).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import rel_entr
+
+WARNING_PSI = 0.1
+DRIFT_PSI = 0.25
+FLOOR = 1e-4
+QUANTILES = np.linspace(0.1, 0.9, 9)
+SCORE = "score"  # the name the score's bins go by, next to the features'
+
+
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, floor: float = FLOOR) -> float:
+    """PSI between two distributions over the same bins, given as shares or counts (each is normalised).
+
+    Raises:
+        ValueError: the two have different lengths, a value is negative, or one side is all zero.
+    """
+    e, a = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if e.shape != a.shape:
+        raise ValueError(f"the reference has {e.size} bins and the served distribution {a.size}")
+    if (e < 0).any() or (a < 0).any() or e.sum() <= 0 or a.sum() <= 0:
+        raise ValueError("bin counts must be non-negative, with at least one on each side")
+    e, a = np.maximum(e / e.sum(), floor), np.maximum(a / a.sum(), floor)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum(rel_entr(a, e) + rel_entr(e, a)))
+
+
+def level(value: float) -> str:
+    """``stable``, ``warning`` or ``drift`` for a PSI value (levels in the module docstring)."""
+    return "drift" if value >= DRIFT_PSI else "warning" if value >= WARNING_PSI else "stable"
+
+
+@dataclass(frozen=True)
+class Bins:
+    """How one column's values fall into bins, and the reference's share of each bin.
+
+    ``kind`` numeric: bins ``(-inf, e_0), [e_0, e_1) ... [e_k, inf)`` then one for missing values;
+    ``kind`` categorical: one per code of ``codes`` then one for missing or unseen values.
+    """
+
+    kind: str
+    edges: tuple[float, ...]  # numeric: the inner edges; categorical: the codes
+    shares: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.edges) + (2 if self.kind == "numeric" else 1)
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        """The bin of each value (int64; missing values in the last bin)."""
+        v = np.asarray(values, dtype=np.float64)
+        missing = ~np.isfinite(v)
+        filled = np.where(missing, 0.0, v)
+        edges = np.asarray(self.edges, dtype=np.float64)
+        if self.kind == "numeric":
+            out = np.searchsorted(edges, filled, side="right")
+        else:  # the code's position among the codes, or the last bin for a code not among them
+            pos = np.searchsorted(edges, filled)
+            found = (
+                (pos < len(edges)) & (edges[np.minimum(pos, max(len(edges) - 1, 0))] == filled) if len(edges) else False
+            )
+            out = np.where(found, pos, len(edges))
+        return np.where(missing, self.size - 1, out).astype(np.int64)
+
+    def counts(self, values: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(self.index(values), weights=weight, minlength=self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "edges": list(self.edges), "shares": list(self.shares)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Bins:
+        return cls(str(data["kind"]), tuple(float(x) for x in data["edges"]), tuple(float(x) for x in data["shares"]))
+
+    @classmethod
+    def fit(cls, values: np.ndarray, kind: str, weight: np.ndarray | None = None) -> Bins:
+        """Bins of a column from its test-window values (deciles, or the codes seen), with their shares."""
+        v = np.asarray(values, dtype=np.float64)
+        present = v[np.isfinite(v)]
+        if kind == "numeric":
+            edges = tuple(np.unique(np.quantile(present, QUANTILES)).round(10).tolist()) if present.size else ()
+        else:
+            edges = tuple(np.unique(present).tolist())
+        empty = cls(kind, edges, ())
+        counts = empty.counts(v, weight)
+        total = counts.sum()
+        shares = counts / total if total > 0 else counts
+        return cls(kind, edges, tuple(np.round(shares, 10).tolist()))
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """The bins of the score and of every feature, fixed at training from the test window."""
+
+    score: Bins
+    features: dict[str, Bins]
+    rows: int  # test-window scoring moments the shares come from
+    unseen_touch_share: float | None = None  # share of the test window's touches of a type not in the spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score.to_dict(),
+            "features": {k: b.to_dict() for k, b in self.features.items()},
+            "rows": self.rows,
+            "unseen_touch_share": self.unseen_touch_share,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DriftReference | None:
+        """The reference stored in a model's meta, or None (a model trained before references existed)."""
+        if not data:
+            return None
+        return cls(
+            Bins.from_dict(data["score"]),
+            {k: Bins.from_dict(v) for k, v in data["features"].items()},
+            int(data["rows"]),
+            data.get("unseen_touch_share"),
+        )
+
+    def columns(self) -> list[tuple[str, Bins]]:
+        """The score, then the features in model order."""
+        return [(SCORE, self.score), *self.features.items()]
+
+
+def drift_reference(
+    probabilities: np.ndarray,
+    X: np.ndarray,
+    feature_names: Sequence[str],
+    categorical: Sequence[str],
+    weight: np.ndarray | None = None,
+) -> DriftReference:
+    """The reference of a model: bins of its test-window probabilities and of each feature column of ``X``
+    (rows: test scoring moments, weighted by ``weight``, e.g. 1 / moments of the lead, so each lead weighs
+    one); ``categorical`` names the columns holding category codes."""
+    cats = set(categorical)
+    names = list(feature_names)
+    touch_share = None
+    if "n_touches_all" in names and "n_other_all" in names:
+        w = np.ones(len(X)) if weight is None else np.asarray(weight, dtype=np.float64)
+        touches = float(np.nansum(X[:, names.index("n_touches_all")] * w))
+        other = float(np.nansum(X[:, names.index("n_other_all")] * w))
+        touch_share = other / touches if touches > 0 else 0.0
+    return DriftReference(
+        score=Bins.fit(probabilities, "numeric", weight),
+        features={
+            name: Bins.fit(X[:, j], "categorical" if name in cats else "numeric", weight)
+            for j, name in enumerate(feature_names)
+        },
+        rows=len(probabilities),
+        unseen_touch_share=touch_share,
+    )
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """The PSI of one column (the score or a feature) over the scores counted."""
+
+    column: str
+    psi: float
+    level: str  # stable, warning, drift
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Served against the test window (see :func:`compare`)."""
+
+    status: str  # not enough data, stable, warning, drift
+    scores: int  # answers counted
+    min_scores: int
+    score: ColumnDrift | None
+    features: list[ColumnDrift]  # worst first
+    explanation: str
+
+
+def compare(reference: DriftReference, counts: dict[str, np.ndarray], min_scores: int) -> DriftReport:
+    """PSI of the score and of every feature between the reference and the served counts.
+
+    Args:
+        reference: the model's bins and reference shares.
+        counts: per column (``score`` and feature names), the answers counted in each of its bins.
+        min_scores: fewer answers than this give no verdict ("not enough data"): with few answers the PSI
+            is large by chance alone (about (bins - 1) / answers).
+
+    Returns:
+        The status is the worst level of the score and the features; features are listed worst first.
+    """
+    score_counts = counts.get(SCORE)
+    n = int(score_counts.sum()) if score_counts is not None else 0
+    if n < min_scores:
+        return DriftReport(
+            "not enough data",
+            n,
+            min_scores,
+            None,
+            [],
+            f"{n} answers counted; a verdict needs at least {min_scores}",
+        )
+    results = []
+    for column, bins in reference.columns():
+        served = counts.get(column)
+        if served is None or served.sum() <= 0 or len(served) != bins.size:
+            continue
+        value = psi(bins.shares, served)
+        results.append(ColumnDrift(column, value, level(value)))
+    score = results[0]
+    features = sorted(results[1:], key=lambda c: -c.psi)
+    rank = {"stable": 0, "warning": 1, "drift": 2}
+    status = max([score.level, *(f.level for f in features)], key=rank.__getitem__)
+    shifted = [f.column for f in features if f.level != "stable"]
+    explanation = f"score PSI {score.psi:.3f} ({score.level}) over {n} answers"
+    if shifted:
+        explanation += f"; features shifted: {', '.join(shifted[:5])}" + (" ..." if len(shifted) > 5 else "")
+    return DriftReport(status, n, min_scores, score, features, explanation)

@@ -1,0 +1,144 @@
+"""What drift monitoring counts while serving: the scores and features answered, in the bins fixed at training,
+per day and model version (one row per bin: a day of heavy traffic is a few thousand rows, not millions).
+
+Columns counted (``column`` of the ``drift_counts`` table):
+
+- ``score`` and every feature: the bins of the model's :class:`models.drift.DriftReference` (scores);
+- ``unseen:<attribute>``: bin 0 a known category, bin 1 a category the model never saw (scores with the
+  attribute present; missing values are not counted);
+- ``touch_types``: bin 0 touches of a type the model knows, bin 1 of a type it does not (touches, from the
+  features ``n_touches_all`` and ``n_other_all``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import BigInteger, Column, Engine, Integer, String, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from features.spec import category_key
+from models.drift import DriftReference
+from models.scoring_model import ScoringModel
+from serving.schemas import LeadIn
+from serving.store import metadata
+
+TOUCH_TYPES = "touch_types"
+UNSEEN = "unseen:"
+
+drift_counts = Table(
+    "drift_counts",
+    metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC) of the answers
+    Column("model_version", String(50), primary_key=True),
+    Column("column", String(250), primary_key=True),
+    Column("bin", Integer, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+Key = tuple[str, str, str, int]  # day, model version, column, bin
+
+
+class DriftCounter:
+    """Counts answers into the bins of their model's reference (the score log's writer calls it per flush)."""
+
+    def __init__(self) -> None:
+        self._model: ScoringModel | None = None
+        self._reference: DriftReference | None = None
+        self._known: dict[tuple[str, object], bool | None] = {}  # (attribute, value) -> known? (None: missing)
+
+    def reference(self, model: ScoringModel) -> DriftReference | None:
+        """The model's reference (read once per model; None for a model trained before references)."""
+        if self._model is not model:
+            self._model, self._reference = model, DriftReference.from_dict(model.meta.get("drift_reference"))
+        return self._reference
+
+    def count(
+        self,
+        day: date,
+        version: str,
+        model: ScoringModel,
+        leads: Sequence[LeadIn],
+        probabilities: np.ndarray,
+        features: np.ndarray,
+    ) -> Counter[Key]:
+        """The counts of these answers (one row of ``features`` per lead, in model order)."""
+        out: Counter[Key] = Counter()
+        reference = self.reference(model)
+        if reference is None or len(leads) == 0:
+            return out
+        d = day.isoformat()
+        names = model.spec.feature_names
+        for column, bins in reference.columns():
+            values = probabilities if column == "score" else features[:, names.index(column)]
+            for b, n in enumerate(bins.counts(values).astype(np.int64).tolist()):
+                if n:
+                    out[d, version, column, b] += n
+        for attribute, codes in model.spec.category_codes.items():
+            seen = unseen = 0
+            for lead in leads:
+                value = lead.attributes.get(attribute)
+                known = self._known_value(attribute, value, codes)
+                if known is True:
+                    seen += 1
+                elif known is False:
+                    unseen += 1
+            for b, n in ((0, seen), (1, unseen)):
+                if n:
+                    out[d, version, UNSEEN + attribute, b] += n
+        if "n_touches_all" in names and "n_other_all" in names:
+            touches = float(np.nansum(features[:, names.index("n_touches_all")]))
+            other = float(np.nansum(features[:, names.index("n_other_all")]))
+            for b, n in ((0, int(round(touches - other))), (1, int(round(other)))):
+                if n:
+                    out[d, version, TOUCH_TYPES, b] += n
+        return out
+
+    def _known_value(self, attribute: str, value: object, codes: dict[str, int]) -> bool | None:
+        try:
+            return self._known[attribute, value]
+        except (KeyError, TypeError):  # TypeError: an unhashable value (never from JSON scalars)
+            key = category_key(value)
+            known = None if key is None else key in codes
+            if len(self._known) < 100_000:
+                self._known[attribute, value] = known
+            return known
+
+
+def _upsert(engine: Engine) -> Any:
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(drift_counts)
+    return stmt.on_conflict_do_update(
+        index_elements=["day", "model_version", "column", "bin"],
+        set_={"count": drift_counts.c.count + stmt.excluded.count},
+    )
+
+
+class DriftStore:
+    """The ``drift_counts`` table (blocking: call from worker threads)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, counts: Counter[Key]) -> None:
+        """Add counts to the stored ones (an upsert per bin; safe across processes)."""
+        if not counts:
+            return
+        rows = [{"day": d, "model_version": v, "column": c, "bin": b, "count": n} for (d, v, c, b), n in counts.items()]
+        with self.engine.begin() as conn:
+            conn.execute(_upsert(self.engine), rows)
+
+    def counts(self, model_version: str, days: Iterable[date]) -> pd.DataFrame:
+        """day, column, bin, count of one model version on these days."""
+        wanted = [d.isoformat() for d in days]
+        query = select(drift_counts.c.day, drift_counts.c.column, drift_counts.c.bin, drift_counts.c.count).where(
+            drift_counts.c.model_version == model_version, drift_counts.c.day.in_(wanted)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["day", "column", "bin", "count"])

@@ -1,0 +1,92 @@
+"""PSI and its bins, worked out by hand on tiny data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.drift import Bins, DriftReference, drift_reference, level, psi
+
+
+def test_psi_is_the_sum_of_share_differences_times_their_log_ratio() -> None:
+    by_hand = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.75 - 0.5) * math.log(0.75 / 0.5)  # 0.2747
+    assert psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(by_hand)
+    assert psi([50, 50], [1, 3]) == pytest.approx(by_hand)  # counts are normalised
+    assert psi([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]) == pytest.approx(0.0)
+
+
+def test_an_empty_bin_gets_the_floor_instead_of_an_infinite_index() -> None:
+    e = np.array([1.0, 1e-4]) / 1.0001  # the reference's empty bin floored, then renormalised
+    a = np.array([0.5, 0.5])
+    assert psi([1.0, 0.0], [0.5, 0.5]) == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
+    with pytest.raises(ValueError, match="bins"):
+        psi([0.5, 0.5], [1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        psi([0.0, 0.0], [1.0, 1.0])
+
+
+def test_levels_follow_the_usual_rule_of_thumb() -> None:
+    assert [level(x) for x in (0.0, 0.099, 0.1, 0.249, 0.25, 3.0)] == [
+        "stable",
+        "stable",
+        "warning",
+        "warning",
+        "drift",
+        "drift",
+    ]
+
+
+def test_numeric_bins_are_the_test_deciles_plus_a_bin_for_missing_values() -> None:
+    bins = Bins.fit(np.array([*range(1, 11), np.nan, np.nan], dtype=float), "numeric")
+    assert bins.edges == pytest.approx((1.9, 2.8, 3.7, 4.6, 5.5, 6.4, 7.3, 8.2, 9.1))
+    assert bins.size == 11
+    assert bins.index(np.array([0.0, 1.0, 1.9, 9.1, 50.0, np.nan, np.inf])).tolist() == [0, 0, 1, 9, 9, 10, 10]
+    assert bins.shares == pytest.approx([1 / 12] * 10 + [2 / 12])
+
+
+def test_equal_values_merge_bins() -> None:
+    bins = Bins.fit(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 5], dtype=float), "numeric")
+    assert bins.edges == pytest.approx((0.0, 0.2, 1.4))  # quantiles 0 (seven times), 0.2 and 1.4: one bin each
+    assert bins.shares == pytest.approx([0.0, 0.8, 0.1, 0.1, 0.0])  # below 0, [0, 0.2), [0.2, 1.4), 1.4+, missing
+
+
+def test_categorical_bins_are_the_codes_seen_plus_one_for_missing_or_unseen() -> None:
+    bins = Bins.fit(np.array([0, 0, 2, 2, 2, np.nan]), "categorical", weight=np.array([1, 1, 1, 1, 1, 5.0]))
+    assert bins.edges == (0.0, 2.0) and bins.shares == pytest.approx([0.2, 0.3, 0.5])
+    assert bins.index(np.array([2.0, 0.0, 1.0, 7.0, np.nan])).tolist() == [1, 0, 2, 2, 2]
+
+
+def test_a_reference_survives_the_model_meta_and_covers_the_score_and_every_feature() -> None:
+    X = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, np.nan]])
+    ref = drift_reference(np.array([0.1, 0.2, 0.3]), X, ["n_visits", "industry"], ["industry"])
+    again = DriftReference.from_dict(ref.to_dict())
+    assert again == ref and [name for name, _ in ref.columns()] == ["score", "n_visits", "industry"]
+    assert ref.features["industry"].kind == "categorical" and ref.rows == 3
+    assert DriftReference.from_dict(None) is None
+
+
+def reference_of_two_bins() -> DriftReference:
+    half = Bins("numeric", (0.5,), (0.5, 0.5, 0.0))  # below 0.5, 0.5 and above, missing
+    return DriftReference(score=half, features={"visits": half, "pages": half}, rows=100)
+
+
+def test_too_few_answers_give_no_verdict() -> None:
+    from models.drift import compare
+
+    report = compare(reference_of_two_bins(), {"score": np.array([10, 90, 0])}, min_scores=500)
+    assert report.status == "not enough data" and report.scores == 100 and report.score is None
+
+
+def test_the_status_is_the_worst_level_of_the_score_and_the_features() -> None:
+    from models.drift import compare
+
+    counts = {"score": np.array([250, 250, 0]), "visits": np.array([100, 400, 0]), "pages": np.array([240, 260, 0])}
+    report = compare(reference_of_two_bins(), counts, min_scores=500)
+    assert report.score is not None and report.score.psi == pytest.approx(psi([0.5, 0.5, 0.0], [250, 250, 0]))
+    assert report.score.level == "stable"
+    visits = (0.2 - 0.5) * math.log(0.2 / 0.5) + (0.8 - 0.5) * math.log(0.8 / 0.5)  # 0.416: the missing bins
+    assert [f.column for f in report.features] == ["visits", "pages"]  # worst first
+    assert report.features[0].psi == pytest.approx(visits, abs=1e-3) and report.features[0].level == "drift"
+    assert report.status == "drift" and "visits" in report.explanation
