@@ -208,6 +208,13 @@ def train(
     timezone: Timezone = "UTC",
     won_values: WonValues = None,
     lost_values: LostValues = None,
+    outcomes_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Parquet file of outcomes (lead_id, outcome, closed_at, amount) merged over the export's; "
+            "`leadscore retrain` passes those received through the API."
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version."""
     from rich.table import Table
@@ -247,6 +254,7 @@ def train(
         registry_uri=settings.resolved_registry_uri,
         artifact_location=settings.artifact_location,
         cache_dir=settings.model_cache_dir,
+        extra_outcomes=outcomes_file,
     )
     try:
         with console.status("training") as status:
@@ -278,6 +286,54 @@ def train(
     typer.echo(f"run id: {result.run_id}")
     typer.echo(f"model: {config.model_name} version {result.model_version}")
     typer.echo(result.promotion_message)
+
+
+@app.command()
+def retrain(
+    data: Annotated[Path, typer.Option(help="A fresh export: data directory or flat export file.")],
+    horizon_days: Annotated[
+        int | None, typer.Option(help="Conversion horizon (default LEADSCORE_HORIZON_DAYS).", min=1)
+    ] = None,
+    data_end: DataEnd = None,
+    exclude_columns: ExcludeColumns = None,
+    strict: Strict = False,
+    force: Annotated[bool, typer.Option(help="Promote even if worse than the champion.")] = False,
+    delimiter: Delimiter = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    timezone: Timezone = "UTC",
+    won_values: WonValues = None,
+    lost_values: LostValues = None,
+) -> None:
+    """Train on an export plus the outcomes received through the API, and promote the new model when it is at
+    least as good as the champion on the same test window (why is printed and kept in the MLflow run)."""
+    from datetime import UTC, datetime
+
+    from leadscore.settings import get_settings
+
+    settings = get_settings()
+    received = _results_store().latest_outcomes()
+    folder = settings.ensure_home() / "retrain"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"outcomes-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.parquet"
+    received.to_parquet(path, index=False)
+    console.print(f"outcomes received through the API: {len(received):,} leads (kept in {path})")
+    train(
+        data=data,
+        horizon_days=horizon_days or settings.horizon_days,
+        promote=True,
+        force=force,
+        data_end=data_end,
+        exclude_columns=exclude_columns,
+        strict=strict,
+        delimiter=delimiter,
+        encoding=encoding,
+        sheet=sheet,
+        timezone=timezone,
+        won_values=won_values,
+        lost_values=lost_values,
+        outcomes_file=path,
+    )
 
 
 @app.command()

@@ -81,13 +81,13 @@ class DriftCounter:
                     out[d, version, column, b] += n
         for attribute, codes in model.spec.category_codes.items():
             seen = unseen = 0
-            for lead in leads:
-                value = lead.attributes.get(attribute)
+            # attribute values are JSON scalars (hashable); counted once per distinct value
+            for value, n in Counter([lead.attributes.get(attribute) for lead in leads]).items():
                 known = self._known_value(attribute, value, codes)
                 if known is True:
-                    seen += 1
+                    seen += n
                 elif known is False:
-                    unseen += 1
+                    unseen += n
             for b, n in ((0, seen), (1, unseen)):
                 if n:
                     out[d, version, UNSEEN + attribute, b] += n
@@ -102,7 +102,7 @@ class DriftCounter:
     def _known_value(self, attribute: str, value: object, codes: dict[str, int]) -> bool | None:
         try:
             return self._known[attribute, value]
-        except (KeyError, TypeError):  # TypeError: an unhashable value (never from JSON scalars)
+        except KeyError:
             key = category_key(value)
             known = None if key is None else key in codes
             if len(self._known) < 100_000:

@@ -59,9 +59,9 @@ score_log = Table(
     "score_log",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("lead_id", String(MAX_ID), nullable=False, index=True),
-    # times as integer microseconds since 1970-01-01 UTC: written without per-value conversion (the log is hot)
-    Column("scored_at", BigInteger, nullable=False, index=True),  # wall clock of the answer
+    Column("lead_id", String(MAX_ID), nullable=False),  # no index: each one costs every insert (the log is hot)
+    # times as integer microseconds since 1970-01-01 UTC: written without per-value conversion
+    Column("scored_at", BigInteger, nullable=False, index=True),  # wall clock of the answer (pruning reads it)
     Column("as_of", BigInteger, nullable=False),  # the moment scored (default: scored_at)
     Column("created_at", BigInteger, nullable=False),  # the lead's
     Column("model_version", String(50), nullable=False),
@@ -70,8 +70,6 @@ score_log = Table(
     Column("grade", String(1), nullable=False),
     Column("qualified", Boolean, nullable=False),
     Column("source", String(10), nullable=False),  # api, batch, cli
-    Column("lead_source", String(200), nullable=True),
-    Column("campaign", String(200), nullable=True),
 )
 scored_leads = Table(
     "scored_leads",
@@ -145,7 +143,11 @@ def utc(value: datetime) -> datetime:
 
 
 class ScoreRecord(NamedTuple):
-    """One score served, as the log keeps it (aware datetimes; a tuple: cheap to make by the thousand)."""
+    """One score served, as the log keeps it (aware datetimes; a tuple: cheap to make by the thousand).
+
+    ``lead_source``, ``campaign`` and ``reasons`` are kept with a lead's first score and its hand-over only
+    (:meth:`ResultsStore.needs_details` says whether a record may be one): the log rows do not hold them.
+    """
 
     lead_id: str
     scored_at: datetime
@@ -240,7 +242,15 @@ class ResultsStore:
         """
         if not records:
             return 0
-        log_rows = [(r.lead_id, micros(r.scored_at), micros(r.as_of), micros(r.created_at), *r[4:12]) for r in records]
+        known: dict[datetime, int] = {}  # many records share a time (the answer's, an as_of defaulting to it)
+
+        def us(moment: datetime) -> int:
+            value = known.get(moment)
+            if value is None:
+                value = known[moment] = micros(moment)
+            return value
+
+        log_rows = [(r.lead_id, us(r.scored_at), us(r.as_of), us(r.created_at), *r[4:10]) for r in records]
         firsts: dict[str, ScoreRecord] = {}
         handed: dict[str, ScoreRecord] = {}
         for r in records:
@@ -297,6 +307,11 @@ class ResultsStore:
         self._seen.update(firsts)  # after the commit: only what is stored is skipped next time
         self._handed.update(handed)
         return new
+
+    def needs_details(self, lead_id: str, qualified: bool) -> bool:
+        """Whether a score of this lead may be its first or its hand-over, as far as this process knows (when
+        not, its record may leave out lead_source, campaign and reasons)."""
+        return lead_id not in self._seen or (qualified and lead_id not in self._handed)
 
     def prune_scores(self, retention: timedelta, now: datetime | None = None) -> int:
         """Delete log rows scored more than ``retention`` ago; first scores and hand-overs are kept."""

@@ -46,14 +46,28 @@ def campaign_of(lead: LeadIn, as_of: datetime) -> str | None:
     return first[1] if first else None
 
 
-def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str) -> ScoreRecord:
-    """What the log keeps of one answer (times in UTC; as_of defaults to the moment scored; the reasons only
-    of a qualified answer, which may hand the lead over)."""
+def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str, details: bool = True) -> ScoreRecord:
+    """What the log keeps of one answer (times in UTC; as_of defaults to the moment scored). ``details``:
+    with the lead's source and first-touch campaign and, for a qualified answer, the reasons (needed for a
+    lead's first score and its hand-over only)."""
     as_of = lead.as_of or scored_at
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     created = lead.created_at if lead.created_at.tzinfo else lead.created_at.replace(tzinfo=UTC)
     qualified = result.qualified
+    if not details:
+        return ScoreRecord(
+            result.lead_id,
+            scored_at,
+            as_of,
+            created,
+            result.model_version,
+            result.threshold_version,
+            result.probability,
+            result.grade,
+            qualified,
+            source,
+        )
     return ScoreRecord(
         result.lead_id,
         scored_at,
@@ -149,8 +163,9 @@ class ScoreLog:
             taken.append(self._pending.popleft())
         if not taken:
             return 0
+        details = self.store.needs_details
         records = [
-            record_of(lead, result, scored_at, source)
+            record_of(lead, result, scored_at, source, details(result.lead_id, result.qualified))
             for leads, results, scored_at, source, _, _ in taken
             for lead, result in zip(leads, results, strict=True)
         ]

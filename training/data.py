@@ -665,6 +665,57 @@ def load_crm_data(
     return data
 
 
+def merge_outcomes(data: CRMData, received: pd.DataFrame) -> tuple[CRMData, list[str]]:
+    """The export's outcomes with those received through the API (``POST /v1/outcomes``) merged in.
+
+    A received outcome replaces the export's for the same lead: it is the CRM's later word (a lost deal later
+    won). Received outcomes are left out, and counted by reason, for leads not in the export, closed after the
+    end of the data (the export holds nothing of what happened after it: the labels would run ahead of the
+    touches), or closed before the lead was created.
+
+    Args:
+        data: the loaded export.
+        received: each lead's latest outcome received: lead_id, outcome (won/lost), closed_at (UTC), amount.
+
+    Returns:
+        The data with merged outcomes, and one line per count (for the run's notes).
+    """
+    if received.empty:
+        return data, ["outcomes received through the API: none"]
+    got = received.assign(
+        lead_id=received["lead_id"].astype(str), closed_at=pd.to_datetime(received["closed_at"], utc=True)
+    )
+    created = got["lead_id"].map(data.leads.set_index("lead_id")["created_at"])
+    unknown = ~got["lead_id"].isin(data.leads["lead_id"])
+    late = ~unknown & (got["closed_at"] > data.end_time) if data.has_time else pd.Series(False, index=got.index)
+    early = ~unknown & ~late & (got["closed_at"] < created).fillna(False)
+    usable = got[~unknown & ~late & ~early]
+    export = data.outcomes[["lead_id", "outcome", "closed_at"]]
+    prior = usable[["lead_id", "outcome", "closed_at"]].merge(
+        export, on="lead_id", how="left", suffixes=("", "_export")
+    )
+    had = prior["outcome_export"].notna()
+    same = had & (prior["outcome"] == prior["outcome_export"]) & (prior["closed_at"] == prior["closed_at_export"])
+    replaced, added = int((had & ~same).sum()), int((~had).sum())
+    columns = [c for c in data.outcomes.columns if c in usable.columns]
+    kept = data.outcomes[~data.outcomes["lead_id"].isin(usable["lead_id"])]
+    merged = pd.concat([kept, usable[columns]], ignore_index=True)
+    lines = [
+        f"outcomes received through the API: {len(got):,}; {added:,} added, {replaced:,} replace the export's, "
+        f"{int(same.sum()):,} equal the export's",
+        *(
+            f"outcomes received through the API left out: {n:,} {why}"
+            for n, why in (
+                (int(unknown.sum()), "for leads not in the export"),
+                (int(late.sum()), f"closed after the end of the data ({data.end_time.isoformat()})"),
+                (int(early.sum()), "closed before the lead was created"),
+            )
+            if n
+        ),
+    ]
+    return replace(data, outcomes=merged), lines
+
+
 LATE_END_DAYS = 28
 
 

@@ -34,7 +34,7 @@ from models.registry import (
 from models.scoring_model import ScoringModel
 from models.threshold_analysis import TradeOff
 from training.baselines import RulesBaseline, logistic_baseline
-from training.data import CRMData, FlatExportOptions, InputOptions, load_crm_data
+from training.data import CRMData, FlatExportOptions, InputOptions, load_crm_data, merge_outcomes
 from training.evaluate import calibration_check, classification_metrics, save_plots, segment_auc
 from training.leakage import LeakageAudit, audit_leakage
 from training.moments import MomentConfig, flat_moments, scoring_moments
@@ -106,6 +106,7 @@ class TrainConfig:
     registry_uri: str | None = None
     artifact_location: str | None = None
     cache_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "leadscore-model-cache")
+    extra_outcomes: Path | None = None  # outcomes received through the API (``leadscore retrain``), merged in
 
 
 @dataclass
@@ -577,6 +578,9 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
         inputs=config.inputs,
     )
     notes += data.report.reading_lines() + data.report.notes + data.report.lines()
+    if config.extra_outcomes is not None:
+        data, merged = merge_outcomes(data, pd.read_parquet(config.extra_outcomes))
+        notes += merged
 
     progress("taking scoring moments and labels")
     examples = make_examples(data, config, notes)
@@ -892,6 +896,7 @@ def _track_and_register(
             if promoted:
                 set_alias(config.model_name, "champion", version.version)
         mlflow.set_tag("promoted", str(promoted))
+        mlflow.set_tag("promotion", message[:5000])  # why the champion moved or stayed
         mlflow.log_metric("training_seconds", time.perf_counter() - started)
     return TrainResult(
         run_id=run.info.run_id,

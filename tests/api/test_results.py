@@ -23,18 +23,20 @@ from tests.unit.test_webhook import SECRET, Receiver
 MAY = datetime(2025, 5, 1, tzinfo=UTC)
 
 
-def hot_lead(lead_id: str, as_of: datetime, touches: int = 30, source: str = "referral") -> dict[str, Any]:
+def hot_lead(
+    lead_id: str, as_of: datetime, touches: int = 30, source: str = "referral", created: datetime = MAY
+) -> dict[str, Any]:
     """A lead that is qualified after its 30 touches (a student at a tiny school with one touch is not)."""
     kinds = ["web_visit", "email_open", "pricing_page", "webinar", "demo_request"]
     hot = {"industry": "software", "company_size": "201-1000", "job_level": "vp"}
     cold = {"industry": "education", "company_size": "1-10", "job_level": "student"}
     return {
         "lead_id": lead_id,
-        "created_at": MAY.isoformat(),
+        "created_at": created.isoformat(),
         "attributes": {"lead_source": source, **(hot if touches > 1 else cold)},
         "touchpoints": [
             {
-                "occurred_at": (MAY + timedelta(hours=20 * i)).isoformat(),
+                "occurred_at": (created + timedelta(hours=20 * i)).isoformat(),
                 "touch_type": kinds[i % 5],
                 "channel": "web",
                 "campaign": "spring-webinar" if i == 0 else None,

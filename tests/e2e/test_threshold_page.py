@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.api.conftest import Server, start_server, stop_server
+from tests.api.test_results import hot_lead
 from tests.conftest import make_config
 from training.pipeline import train
 
@@ -131,4 +134,59 @@ def test_marketing_proposes_sales_approves_in_the_browser(
     shot_dir = Path(os.environ.get("LEADSCORE_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
     shot = shot_dir / "threshold-page.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_the_results_view_shows_realised_against_promised_and_why_sales_rejected(
+    page_server: Server, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """Three leads handed over 15 weeks ago (two won within the horizon) and one last week, through the API."""
+    now = datetime.now(UTC)
+    long_ago, recently = now - timedelta(weeks=15), now - timedelta(days=7)
+    ids = ["page-won-1", "page-won-2", "page-lost", "page-recent"]
+    with page_server.client() as c:
+        for lead_id, as_of in zip(ids, [long_ago, long_ago, long_ago, recently], strict=True):
+            body = hot_lead(lead_id, as_of, created=as_of - timedelta(days=26))
+            answer = c.post("/v1/score", json=body, headers=page_server.headers("crm")).json()
+            assert answer["qualified"], answer
+        outcomes = [
+            {"lead_id": "page-won-1", "outcome": "won", "closed_at": (long_ago + timedelta(days=20)).isoformat()},
+            {"lead_id": "page-won-2", "outcome": "won", "closed_at": (long_ago + timedelta(days=40)).isoformat()},
+            {"lead_id": "page-lost", "outcome": "lost", "closed_at": (long_ago + timedelta(days=30)).isoformat()},
+        ]
+        assert (
+            c.post("/v1/outcomes", json={"outcomes": outcomes}, headers=page_server.headers("crm")).status_code == 200
+        )
+        verdict = {"lead_id": "page-lost", "verdict": "rejected", "reason": "no_budget"}
+        assert c.post("/v1/feedback", json=verdict, headers=page_server.headers("sales")).status_code == 200
+        deadline = time.monotonic() + 15  # the score log is written in the background
+        while time.monotonic() < deadline:
+            report = c.get("/v1/performance", headers=page_server.headers("crm")).json()
+            if report["total"]["handed_over"] >= 4:
+                break
+            time.sleep(0.2)
+    week = report["cohorts"][0]["cohort"]
+
+    wait = connect(browser, page_server, "marketing")
+    row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#results-weeks-table tr[data-week='{week}']")))
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1] == "mature" and cells[2] == "3"
+    assert cells[4].startswith("66.7% (") and cells[6] == "2 / 3"  # realised precision and its 95% interval
+    assert cells[8] == "0 / 1 / 0"
+    recent = browser.find_elements(By.CSS_SELECTOR, "#results-weeks-table tr")[-1]
+    assert "maturing" in recent.text
+    # four weeks: the two with hand-overs and the two the wins closed in (wins caught are counted by their week)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results-weeks-table tr")) == 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results-chart rect.bar")) == 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results-chart circle.realised")) == 1
+    assert browser.find_elements(By.ID, "capacity")  # the promised leads per week, as a dashed line
+    source = browser.find_element(By.CSS_SELECTOR, "#reasons-table tr[data-source='referral']")
+    assert source.find_element(By.CSS_SELECTOR, "td[data-reason='no_budget']").text == "1"
+    assert browser.find_element(By.ID, "drift-status").text == "not enough data"
+    assert "4 leads handed over" in browser.find_element(By.ID, "results-basis").text
+
+    shot_dir = Path(os.environ.get("LEADSCORE_SCREENSHOT_DIR", tmp_path))
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("document.getElementById('results').scrollIntoView()")
+    shot = shot_dir / "results-view.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
