@@ -250,6 +250,7 @@ class ResultsStore:
                 value = known[moment] = micros(moment)
             return value
 
+        records = [_storable(r) for r in records]
         log_rows = [(r.lead_id, us(r.scored_at), us(r.as_of), us(r.created_at), *r[4:10]) for r in records]
         firsts: dict[str, ScoreRecord] = {}
         handed: dict[str, ScoreRecord] = {}
@@ -556,6 +557,19 @@ class ResultsStore:
                 pd.to_datetime(frame[column], utc=True) if len(frame) else pd.Series([], dtype="datetime64[ns, UTC]")
             )
         return frame
+
+
+def _text(value: str | None) -> str | None:
+    """Text as every backend stores it: PostgreSQL refuses NUL characters, so they become U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
+def _storable(r: ScoreRecord) -> ScoreRecord:
+    """The record with its texts storable (almost always the record itself: one scan of each text)."""
+    if "\x00" in r.lead_id or (r.lead_source and "\x00" in r.lead_source) or (r.campaign and "\x00" in r.campaign):
+        lead_id = r.lead_id.replace("\x00", "\ufffd")
+        return r._replace(lead_id=lead_id, lead_source=_text(r.lead_source), campaign=_text(r.campaign))
+    return r
 
 
 class _Recent:

@@ -246,7 +246,7 @@ class HistoryOut(BaseModel):
 
 
 # ---- the feedback loop: outcomes, verdicts, realised results ------------------------------------
-LeadId = Annotated[str, Field(min_length=1, max_length=200)]
+LeadId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]  # no control characters
 
 
 class OutcomeIn(_Strict):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from models.scoring_model import ScoringModel
 from serving.drift_store import DriftCounter, DriftStore, Key
@@ -171,11 +172,23 @@ class ScoreLog:
         ]
         try:
             handed = self.store.append_scores(records, notify=self.notify)
-        except Exception:
-            for item in reversed(taken):  # kept, in order, for the next attempt
+        except OperationalError:  # the database is away or busy: everything is kept, in order, for the next try
+            for item in reversed(taken):
                 self._pending.appendleft(item)
             self.on_failed()
             raise
+        except SQLAlchemyError:  # a row the database refuses: written one by one, the refused ones counted
+            self.on_failed()
+            handed = 0
+            for record in records:
+                try:
+                    handed += self.store.append_scores([record], notify=self.notify)
+                except SQLAlchemyError as err:
+                    self.dropped += 1
+                    self.on_dropped(1)
+                    log.warning(
+                        "score log: the answer for lead %r was refused by the database: %s", record.lead_id, err
+                    )
         self._count = max(0, self._count - len(records))
         self.on_written(len(records), handed)
         if self.drift is not None:

@@ -47,6 +47,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str | None, int]] = {
     ("POST", "/v1/threshold/proposals"): ("marketing", 201),
     ("POST", APPROVE): ("sales", 200),
     ("POST", REJECT): ("sales", 200),
+    ("POST", "/v1/outcomes"): ("crm", 200),
+    ("POST", "/v1/feedback"): ("sales", 200),
+    ("GET", "/v1/performance"): ("marketing", 200),
+    ("GET", "/v1/monitoring"): ("crm", 200),
 }
 # Proposals made by marketing before the run, one pool per decision route: sales decides them.
 POOL = 15
@@ -95,6 +99,38 @@ WELL_FORMED: dict[str, tuple[str, st.SearchStrategy[Any]]] = {
         st.fixed_dictionaries({"leads": st.lists(leads, min_size=1, max_size=5)}, optional={"explain": st.booleans()}),
     ),
     "/v1/threshold/analysis": ("query", questions),
+    "/v1/outcomes": (
+        "body",
+        st.fixed_dictionaries(
+            {
+                "outcomes": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "lead_id": st.text(min_size=1, max_size=200),
+                            "outcome": st.sampled_from(("won", "lost")),
+                            "closed_at": stamps,
+                        },
+                        optional={"amount": st.none() | finite},
+                    ),
+                    min_size=1,
+                    max_size=20,
+                )
+            }
+        ),
+    ),
+    "/v1/feedback": (
+        "body",
+        st.fixed_dictionaries(
+            {
+                "lead_id": st.text(min_size=1, max_size=200),
+                "verdict": st.sampled_from(("accepted", "rejected", "recycled")),
+            },
+            optional={
+                "reason": st.none() | st.sampled_from(("no_budget", "bad_timing", "other", "spam_or_test")),
+                "note": st.none() | st.text(max_size=300),
+            },
+        ),
+    ),
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from mlflow import MlflowClient
 from sqlalchemy import Engine, func, select
@@ -25,6 +26,8 @@ from sqlalchemy import Engine, func, select
 from models.registry import configure_tracking
 from serving.errors import Conflict, Forbidden
 from serving.results_store import OutcomeRow, ResultsStore, ScoreRecord
+from serving.schemas import LeadIn, ScoreOut
+from serving.score_log import ScoreLog
 from serving.store import KeyStore, Principal, make_engine
 from serving.thresholds import SYSTEM_PRINCIPAL, Grades, ThresholdStore, activations, decisions
 from tests.conftest import make_config
@@ -216,6 +219,37 @@ def test_workers_racing_on_the_score_log_hand_each_lead_over_once_and_send_it_on
     receipt = stores[0].add_outcomes([OutcomeRow("race-1", "won", day)] * 2, "api:pg")
     again = stores[1].add_outcomes([OutcomeRow("race-1", "won", day)], "api:pg")
     assert (receipt.recorded, receipt.unchanged, again.recorded, again.unchanged) == (1, 1, 0, 1)
+
+
+def test_a_score_the_database_refuses_is_dropped_and_counted_and_the_log_goes_on(postgres_url: str) -> None:
+    """PostgreSQL refuses NUL characters and over-long values; neither may stop the log (it used to retry)."""
+    store = ResultsStore(make_engine(postgres_url))
+    dropped: list[int] = []
+    writer = ScoreLog(store, timedelta(days=1), flush_seconds=3600, on_dropped=dropped.append)
+    day = datetime(2026, 1, 5, tzinfo=UTC)
+    good = ScoreOut(
+        lead_id="pg-ok",
+        probability=0.1,
+        score=10,
+        grade="D",
+        qualified=False,
+        fit=None,
+        engagement=None,
+        trend="new",
+        reasons=[],
+        model_version="1",
+        threshold_version=0,
+    )
+    nul = msgspec.structs.replace(good, lead_id="pg-\x00-nul")
+    too_long = msgspec.structs.replace(good, lead_id="pg-long", model_version="v" * 80)
+    lead = LeadIn(lead_id="x", created_at=day, attributes={"lead_source": "web\x00site"})
+    writer.add([lead, lead, lead], [good, nul, too_long], day, "api")
+    assert writer.flush() == 3
+    assert dropped == [1]  # the over-long model version; the rest are in
+    logged = store.scores()  # the server is the session's: other tests' leads are there too
+    assert sorted(i for i in logged["lead_id"] if i.startswith("pg-")) == sorted(["pg-ok", "pg-\ufffd-nul"])
+    firsts = store.scored_leads().set_index("lead_id")
+    assert firsts.loc["pg-ok", "lead_source"] == "web\ufffdsite"
 
 
 def test_mlflow_tracking_and_registry_on_postgres(postgres_url: str, demo_dir: Path, tmp_path: Path) -> None:
