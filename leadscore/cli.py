@@ -298,6 +298,10 @@ def retrain(
     exclude_columns: ExcludeColumns = None,
     strict: Strict = False,
     force: Annotated[bool, typer.Option(help="Promote even if worse than the champion.")] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(help="Choose among a few LightGBM and logistic regression settings on the calibration window."),
+    ] = True,
     delimiter: Delimiter = None,
     encoding: Encoding = None,
     sheet: Sheet = None,
@@ -333,6 +337,7 @@ def retrain(
         won_values=won_values,
         lost_values=lost_values,
         outcomes_file=path,
+        tune=tune,
     )
 
 

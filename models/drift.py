@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import rel_entr
 
 WARNING_PSI = 0.1
 DRIFT_PSI = 0.25
@@ -45,6 +44,8 @@ def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.nda
         raise ValueError(f"the reference has {e.size} bins and the served distribution {a.size}")
     if (e < 0).any() or (a < 0).any() or e.sum() <= 0 or a.sum() <= 0:
         raise ValueError("bin counts must be non-negative, with at least one on each side")
+    from scipy.special import rel_entr  # (SciPy loads in a few hundred ms: only when a PSI is computed)
+
     e, a = np.maximum(e / e.sum(), floor), np.maximum(a / a.sum(), floor)
     e, a = e / e.sum(), a / a.sum()
     return float(np.sum(rel_entr(a, e) + rel_entr(e, a)))

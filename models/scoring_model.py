@@ -3,12 +3,11 @@ regression model selection may prefer) + calibrator + reason labels + score scal
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -16,15 +15,13 @@ import numpy as np
 from features.kernel import NEVER_DAYS
 from features.spec import FeatureInfo, FeatureSpec
 from models.calibration import Calibrator
+from models.cutoffs import Grade, GradeCutoffs  # noqa: F401  (re-exported: where they were defined first)
 from models.linear import LinearMargin
 from models.reasons import TOUCH_PHRASES, describe
 from models.trees import TreeArrays
 
 FORMAT_VERSION = 1
 GRADES = ("A", "B", "C", "D")
-Grade = Literal["A", "B", "C", "D"]
-_GRADE_ORDER: tuple[Grade, ...] = ("D", "C", "B", "A")  # below C, then at or above C, B, A
-_GRADES_UP = np.array(_GRADE_ORDER)
 
 
 @dataclass(frozen=True)
@@ -41,25 +38,6 @@ class Explanation:
     fit: int
     engagement: int
     reasons: list[Reason]
-
-
-@dataclass(frozen=True)
-class GradeCutoffs:
-    """Lower probability bounds of grades A, B and C (D is below C), and the qualified cut-off."""
-
-    a: float
-    b: float
-    c: float
-    qualified: float
-
-    def grade(self, p: np.ndarray) -> np.ndarray:
-        """Grades of many probabilities (a probability equal to a bound is at or above it)."""
-        bounds = np.array([self.c, self.b, self.a])
-        return _GRADES_UP[np.searchsorted(bounds, p, side="right")]
-
-    def grade_of(self, p: float) -> Grade:
-        """The grade of one probability, as :meth:`grade` gives it (the scoring server's few leads)."""
-        return _GRADE_ORDER[bisect.bisect_right((self.c, self.b, self.a), p)]
 
 
 FAST_ROWS = 16  # up to this many rows are walked by :class:`models.trees.TreeArrays` (Booster.predict beyond)

@@ -15,18 +15,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import BigInteger, Column, Engine, Integer, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from features.spec import category_key
 from models.drift import DriftReference
-from models.scoring_model import ScoringModel
 from serving.schemas import LeadIn
 from serving.store import metadata
+
+if TYPE_CHECKING:
+    from models.scoring_model import ScoringModel
 
 TOUCH_TYPES = "touch_types"
 UNSEEN = "unseen:"
@@ -103,6 +104,8 @@ class DriftCounter:
         try:
             return self._known[attribute, value]
         except KeyError:
+            from features.spec import category_key  # (features/ loads numba: only when scoring)
+
             key = category_key(value)
             known = None if key is None else key in codes
             if len(self._known) < 100_000:

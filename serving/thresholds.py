@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -44,11 +45,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from models.registry import LoadedModel
-from models.scoring_model import GradeCutoffs
-from models.threshold_analysis import TradeOff
+from models.cutoffs import GradeCutoffs
 from serving.errors import Conflict, Forbidden, InvalidLeadData, NotFound
 from serving.store import Principal, metadata
+
+if TYPE_CHECKING:  # the registry and the trade-off load MLflow and SciPy: only the server and the CLI need them
+    from models.registry import LoadedModel
+    from models.threshold_analysis import TradeOff
 
 SIDES = ("marketing", "sales")
 SYSTEM = "system"
@@ -616,6 +619,8 @@ def tradeoff_of(loaded: LoadedModel) -> TradeOff:
     Reads only the columns the replay uses; a model stored without ``created_at`` (trained before scoring
     moments) is replayed with each row as its own lead.
     """
+    from models.threshold_analysis import TradeOff
+
     path = loaded.path / "test_predictions.parquet"
     stored = set(pq.read_schema(path).names)
     preds = pd.read_parquet(path, columns=[c for c in PREDICTION_COLUMNS if c in stored])
