@@ -604,8 +604,9 @@ def outcomes_import(
     won_values: WonValues = None,
     lost_values: LostValues = None,
 ) -> None:
-    """Import outcomes as POST /v1/outcomes takes them: a row already stored changes nothing, a different row
-    for a lead is a correction (the latest counts), lead ids never scored are stored and reported."""
+    """Import outcomes as POST /v1/outcomes takes them, in file order: a row equal to the lead's latest changes
+    nothing, another row for a lead is a correction (the latest counts), lead ids never scored are stored and
+    reported."""
     from serving.results_store import OutcomeRow
     from training.data import DataValidationError, load_outcomes
 
@@ -630,7 +631,7 @@ def outcomes_import(
     receipt = _results_store().add_outcomes(rows, source=f"import:{file.name}")
     typer.echo(
         f"{file}: {report.rows_read.get(file.name, len(frame)):,} rows read, {report.dropped:,} dropped (see notes); "
-        f"{receipt.recorded:,} recorded ({receipt.corrections:,} corrections), {receipt.unchanged:,} already stored; "
+        f"{receipt.recorded:,} recorded ({receipt.corrections:,} corrections), {receipt.unchanged:,} unchanged; "
         f"{receipt.unknown_leads:,} lead ids never scored"
         + (f" (first: {', '.join(receipt.unknown_lead_ids[:5])})" if receipt.unknown_leads else "")
     )

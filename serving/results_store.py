@@ -116,7 +116,7 @@ outcomes = Table(
     Column("amount", Float, nullable=True),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("source", String(200), nullable=False),  # api:<key name> or import:<file name>
-    Column("row_key", String(64), nullable=False, unique=True),  # what makes the same row twice the same
+    Column("row_key", String(64), nullable=False),  # lead, outcome, close time and amount: the same row twice
 )
 verdicts = Table(
     "verdicts",
@@ -187,8 +187,8 @@ class OutcomesReceipt:
 
     received: int
     recorded: int  # new rows stored
-    unchanged: int  # rows already stored (the same lead, outcome, close time and amount)
-    corrections: int  # recorded rows that change the lead's latest outcome
+    unchanged: int  # rows equal to the lead's latest outcome (lead, outcome, close time and amount)
+    corrections: int  # recorded rows that change a lead's latest outcome
     unknown_lead_ids: list[str]  # first MAX_LISTED_UNKNOWN ids never scored
     unknown_leads: int  # how many distinct ids were never scored
 
@@ -337,8 +337,9 @@ class ResultsStore:
 
     # ---- outcomes -------------------------------------------------------------------------------
     def add_outcomes(self, rows: Sequence[OutcomeRow], source: str, now: datetime | None = None) -> OutcomesReceipt:
-        """Store outcomes: the same row twice is stored once; a different row for a lead (a lost lead later won,
-        a corrected close date) is a new row, and the latest received counts.
+        """Store outcomes, in the order given: a row equal to the lead's latest outcome changes nothing (the same
+        row twice is stored once); any other row for a lead already known (a lost lead later won, a corrected
+        close date, or back to an earlier outcome) is kept as a new row, a correction, and the latest counts.
 
         Raises:
             InvalidLeadData: a lead id is empty or longer than MAX_ID, an outcome is neither won nor lost, an
@@ -355,62 +356,48 @@ class ResultsStore:
         if problems:
             raise InvalidLeadData.listing(problems)
         received = now or datetime.now(UTC)
-        keyed: dict[str, OutcomeRow] = {}
-        for r in rows:
-            keyed.setdefault(_row_key(r), r)
         ids = sorted({r.lead_id for r in rows})
         with self.engine.begin() as conn:
-            known_keys = set()
-            latest: dict[str, tuple[str, datetime]] = {}
-            for chunk in _chunks(list(keyed), 500):
-                known_keys |= set(
-                    conn.execute(select(outcomes.c.row_key).where(outcomes.c.row_key.in_(chunk))).scalars()
-                )
+            latest: dict[str, str] = {}  # lead -> the row key of its latest outcome
             for chunk in _chunks(ids, 500):
                 newest = (
-                    select(outcomes.c.lead_id, func.max(outcomes.c.id).label("id"))
+                    select(func.max(outcomes.c.id).label("id"))
                     .where(outcomes.c.lead_id.in_(chunk))
                     .group_by(outcomes.c.lead_id)
                     .subquery()
                 )
-                for lead_id, outcome, closed_at in conn.execute(
-                    select(outcomes.c.lead_id, outcomes.c.outcome, outcomes.c.closed_at).join(
-                        newest, outcomes.c.id == newest.c.id
-                    )
-                ):
-                    latest[lead_id] = (outcome, aware(closed_at))
+                query = select(outcomes.c.lead_id, outcomes.c.row_key).join(newest, outcomes.c.id == newest.c.id)
+                latest.update({lead_id: key for lead_id, key in conn.execute(query)})
             scored = set()
             for chunk in _chunks(ids, 500):
                 scored |= set(
                     conn.execute(select(scored_leads.c.lead_id).where(scored_leads.c.lead_id.in_(chunk))).scalars()
                 )
-            new = [(k, r) for k, r in keyed.items() if k not in known_keys]
-            stored: set[str] = set()
+            new, corrections = [], 0
+            for r in rows:  # in the order received: a row equal to the lead's latest changes nothing
+                key = _row_key(r)
+                if latest.get(r.lead_id) == key:
+                    continue
+                corrections += r.lead_id in latest
+                latest[r.lead_id] = key
+                new.append(
+                    {
+                        "lead_id": r.lead_id,
+                        "outcome": r.outcome,
+                        "closed_at": utc(r.closed_at),
+                        "amount": r.amount,
+                        "received_at": received,
+                        "source": source[:200],
+                        "row_key": key,
+                    }
+                )
             if new:
-                inserted = _insert_ignoring_duplicates(self.engine, outcomes).returning(outcomes.c.row_key)
-                stored = set(
-                    conn.execute(
-                        inserted,
-                        [
-                            {
-                                "lead_id": r.lead_id,
-                                "outcome": r.outcome,
-                                "closed_at": utc(r.closed_at),
-                                "amount": r.amount,
-                                "received_at": received,
-                                "source": source[:200],
-                                "row_key": k,
-                            }
-                            for k, r in new
-                        ],
-                    ).scalars()
-                )  # a row another call stored in the meantime is not counted as recorded by this one
-            corrections = sum(1 for k, r in new if k in stored and r.lead_id in latest)
+                conn.execute(insert(outcomes), new)
         unknown = [i for i in ids if i not in scored]
         return OutcomesReceipt(
             received=len(rows),
-            recorded=len(stored),
-            unchanged=len(rows) - len(stored),
+            recorded=len(new),
+            unchanged=len(rows) - len(new),
             corrections=corrections,
             unknown_lead_ids=unknown[:MAX_LISTED_UNKNOWN],
             unknown_leads=len(unknown),

@@ -263,8 +263,8 @@ class OutcomesIn(_Strict):
 class OutcomesOut(BaseModel):
     received: int = Field(description="Rows in the request.")
     recorded: int = Field(description="New rows stored.")
-    unchanged: int = Field(description="Rows already stored (same lead, outcome, close time and amount): no change.")
-    corrections: int = Field(description="Stored rows that change a lead's earlier outcome (the latest counts).")
+    unchanged: int = Field(description="Rows equal to the lead's latest outcome (lead, outcome, close time, amount).")
+    corrections: int = Field(description="Stored rows that change a lead's latest outcome (the latest counts).")
     unknown_leads: int = Field(description="Distinct lead ids never scored (accepted and stored all the same).")
     unknown_lead_ids: list[str] = Field(description="The first 100 of them.")
 

@@ -172,11 +172,11 @@ def test_outcomes_import_and_performance_print_what_was_handed_over_and_won(tmp_
     )
     first = leadscore(tmp_path, "outcomes", "import", str(export))
     assert first.returncode == 0, first.stderr
-    assert "5 rows read, 2 dropped" in first.stdout and "3 recorded (0 corrections), 0 already stored" in first.stdout
+    assert "5 rows read, 2 dropped" in first.stdout and "3 recorded (0 corrections), 0 unchanged" in first.stdout
     assert "1 lead ids never scored (first: L9)" in first.stdout
     assert "unknown outcome value 'maybe'" in first.stderr and "line 5" in first.stderr
     again = leadscore(tmp_path, "outcomes", "import", str(export))
-    assert "0 recorded (0 corrections), 3 already stored" in again.stdout
+    assert "0 recorded (0 corrections), 3 unchanged" in again.stdout
     latest = store.latest_outcomes().set_index("lead_id")
     assert latest.loc["L1", "outcome"] == "won" and latest.loc["L1", "amount"] == 1200.0
     missing = leadscore(tmp_path, "outcomes", "import", str(tmp_path / "nope.csv"))

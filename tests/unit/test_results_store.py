@@ -97,6 +97,14 @@ def test_outcomes_are_idempotent_corrections_are_new_rows_and_the_latest_counts(
     assert latest.loc["a", "outcome"] == "won" and latest.loc["a", "amount"] == 1200.0
     assert latest.loc["a", "closed_at"] == DAY + timedelta(days=9)
     assert len(latest) == 2
+    back = store.add_outcomes([lost], "api:test")  # lost again (the deal fell through): the latest counts
+    assert (back.recorded, back.corrections) == (1, 1)
+    assert store.latest_outcomes().set_index("lead_id").loc["a", "outcome"] == "lost"
+    flip = store.add_outcomes(
+        [OutcomeRow("b", "lost", DAY), OutcomeRow("b", "won", DAY), OutcomeRow("b", "won", DAY)], "x"
+    )
+    assert (flip.recorded, flip.unchanged, flip.corrections) == (2, 1, 1)  # in the order given
+    assert store.latest_outcomes().set_index("lead_id").loc["b", "outcome"] == "won"
 
 
 def test_bad_outcome_rows_are_refused_naming_the_row_and_field(store: ResultsStore) -> None:
