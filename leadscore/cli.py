@@ -524,8 +524,14 @@ def serve(
     import uvicorn
 
     from leadscore.settings import get_settings
+    from serving.app import check_settings
 
     settings = get_settings()
+    try:
+        check_settings(settings)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
     home = settings.ensure_home()
     # Worker processes build their own app from the environment: pass the resolved choices on.
     os.environ["LEADSCORE_HOME"] = str(home.resolve())

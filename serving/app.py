@@ -56,7 +56,7 @@ from serving.scoring import Threshold, score_leads
 from serving.store import KeyStore, make_engine
 from serving.threshold_routes import router as threshold_router
 from serving.thresholds import InForce, ThresholdService, ThresholdStore, tradeoff_of
-from serving.webhook import WebhookSender
+from serving.webhook import WebhookSender, check_url
 
 STATIC = Path(__file__).parent / "static"
 
@@ -73,12 +73,7 @@ def create_app(
     thresholds: ThresholdStore | None = None,
 ) -> FastAPI:
     """Build the app; the model is loaded and the reload poller started in ``lifespan``."""
-    if settings.webhook_url and not settings.webhook_secret:
-        raise ValueError("LEADSCORE_WEBHOOK_URL is set without LEADSCORE_WEBHOOK_SECRET: hand-overs are sent signed")
-    if settings.webhook_url and not settings.score_log:
-        raise ValueError(
-            "LEADSCORE_WEBHOOK_URL needs the score log (LEADSCORE_SCORE_LOG=true): it finds the hand-overs"
-        )
+    check_settings(settings)
     source = model_source or RegistrySource(
         settings.resolved_tracking_uri,
         settings.resolved_registry_uri,
@@ -299,6 +294,22 @@ def create_app(
     app.include_router(results_router)
     document_structs(app, LeadIn, BatchIn, ScoreOut, BatchOut)
     return app
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings the server cannot run with, before it starts.
+
+    Raises:
+        ValueError: naming the LEADSCORE_* setting and what is wrong.
+    """
+    if settings.webhook_url:
+        check_url(settings.webhook_url)
+    if settings.webhook_url and not settings.webhook_secret:
+        raise ValueError("LEADSCORE_WEBHOOK_URL is set without LEADSCORE_WEBHOOK_SECRET: hand-overs are sent signed")
+    if settings.webhook_url and not settings.score_log:
+        raise ValueError(
+            "LEADSCORE_WEBHOOK_URL needs the score log (LEADSCORE_SCORE_LOG=true): it finds the hand-overs"
+        )
 
 
 def _score_log(settings: Settings, results: ResultsStore, metrics: Metrics) -> ScoreLog | None:

@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,23 @@ from serving.results_store import ResultsStore, aware
 
 log = logging.getLogger("leadscore.serving")
 SIGNATURE_HEADER = "X-Leadscore-Signature"
+
+
+def check_url(url: str) -> str:
+    """The webhook URL, if it is an absolute http(s) URL httpx can send to.
+
+    Raises:
+        ValueError: naming LEADSCORE_WEBHOOK_URL and what is wrong with it.
+    """
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port  # parsed lazily by some versions: a bad port shows here
+    except Exception as exc:
+        raise ValueError(f"LEADSCORE_WEBHOOK_URL {url!r} is not a URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"LEADSCORE_WEBHOOK_URL {url!r} must be an absolute http:// or https:// URL")
+    del port
+    return url
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -71,6 +89,7 @@ class WebhookSender:
         poll_seconds: float = 1.0,
         first_backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 3600.0,
+        lease_seconds: float | None = None,
         on_result: Callable[[str], None] = lambda result: None,
         on_pending: Callable[[int], None] = lambda n: None,
     ) -> None:
@@ -79,6 +98,8 @@ class WebhookSender:
         self.poll_seconds = poll_seconds
         self.first_backoff_seconds = first_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        # how long a claimed hand-over is kept from the other senders: well over one POST
+        self.lease = timedelta(seconds=lease_seconds if lease_seconds is not None else timeout_seconds * 3 + 30)
         self.on_result, self.on_pending = on_result, on_pending
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,12 +117,21 @@ class WebhookSender:
         """Wait before the next attempt after ``attempts`` failed ones: doubling, at most the maximum."""
         return timedelta(seconds=min(self.max_backoff_seconds, self.first_backoff_seconds * 2 ** min(attempts - 1, 30)))
 
-    def deliver_due(self, client: httpx.Client) -> int:
-        """Send every due hand-over once; returns how many were delivered."""
-        now = datetime.now(UTC)
-        lease = timedelta(seconds=self.timeout_seconds * 3 + 30)
+    def deliver_due(self, client: httpx.Client, limit: int = 1000) -> int:
+        """Send each hand-over due at the start of the pass once (up to ``limit``, for at most a third of a
+        lease), each claimed just before it is sent, so that no claim's lease runs out while its POST is under
+        way; returns how many were delivered."""
+        lease = self.lease
+        start = datetime.now(UTC)  # due by the start of the pass: one failed now waits for its back-off
+        stop = time.monotonic() + lease.total_seconds() / 3  # each claim's lease runs from the start
         delivered = 0
-        for row in self.store.claim_due_hand_overs(now, lease):
+        for _ in range(limit):
+            if time.monotonic() > stop:
+                break
+            claimed = self.store.claim_due_hand_overs(start, lease, limit=1)
+            if not claimed:
+                break
+            row = claimed[0]
             body = payload_of(row)
             headers = {
                 "Content-Type": "application/json",
@@ -113,7 +143,7 @@ class WebhookSender:
                 answer = client.post(self.url, content=body, headers=headers, timeout=self.timeout_seconds)
                 if not 200 <= answer.status_code < 300:
                     error = f"HTTP {answer.status_code}"
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # any failure to deliver (unreachable, timeout, a URL httpx refuses) is retried
                 error = f"{type(exc).__name__}: {exc}"
             if error is None:
                 self.store.mark_delivered(row["id"], datetime.now(UTC))

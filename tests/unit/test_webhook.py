@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,7 @@ import pytest
 
 from serving.results_store import ResultsStore, ScoreRecord
 from serving.store import make_engine
-from serving.webhook import SIGNATURE_HEADER, WebhookSender, signature
+from serving.webhook import SIGNATURE_HEADER, WebhookSender, check_url, signature
 
 SECRET = "s3cret"
 DAY = datetime(2026, 1, 5, tzinfo=UTC)
@@ -27,6 +28,7 @@ class Receiver:
 
     def __init__(self, fail_first: int) -> None:
         self.fail_first = fail_first
+        self.delay = 0.0  # seconds each answer takes
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.accepted: list[str] = []
         self.tries: dict[str, int] = {}
@@ -35,6 +37,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay)
                 receiver.received.append((dict(self.headers), body))
                 lead = json.loads(body)["lead_id"]
                 receiver.tries[lead] = receiver.tries.get(lead, 0) + 1
@@ -154,3 +157,34 @@ def test_the_signature_is_hmac_sha256_of_the_body() -> None:
     assert signature("Jefe", b"what do ya want for nothing?") == (
         "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+
+
+def test_two_senders_working_through_a_slow_receiver_send_each_hand_over_once(store: ResultsStore) -> None:
+    """Each hand-over is claimed just before its POST: a claim never runs out while its POST is under way
+    (claiming a whole batch at once let the other sender send its tail again)."""
+    receiver = Receiver(fail_first=0)
+    receiver.delay = 0.2
+    for i in range(6):
+        hand_over(store, f"slow-{i}")
+    senders = [WebhookSender(store, receiver.url, SECRET, timeout_seconds=1.0, lease_seconds=0.5) for _ in range(2)]
+
+    def work(sender: WebhookSender) -> None:
+        with httpx.Client() as client:
+            deadline = time.monotonic() + 20
+            while store.undelivered() and time.monotonic() < deadline:
+                sender.deliver_due(client)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in senders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    receiver.server.shutdown()
+    assert sorted(receiver.accepted) == [f"slow-{i}" for i in range(6)]  # each exactly once
+
+
+def test_a_webhook_url_that_is_not_one_is_refused_naming_the_setting() -> None:
+    for bad in ("http://crm.example.com:8O80/hook", "ftp://crm.example.com/hook", "crm.example.com/hook"):
+        with pytest.raises(ValueError, match="LEADSCORE_WEBHOOK_URL"):
+            check_url(bad)
+    assert check_url("https://crm.example.com/hooks/leadscore") == "https://crm.example.com/hooks/leadscore"
