@@ -292,7 +292,8 @@ def train(
 def retrain(
     data: Annotated[Path, typer.Option(help="A fresh export: data directory or flat export file.")],
     horizon_days: Annotated[
-        int | None, typer.Option(help="Conversion horizon (default LEADSCORE_HORIZON_DAYS).", min=1)
+        int | None,
+        typer.Option(help="Conversion horizon (default: the champion's, else LEADSCORE_HORIZON_DAYS).", min=1),
     ] = None,
     data_end: DataEnd = None,
     exclude_columns: ExcludeColumns = None,
@@ -324,7 +325,7 @@ def retrain(
     console.print(f"outcomes received through the API: {len(received):,} leads (kept in {path})")
     train(
         data=data,
-        horizon_days=horizon_days or settings.horizon_days,
+        horizon_days=horizon_days or _champion_horizon(settings) or settings.horizon_days,
         promote=True,
         force=force,
         data_end=data_end,
@@ -634,7 +635,15 @@ def outcomes_import(
         OutcomeRow(str(i), str(o), c.to_pydatetime(), None if a is None or a != a else float(a))
         for i, o, c, a in zip(frame["lead_id"], frame["outcome"], frame["closed_at"], amounts, strict=True)
     ]
-    receipt = _results_store().add_outcomes(rows, source=f"import:{file.name}")
+    from serving.errors import InvalidLeadData
+
+    try:
+        receipt = _results_store().add_outcomes(rows, source=f"import:{file.name}")
+    except InvalidLeadData as err:  # what the file's checks let through and the store refuses: nothing is stored
+        console.print(
+            f"[red]error:[/red] {file}: {err.detail} (row {err.field[2] if err.field else '?'} of the valid rows)"
+        )
+        raise typer.Exit(2) from err
     typer.echo(
         f"{file}: {report.rows_read.get(file.name, len(frame)):,} rows read, {report.dropped:,} dropped (see notes); "
         f"{receipt.recorded:,} recorded ({receipt.corrections:,} corrections), {receipt.unchanged:,} unchanged; "
@@ -699,7 +708,7 @@ def performance(
         f"a win counts within {horizon} days of hand-over; outcomes as known at {report.as_of:%Y-%m-%d %H:%M}"
     )
     header = (
-        f"{'cohort':<24} {'status':<14} {'handed':>6} {'acc':>4} {'rej':>4} {'recyc':>5} {'mature':>6} {'won':>4} "
+        f"{'cohort':<40} {'status':<14} {'handed':>6} {'acc':>4} {'rej':>4} {'recyc':>5} {'mature':>6} {'won':>4} "
         f"{'precision (95% CI)':<22} {'expected':>8} {'maturing':>8} {'so far':>6} {'exp.wins':>8} "
         f"{'caught':>6} {'missed':>6} {'days':>5}"
     )
@@ -714,7 +723,7 @@ def performance(
         expected = f"{c.expected_precision:.1%}" if c.expected_precision is not None else "-"
         days = f"{c.median_days_to_hand_over:.1f}" if c.median_days_to_hand_over is not None else "-"
         typer.echo(
-            f"{c.cohort[:24]:<24} {c.status:<14} {c.handed_over:>6} {c.accepted:>4} {c.rejected:>4} {c.recycled:>5} "
+            f"{c.cohort:<40} {c.status:<14} {c.handed_over:>6} {c.accepted:>4} {c.rejected:>4} {c.recycled:>5} "
             f"{c.mature:>6} {c.won_within_horizon:>4} {precision:<22} {expected:>8} {c.maturing:>8} "
             f"{c.wins_so_far:>6} {c.expected_wins:>8.1f} {c.wins_caught:>6} {c.wins_missed:>6} {days:>5}"
         )

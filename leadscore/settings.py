@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     drift_min_scores: int = Field(
         500, ge=1, description="Fewer answers than this in the window give no drift verdict ('not enough data')."
     )
+    drift_min_leads: int = Field(100, ge=1, description="Fewer distinct leads than this give no drift verdict either.")
     monitoring_interval_seconds: float = Field(
         60.0, gt=0, description="How often each server process recomputes the drift gauges and /readyz warnings."
     )

@@ -3,8 +3,9 @@
 The bins are fixed at training, from the test window (:func:`drift_reference`, stored in the model's meta):
 for the score (the probability) and every numeric feature, the deciles of its test values (equal values
 merge bins) plus one bin for missing values; for every categorical feature, one bin per category code plus
-one for missing or unseen values. Serving counts the scores it answers in the same bins, per day
-(serving/drift_store.py), and compares.
+one for missing or unseen values; every test scoring moment counts one, as every answer served does (a CRM
+scores an active lead more often, as the scoring moments do). Serving counts the answers in the same bins,
+per day (serving/drift_store.py), and compares.
 
 PSI (population stability index; Siddiqi (2006), "Credit Risk Scorecards", Wiley, ch. 8; Yurdakul (2018),
 "Statistical properties of population stability index", Western Michigan University) over bins i with
@@ -198,7 +199,9 @@ class DriftReport:
     explanation: str
 
 
-def compare(reference: DriftReference, counts: dict[str, np.ndarray], min_scores: int) -> DriftReport:
+def compare(
+    reference: DriftReference, counts: dict[str, np.ndarray], min_scores: int, leads: int = 0, min_leads: int = 0
+) -> DriftReport:
     """PSI of the score and of every feature between the reference and the served counts.
 
     Args:
@@ -206,20 +209,22 @@ def compare(reference: DriftReference, counts: dict[str, np.ndarray], min_scores
         counts: per column (``score`` and feature names), the answers counted in each of its bins.
         min_scores: fewer answers than this give no verdict ("not enough data"): with few answers the PSI
             is large by chance alone (about (bins - 1) / answers).
+        leads: distinct leads among the answers; ``min_leads``: fewer give no verdict either (one lead
+            scored 500 times is one lead, not a population).
 
     Returns:
         The status is the worst level of the score and the features; features are listed worst first.
     """
     score_counts = counts.get(SCORE)
     n = int(score_counts.sum()) if score_counts is not None else 0
-    if n < min_scores:
+    if n < min_scores or leads < min_leads:
         return DriftReport(
             "not enough data",
             n,
             min_scores,
             None,
             [],
-            f"{n} answers counted; a verdict needs at least {min_scores}",
+            f"{n} answers of {leads} leads counted; a verdict needs at least {min_scores} answers of {min_leads} leads",
         )
     results = []
     for column, bins in reference.columns():

@@ -388,6 +388,8 @@ async def _monitor(app: FastAPI, drift: DriftStore, settings: Settings, metrics:
                     datetime.now(UTC).date(),
                     settings.drift_days,
                     settings.drift_min_scores,
+                    settings.drift_min_leads,
+                    settings.score_log,
                 )
                 metrics.set_drift(report)
                 app.state.warnings = (

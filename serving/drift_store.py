@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 TOUCH_TYPES = "touch_types"
 UNSEEN = "unseen:"
+LEADS = "leads"  # bin 0: distinct leads answered that day (per server process: a lead two workers scored counts twice)
+MAX_LEADS_REMEMBERED = 200_000  # per day and process; past it, new leads are no longer counted
 
 drift_counts = Table(
     "drift_counts",
@@ -52,6 +54,7 @@ class DriftCounter:
         self._model: ScoringModel | None = None
         self._reference: DriftReference | None = None
         self._known: dict[tuple[str, object], bool | None] = {}  # (attribute, value) -> known? (None: missing)
+        self._leads: tuple[str, set[str]] = ("", set())  # the day, and the leads answered that day
 
     def reference(self, model: ScoringModel) -> DriftReference | None:
         """The model's reference (read once per model; None for a model trained before references)."""
@@ -74,6 +77,13 @@ class DriftCounter:
         if reference is None or len(leads) == 0:
             return out
         d = day.isoformat()
+        if self._leads[0] != d:
+            self._leads = (d, set())
+        seen_today = self._leads[1]
+        before = len(seen_today)
+        if before < MAX_LEADS_REMEMBERED:
+            seen_today.update(lead.lead_id for lead in leads)
+            out[d, version, LEADS, 0] += len(seen_today) - before
         names = model.spec.feature_names
         for column, bins in reference.columns():
             values = probabilities if column == "score" else features[:, names.index(column)]

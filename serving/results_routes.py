@@ -101,7 +101,10 @@ def get_performance(
     now = datetime.now(UTC)
     as_of_t = utc(as_of) if as_of else now
     end_t = utc(end) if end else as_of_t
-    start_t = utc(start) if start else end_t - timedelta(weeks=settings.performance_weeks)
+    try:
+        start_t = utc(start) if start else end_t - timedelta(weeks=settings.performance_weeks)
+    except OverflowError:
+        raise InvalidLeadData.listing([(["query", "to"], "too early: from would be before the year 1")]) from None
     if not start_t < end_t:
         raise InvalidLeadData.listing([(["query", "from"], "from must be before to")])
     current = request.app.state.holder.current
@@ -143,4 +146,6 @@ def get_monitoring(
         datetime.now(UTC).date(),
         days or settings.drift_days,
         settings.drift_min_scores,
+        settings.drift_min_leads,
+        settings.score_log,
     )

@@ -373,7 +373,9 @@ class MonitoringOut(BaseModel):
     status: Literal["no reference", "not enough data", "stable", "warning", "drift"]
     explanation: str
     scores: int = Field(description="Answers counted in the window.")
+    leads: int = Field(description="Distinct leads among them (per day and server process, summed over the days).")
     min_scores: int = Field(description="Fewer answers than this give no verdict.")
+    min_leads: int = Field(description="Fewer leads than this give no verdict either.")
     levels: dict[str, float] = Field(description="PSI levels: warning from, drift from.")
     score_psi: float | None = Field(description="PSI of the probabilities served against the test window's.")
     score_level: Literal["stable", "warning", "drift"] | None

@@ -575,8 +575,16 @@ def validate_outcomes(
     updates: dict[str, Any] = {"lead_id": ids, "outcome": outcome, "closed_at": closed}
     if "amount" in frame.columns:
         updates["amount"] = check.optional_number("amount")
+        check.flag((updates["amount"] < 0).fillna(False).to_numpy(dtype=bool), "amount", "negative amount")
+    if leads is None:  # imported on their own: the limits of POST /v1/outcomes
+        check.flag(
+            (ids.astype(str).str.len() > MAX_LEAD_ID).to_numpy(), "lead_id", f"lead id over {MAX_LEAD_ID} characters"
+        )
     check.frame = frame.assign(**updates)
     return check.finish()
+
+
+MAX_LEAD_ID = 200  # as the API takes them
 
 
 def load_outcomes(
@@ -668,10 +676,11 @@ def load_crm_data(
 def merge_outcomes(data: CRMData, received: pd.DataFrame) -> tuple[CRMData, list[str]]:
     """The export's outcomes with those received through the API (``POST /v1/outcomes``) merged in.
 
-    A received outcome replaces the export's for the same lead: it is the CRM's later word (a lost deal later
-    won). Received outcomes are left out, and counted by reason, for leads not in the export, closed after the
-    end of the data (the export holds nothing of what happened after it: the labels would run ahead of the
-    touches), or closed before the lead was created.
+    A received outcome replaces the export's for the same lead when it closed no earlier than the export's (a
+    lost deal later won, a corrected date); an export that knows of a later close keeps its own. Received
+    outcomes are left out, and counted by reason, for leads not in the export, closed after the end of the
+    data (the export holds nothing of what happened after it: the labels would run ahead of the touches),
+    closed before the lead was created, or closed before the export's own outcome of the lead.
 
     Args:
         data: the loaded export.
@@ -689,8 +698,10 @@ def merge_outcomes(data: CRMData, received: pd.DataFrame) -> tuple[CRMData, list
     unknown = ~got["lead_id"].isin(data.leads["lead_id"])
     late = ~unknown & (got["closed_at"] > data.end_time) if data.has_time else pd.Series(False, index=got.index)
     early = ~unknown & ~late & (got["closed_at"] < created).fillna(False)
-    usable = got[~unknown & ~late & ~early]
     export = data.outcomes[["lead_id", "outcome", "closed_at"]]
+    export_close = got["lead_id"].map(export.set_index("lead_id")["closed_at"])
+    older = ~unknown & ~late & ~early & (got["closed_at"] < export_close).fillna(False)
+    usable = got[~unknown & ~late & ~early & ~older]
     prior = usable[["lead_id", "outcome", "closed_at"]].merge(
         export, on="lead_id", how="left", suffixes=("", "_export")
     )
@@ -709,6 +720,7 @@ def merge_outcomes(data: CRMData, received: pd.DataFrame) -> tuple[CRMData, list
                 (int(unknown.sum()), "for leads not in the export"),
                 (int(late.sum()), f"closed after the end of the data ({data.end_time.isoformat()})"),
                 (int(early.sum()), "closed before the lead was created"),
+                (int(older.sum()), "closed before the export's own outcome of the lead (the export's is later)"),
             )
             if n
         ),

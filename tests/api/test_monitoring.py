@@ -25,8 +25,8 @@ HIGH_FIT_SOURCES = ("referral", "event", "partner")  # leads far likelier to con
 
 
 def bodies_at_test_moments(world: ServedWorld, sources: tuple[str, ...] | None, n: int) -> list[dict[str, Any]]:
-    """``n`` leads created in the served model's test window, each at one of its scoring moments picked at
-    random (the reference weighs every lead one), optionally only leads of ``sources``."""
+    """``n`` scoring moments of leads created in the served model's test window, picked at random (the
+    reference counts every moment one, as serving counts every answer), optionally only leads of ``sources``."""
     data = load_crm_data(world.data_dir)
     examples = make_examples(data, make_config(world.home, world.data_dir))
     first, last = (
@@ -37,10 +37,8 @@ def bodies_at_test_moments(world: ServedWorld, sources: tuple[str, ...] | None, 
     test = test[test["as_of"] < until]
     if sources is not None:
         test = test[test["lead_source"].isin(sources)]
-    rng = np.random.default_rng(3)
-    picked = test.groupby("lead_id", sort=True).sample(n=1, random_state=3)
-    picked = picked.iloc[rng.permutation(len(picked))[:n]]
-    assert len(picked) == n, f"only {len(picked)} test leads"
+    picked = test.sample(n=min(n, len(test)), random_state=3)  # moments, as the reference counts them
+    assert len(picked) == n, f"only {len(picked)} test moments"
     leads = data.leads.set_index("lead_id")
     touches = data.touchpoints.groupby("lead_id")
     out = []
@@ -74,6 +72,7 @@ def monitored(world: ServedWorld, home: Path, bodies: list[dict[str, Any]]) -> S
         tracking_uri=f"sqlite:///{world.home / 'mlflow.db'}",
         score_log_flush_seconds=0.1,
         drift_min_scores=100,
+        drift_min_leads=50,
         drift_days=2,
         monitoring_interval_seconds=0.2,
     )
@@ -126,7 +125,7 @@ def test_the_test_window_mix_is_stable_and_a_shifted_lead_source_mix_is_not(
 ) -> None:
     few, same, ready, _ = monitored(served_world, tmp_path / "same", bodies_at_test_moments(served_world, None, 600))
     assert few["status"] == "not enough data" and few["scores"] == 20 and few["score_psi"] is None
-    assert few["min_scores"] == 100 and "at least 100" in few["explanation"]
+    assert few["min_scores"] == 100 and "at least 100 answers of 50 leads" in few["explanation"]
     assert same["scores"] == 600 and same["volume"][-1]["scores"] + same["volume"][0]["scores"] == 600
     assert same["score_psi"] < 0.1, same["explanation"]
     assert psi_of(same, "attr_lead_source") < 0.1

@@ -90,3 +90,12 @@ def test_the_status_is_the_worst_level_of_the_score_and_the_features() -> None:
     assert [f.column for f in report.features] == ["visits", "pages"]  # worst first
     assert report.features[0].psi == pytest.approx(visits, abs=1e-3) and report.features[0].level == "drift"
     assert report.status == "drift" and "visits" in report.explanation
+
+
+def test_one_lead_scored_many_times_is_not_a_population() -> None:
+    from models.drift import compare
+
+    counts = {"score": np.array([0, 500, 0]), "visits": np.array([0, 500, 0]), "pages": np.array([0, 500, 0])}
+    report = compare(reference_of_two_bins(), counts, min_scores=100, leads=1, min_leads=50)
+    assert report.status == "not enough data" and "500 answers of 1 leads" in report.explanation
+    assert compare(reference_of_two_bins(), counts, min_scores=100, leads=50, min_leads=50).status == "drift"

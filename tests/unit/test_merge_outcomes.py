@@ -55,3 +55,10 @@ def test_nothing_received_changes_nothing() -> None:
     data = export()
     merged, lines = merge_outcomes(data, pd.DataFrame(columns=["lead_id", "outcome", "closed_at", "amount"]))
     assert merged is data and lines == ["outcomes received through the API: none"]
+
+
+def test_an_export_that_knows_of_a_later_close_keeps_its_own() -> None:
+    received = pd.DataFrame({"lead_id": ["b"], "outcome": ["lost"], "closed_at": [T("2026-01-25")], "amount": [None]})
+    merged, lines = merge_outcomes(export(), received)  # b: won on 3 February in the export
+    assert merged.outcomes.set_index("lead_id").loc["b", "outcome"] == "won"
+    assert "1 closed before the export's own outcome" in lines[1]
