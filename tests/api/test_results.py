@@ -209,6 +209,7 @@ def test_performance_counts_what_was_handed_over_and_what_it_became(server: Serv
             headers=server.headers("crm"),
         )
         unknown_by = c.get("/v1/performance", params={"by": "owner"}, headers=server.headers("crm"))
+        too_early = c.get("/v1/performance", params={"to": "0001-01-01T00:00:00Z"}, headers=server.headers("crm"))
     assert weekly.status_code == 200, weekly.text
     report = weekly.json()
     assert report["horizon_days"] == 90  # the served model's (tests train with the default)
@@ -227,6 +228,7 @@ def test_performance_counts_what_was_handed_over_and_what_it_became(server: Serv
     assert (maturing["status"], maturing["maturing"], maturing["wins_so_far"]) == ("maturing", 2, 1)
     assert maturing["expected_wins"] == pytest.approx(answers[0]["probability"] + answers[1]["probability"])
     assert backwards.status_code == 422 and unknown_by.status_code == 422
+    assert too_early.status_code == 422 and too_early.json()["detail"][0]["loc"] == ["query", "to"]
 
 
 async def _call(app: FastAPI, calls: Any) -> Any:

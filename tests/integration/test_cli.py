@@ -169,12 +169,14 @@ def test_outcomes_import_and_performance_print_what_was_handed_over_and_won(tmp_
         "L9,won,2026-01-08,\n"
         "L4,maybe,2026-01-09,\n"
         "L5,won,2099-01-01,\n"
+        "L6,won,2026-01-11,-500\n"
     )
     first = leadscore(tmp_path, "outcomes", "import", str(export))
     assert first.returncode == 0, first.stderr
-    assert "5 rows read, 2 dropped" in first.stdout and "3 recorded (0 corrections), 0 unchanged" in first.stdout
+    assert "6 rows read, 3 dropped" in first.stdout and "3 recorded (0 corrections), 0 unchanged" in first.stdout
     assert "1 lead ids never scored (first: L9)" in first.stdout
     assert "unknown outcome value 'maybe'" in first.stderr and "line 5" in first.stderr
+    assert "negative amount" in first.stderr and "line 7" in first.stderr
     again = leadscore(tmp_path, "outcomes", "import", str(export))
     assert "0 recorded (0 corrections), 3 unchanged" in again.stdout
     latest = store.latest_outcomes().set_index("lead_id")
