@@ -28,7 +28,7 @@ from training.pipeline import train
 CUT = pd.Timestamp("2026-03-01", tz="UTC")
 REPLAY_END = CUT + pd.Timedelta(days=75)
 HORIZON = 30
-LEADS = 150  # replayed (of those created in the replay window)
+LEADS = 100  # replayed (of those created in the replay window)
 
 
 def monday(t: pd.Timestamp) -> str:
