@@ -675,7 +675,6 @@ def performance(
 
     from leadscore.settings import get_settings
     from models.performance import GROUPINGS
-    from models.performance import performance as compute
     from training.data import DataValidationError, one_time
 
     settings = get_settings()
@@ -691,12 +690,7 @@ def performance(
     if not start_t < end_t:
         raise typer.BadParameter("--from must be before --to", param_hint="--from")
     horizon = horizon_days or _champion_horizon(settings) or settings.horizon_days
-    store = _results_store()
-    report = compute(
-        store.hand_overs(),
-        store.scored_leads(),
-        store.latest_outcomes(),
-        store.latest_verdicts(),
+    report = _results_store().performance(
         horizon_days=horizon,
         start=start_t.to_pydatetime(),
         end=end_t.to_pydatetime(),

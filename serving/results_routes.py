@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from models.performance import performance as compute_performance
 from serving.deps import AnyRole, Served, require
 from serving.drift_store import DriftStore
 from serving.errors import InvalidLeadData
@@ -109,18 +108,7 @@ def get_performance(
         raise InvalidLeadData.listing([(["query", "from"], "from must be before to")])
     current = request.app.state.holder.current
     horizon = int((current.loaded.model.meta.get("horizon_days") if current else None) or settings.horizon_days)
-    store = _results(request)
-    report = compute_performance(
-        store.hand_overs(),
-        store.scored_leads(),
-        store.latest_outcomes(),
-        store.latest_verdicts(),
-        horizon_days=horizon,
-        start=start_t,
-        end=end_t,
-        as_of=as_of_t,
-        by=by,
-    )
+    report = _results(request).performance(horizon_days=horizon, start=start_t, end=end_t, as_of=as_of_t, by=by)
     return PerformanceOut.model_validate(report.to_dict())
 
 

@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from models.performance import PerformanceReport, performance
 from serving.errors import Forbidden, InvalidLeadData
 from serving.schemas import RejectionReason, VerdictName
 from serving.store import Principal, metadata
@@ -476,6 +477,22 @@ class ResultsStore:
 
     def scored_leads(self) -> pd.DataFrame:
         return self._frame(select(scored_leads), ("first_as_of", "created_at"))
+
+    def performance(
+        self, *, horizon_days: int, start: datetime, end: datetime, as_of: datetime, by: str
+    ) -> PerformanceReport:
+        """:func:`models.performance.performance` over what this store holds (raises its ValueError)."""
+        return performance(
+            self.hand_overs(),
+            self.scored_leads(),
+            self.latest_outcomes(),
+            self.latest_verdicts(),
+            horizon_days=horizon_days,
+            start=start,
+            end=end,
+            as_of=as_of,
+            by=by,
+        )
 
     # ---- the webhook's outbox ---------------------------------------------------------------------
     def claim_due_hand_overs(self, now: datetime, lease: timedelta, limit: int = 50) -> list[dict[str, Any]]:

@@ -56,19 +56,17 @@ def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str, 
         as_of = as_of.replace(tzinfo=UTC)
     created = lead.created_at if lead.created_at.tzinfo else lead.created_at.replace(tzinfo=UTC)
     qualified = result.qualified
-    if not details:
-        return ScoreRecord(
-            result.lead_id,
-            scored_at,
-            as_of,
-            created,
-            result.model_version,
-            result.threshold_version,
-            result.probability,
-            result.grade,
-            qualified,
-            source,
+    extra = (
+        (
+            lead_source_of(lead),
+            campaign_of(lead, as_of) if lead.touchpoints else None,
+            tuple({"feature": r.feature, "description": r.description, "impact": r.impact} for r in result.reasons)
+            if qualified
+            else (),
         )
+        if details
+        else ()
+    )
     return ScoreRecord(
         result.lead_id,
         scored_at,
@@ -80,11 +78,7 @@ def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str, 
         result.grade,
         qualified,
         source,
-        lead_source_of(lead),
-        campaign_of(lead, as_of) if lead.touchpoints else None,
-        tuple({"feature": r.feature, "description": r.description, "impact": r.impact} for r in result.reasons)
-        if qualified
-        else (),
+        *extra,
     )
 
 
