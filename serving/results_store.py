@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
 import pandas as pd
 from sqlalchemy import (
@@ -43,10 +43,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from models.performance import PerformanceReport, performance
 from serving.errors import Forbidden, InvalidLeadData
 from serving.schemas import RejectionReason, VerdictName
 from serving.store import Principal, metadata
+
+if TYPE_CHECKING:
+    from models.performance import PerformanceReport
 
 MAX_ID = 200
 MAX_NOTE = 2000
@@ -482,6 +484,8 @@ class ResultsStore:
         self, *, horizon_days: int, start: datetime, end: datetime, as_of: datetime, by: str
     ) -> PerformanceReport:
         """:func:`models.performance.performance` over what this store holds (raises its ValueError)."""
+        from models.performance import performance
+
         return performance(
             self.hand_overs(),
             self.scored_leads(),

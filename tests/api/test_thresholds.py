@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import pytest
 from models.registry import configure_tracking, set_alias
 from tests.api.conftest import Server, start_server, stop_server
 from tests.api.test_scoring_api import lead_body
-from tests.conftest import clean_env, make_config
+from tests.conftest import clean_env, leadscore_in_process, make_config
 from training.pipeline import TrainResult, train
 
 
@@ -301,8 +302,11 @@ def test_the_cli_drives_the_same_workflow(world) -> None:
     srv, _ = world
     env = clean_env(LEADSCORE_HOME=str(srv.home))
 
-    def cli(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(*args: str, key: str | None = None) -> Any:
+        """In-process (the same code, no interpreter start), except the proposal: through the console script."""
         extra = {"LEADSCORE_API_KEY": key} if key else {}
+        if args[0] != "propose":
+            return leadscore_in_process(srv.home, "threshold", *args, **extra)
         return subprocess.run(
             [sys.executable, "-m", "leadscore", "threshold", *args],
             capture_output=True,
@@ -326,6 +330,10 @@ def test_the_cli_drives_the_same_workflow(world) -> None:
     shown = cli("show").stdout
     assert f"(threshold version {version})" in shown and f"in force: policy {version}, agreed by both sides" in shown
     assert "from the cli" in cli("history").stdout
+    # the server re-reads the policy in force every LEADSCORE_THRESHOLD_REFRESH_SECONDS (1 s by default)
+    deadline = time.monotonic() + 5
+    while get(srv, "/v1/threshold").json()["threshold_version"] != version and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert get(srv, "/v1/threshold").json()["threshold_version"] == version
 
 

@@ -10,6 +10,7 @@ from models.threshold_analysis import wilson
 from serving.results_store import ResultsStore, ScoreRecord
 from serving.store import KeyStore, make_engine
 from tests.conftest import TrainedWorld, leadscore
+from tests.conftest import leadscore_in_process as cli
 
 REAL_EXPORT = Path(__file__).resolve().parents[3] / "shared" / "data" / "xeducation" / "Leads.csv"
 LEAKY = (
@@ -19,27 +20,28 @@ LEAKY = (
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    """The first command through the console script; the rest in-process (same code, no interpreter start)."""
     made = leadscore(tmp_path, "keys", "create", "--role", "sales", "--name", "sam", "--owner", "Sam@Example.com")
     assert made.returncode == 0
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("lsk_")
     store = KeyStore(make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}"))
     assert store.authenticate(key).role == "sales"  # type: ignore[union-attr]
-    listed = leadscore(tmp_path, "keys", "list")
+    listed = cli(tmp_path, "keys", "list")
     assert "sam" in listed.stdout and "active" in listed.stdout and key not in listed.stdout
     assert "\tsam@example.com\t" in listed.stdout
     assert key not in (tmp_path / "leadscore.db").read_bytes().decode("latin-1")  # only a hash is stored
-    assert leadscore(tmp_path, "keys", "revoke", "sam").returncode == 0
-    assert "revoked" in leadscore(tmp_path, "keys", "list").stdout
+    assert cli(tmp_path, "keys", "revoke", "sam").returncode == 0
+    assert "revoked" in cli(tmp_path, "keys", "list").stdout
     assert KeyStore(make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}")).authenticate(key) is None
-    assert leadscore(tmp_path, "keys", "create", "--role", "janitor", "--owner", "j@example.com").returncode == 2
-    no_owner = leadscore(tmp_path, "keys", "create", "--role", "sales")
+    assert cli(tmp_path, "keys", "create", "--role", "janitor", "--owner", "j@example.com").returncode == 2
+    no_owner = cli(tmp_path, "keys", "create", "--role", "sales")
     assert no_owner.returncode == 2 and "--owner" in no_owner.stderr
-    long_name = leadscore(tmp_path, "keys", "create", "--role", "sales", "--owner", "s@x.example", "--name", "n" * 300)
+    long_name = cli(tmp_path, "keys", "create", "--role", "sales", "--owner", "s@x.example", "--name", "n" * 300)
     assert long_name.returncode == 2 and "1 to 200 characters" in long_name.stderr
-    bad_owner = leadscore(tmp_path, "keys", "create", "--role", "sales", "--owner", "sam")
+    bad_owner = cli(tmp_path, "keys", "create", "--role", "sales", "--owner", "sam")
     assert bad_owner.returncode == 2 and "e-mail address" in bad_owner.stderr and "Traceback" not in bad_owner.stderr
-    assert leadscore(tmp_path, "keys", "revoke", "nobody").returncode == 1
+    assert cli(tmp_path, "keys", "revoke", "nobody").returncode == 1
 
 
 def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: TrainedWorld, tmp_path: Path) -> None:
@@ -79,9 +81,9 @@ def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: T
     handed = set(log.hand_overs()["lead_id"])
     assert set(scores.loc[scores["qualified"], "lead_id"]) <= handed
     assert "score log:" in proc.stderr
-    bad = leadscore(trained.home, "score", "--data", str(trained.data_dir), "--out", str(tmp_path / "x.txt"))
+    bad = cli(trained.home, "score", "--data", str(trained.data_dir), "--out", str(tmp_path / "x.txt"))
     assert bad.returncode == 2 and "csv or .parquet" in bad.stderr
-    bad = leadscore(trained.home, "score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", "soon")
+    bad = cli(trained.home, "score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", "soon")
     assert bad.returncode == 2 and "not a timestamp" in bad.stderr
 
 
@@ -139,7 +141,7 @@ def test_reading_commands_never_write_the_threshold_history(trained: TrainedWorl
     for model in (f"models:/leadscore/{trained.result.model_version}", str(local_dir)):
         out = tmp_path / "scores.csv"
         args = ["score", "--data", str(trained.data_dir), "--out", str(out), "--no-reasons", "--model", model]
-        proc = leadscore(home, *args)
+        proc = cli(home, *args)  # in-process: the same code, no interpreter start
         assert proc.returncode == 0, proc.stderr
         said = " ".join(proc.stderr.split())  # the console's notes, unwrapped
         assert "threshold version 0: NOT APPROVED: the model's default cut-offs" in said
@@ -177,14 +179,14 @@ def test_outcomes_import_and_performance_print_what_was_handed_over_and_won(tmp_
     assert "1 lead ids never scored (first: L9)" in first.stdout
     assert "unknown outcome value 'maybe'" in first.stderr and "line 5" in first.stderr
     assert "negative amount" in first.stderr and "line 7" in first.stderr
-    again = leadscore(tmp_path, "outcomes", "import", str(export))
+    again = cli(tmp_path, "outcomes", "import", str(export))
     assert "0 recorded (0 corrections), 3 unchanged" in again.stdout
     latest = store.latest_outcomes().set_index("lead_id")
     assert latest.loc["L1", "outcome"] == "won" and latest.loc["L1", "amount"] == 1200.0
-    missing = leadscore(tmp_path, "outcomes", "import", str(tmp_path / "nope.csv"))
+    missing = cli(tmp_path, "outcomes", "import", str(tmp_path / "nope.csv"))
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
 
-    report = leadscore(tmp_path, "performance", "--from", "2026-01-01", "--to", "2026-02-01", "--as-of", "2026-06-01")
+    report = cli(tmp_path, "performance", "--from", "2026-01-01", "--to", "2026-02-01", "--as-of", "2026-06-01")
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
     assert "a win counts within 90 days of hand-over" in lines[0]  # no champion here: LEADSCORE_HORIZON_DAYS
@@ -196,5 +198,5 @@ def test_outcomes_import_and_performance_print_what_was_handed_over_and_won(tmp_
     assert week[-3:-1] == ["1", "0"]  # L1's win caught; none missed
     assert "wins of leads never scored before they closed: 1" in report.stdout  # L9
     assert "calibration of first scores" in report.stdout
-    wrong = leadscore(tmp_path, "performance", "--by", "owner")
+    wrong = cli(tmp_path, "performance", "--by", "owner")
     assert wrong.returncode == 2 and "--by" in wrong.stderr
