@@ -51,7 +51,7 @@ from serving.schemas import (
     ReloadOut,
     ScoreOut,
 )
-from serving.score_log import ScoreLog
+from serving.score_log import DRIFT_EVERY_SECONDS, ScoreLog
 from serving.scoring import Threshold, score_leads
 from serving.store import KeyStore, make_engine
 from serving.threshold_routes import router as threshold_router
@@ -324,6 +324,8 @@ def _score_log(settings: Settings, results: ResultsStore, metrics: Metrics) -> S
         on_failed=metrics.score_log_failures.inc,
         notify=bool(settings.webhook_url),
         drift=DriftStore(results.engine) if settings.score_log else None,
+        # the counts are written at least as often as the monitor reads them (every 10 s by default)
+        drift_every_seconds=min(DRIFT_EVERY_SECONDS, settings.monitoring_interval_seconds),
     )
     log_writer.start()
     return log_writer

@@ -13,7 +13,7 @@ Columns counted (``column`` of the ``drift_counts`` table):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,6 @@ from sqlalchemy import BigInteger, Column, Engine, Integer, String, Table, selec
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.drift import DriftReference
-from serving.schemas import LeadIn
 from serving.store import metadata
 
 if TYPE_CHECKING:
@@ -67,14 +66,16 @@ class DriftCounter:
         day: date,
         version: str,
         model: ScoringModel,
-        leads: Sequence[LeadIn],
+        lead_ids: Sequence[str],
+        attributes: Sequence[Mapping[str, Any]],
         probabilities: np.ndarray,
         features: np.ndarray,
     ) -> Counter[Key]:
-        """The counts of these answers (one row of ``features`` per lead, in model order)."""
+        """The counts of these answers: per answer its lead id, the lead's attributes, its probability and its
+        row of ``features`` (model order)."""
         out: Counter[Key] = Counter()
         reference = self.reference(model)
-        if reference is None or len(leads) == 0:
+        if reference is None or len(lead_ids) == 0:
             return out
         d = day.isoformat()
         if self._leads[0] != d:
@@ -82,7 +83,7 @@ class DriftCounter:
         seen_today = self._leads[1]
         before = len(seen_today)
         if before < MAX_LEADS_REMEMBERED:
-            seen_today.update(lead.lead_id for lead in leads)
+            seen_today.update(lead_ids)
             out[d, version, LEADS, 0] += len(seen_today) - before
         names = model.spec.feature_names
         for column, bins in reference.columns():
@@ -93,7 +94,7 @@ class DriftCounter:
         for attribute, codes in model.spec.category_codes.items():
             seen = unseen = 0
             # attribute values are JSON scalars (hashable); counted once per distinct value
-            for value, n in Counter([lead.attributes.get(attribute) for lead in leads]).items():
+            for value, n in Counter([a.get(attribute) for a in attributes]).items():
                 known = self._known_value(attribute, value, codes)
                 if known is True:
                     seen += n

@@ -22,9 +22,15 @@ from serving.results_store import ResultsStore, ScoreRecord
 from serving.schemas import LeadIn, ScoreOut
 
 log = logging.getLogger("leadscore.serving")
-# leads, answers, when, source ("api", "batch"), their feature rows and the model (for the drift counts)
-Pending = tuple[Sequence[LeadIn], Sequence[ScoreOut], datetime, str, "np.ndarray | None", "ScoringModel | None"]
+# What one call queues: its records, and for the drift counts its day, feature rows, leads' attributes and model.
+# Plain records, not the request's objects: a queue holding thousands of parsed leads (30 touch objects each)
+# until the next write made the garbage collector walk them again and again, on the request path.
+Pending = tuple[list[ScoreRecord], datetime, "np.ndarray | None", "list[dict[str, Any]]", "ScoringModel | None"]
 PRUNE_EVERY_SECONDS = 3600.0
+# The drift counts (a few hundred day x column x bin upserts) are written this often by the writer's loop (by
+# default), not at every write of the log: drift is read over days, and each upsert costs the same however many
+# answers it counts. flush() and close() write them at once.
+DRIFT_EVERY_SECONDS = 10.0
 
 
 def lead_source_of(lead: LeadIn) -> str | None:
@@ -85,11 +91,13 @@ def record_of(lead: LeadIn, result: ScoreOut, scored_at: datetime, source: str, 
 class ScoreLog:
     """Queue answers for the score log and write them in batches from one thread.
 
-    ``add`` costs a deque append on the request path. The writer wakes every ``flush_seconds`` (or as soon as
-    ``batch_size`` answers wait), builds the records and appends them in one transaction; a failed write is
-    kept and retried at the next wake. More than ``max_pending`` answers waiting (the database is down for a
-    long time) are dropped, counted by ``on_dropped``, and logged: never silently. ``close`` writes what is
-    left. ``notify``: the hand-overs found are for the webhook to send.
+    ``add`` makes the records on the request path (a few microseconds per answer: the queue holds plain
+    records, not the request's objects) and appends them to a deque. The writer wakes every ``flush_seconds`` (or
+    as soon as ``batch_size`` answers wait) and appends what waits in one transaction; a failed write is kept
+    and retried at the next wake. More than ``max_pending`` answers waiting (the database is down for a long
+    time) are dropped, counted by ``on_dropped``, and logged: never silently. The drift counts are kept in
+    memory and written every ``drift_every_seconds``. ``close`` writes what is left. ``notify``: the
+    hand-overs found are for the webhook to send.
     """
 
     def __init__(
@@ -104,6 +112,7 @@ class ScoreLog:
         on_failed: Callable[[], None] = lambda: None,
         notify: bool = False,
         drift: DriftStore | None = None,
+        drift_every_seconds: float = DRIFT_EVERY_SECONDS,
     ) -> None:
         self.store = store
         self.notify = notify  # hand-overs are for the webhook
@@ -121,6 +130,8 @@ class ScoreLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._last_drift = time.monotonic()
+        self.drift_every_seconds = drift_every_seconds
         self.dropped = 0
 
     def start(self) -> None:
@@ -136,8 +147,9 @@ class ScoreLog:
         features: np.ndarray | None = None,
         model: ScoringModel | None = None,
     ) -> None:
-        """Queue the answers to ``leads`` (same order) for the log (cheap: called on the request path), with
-        the feature rows they were computed from and the model, for the drift counts."""
+        """Queue the answers to ``leads`` (same order) for the log (called on the request path: the records are
+        made here, a few microseconds each), with the feature rows they were computed from and the model, for
+        the drift counts."""
         n = len(results)
         if self._count + n > self.max_pending:
             self.dropped += n
@@ -146,24 +158,30 @@ class ScoreLog:
                 "score log: %d answers dropped, %d waiting to be written (is the database down?)", n, self._count
             )
             return
-        self._pending.append((leads, results, scored_at, source, features, model))
+        details = self.store.needs_details
+        records = [
+            record_of(lead, result, scored_at, source, details(result.lead_id, result.qualified))
+            for lead, result in zip(leads, results, strict=True)
+        ]
+        counted = features is not None and model is not None and self.drift is not None
+        attributes = [lead.attributes for lead in leads] if counted else []
+        self._pending.append((records, scored_at, features if counted else None, attributes, model))
         self._count += n
         if self._count >= self.batch_size:
             self._wake.set()
 
-    def flush(self) -> int:
-        """Write everything queued now (blocking); returns the rows written."""
+    def flush(self, drift: bool = True) -> int:
+        """Write everything queued now (blocking); returns the rows written. ``drift``: write the drift counts
+        too (else they are kept, counted, for a later flush)."""
         taken: list[Pending] = []
         while self._pending:
             taken.append(self._pending.popleft())
         if not taken:
+            if drift and self.drift is not None and self._drift_waiting:
+                self.drift.add(self._drift_waiting)
+                self._drift_waiting = Counter()
             return 0
-        details = self.store.needs_details
-        records = [
-            record_of(lead, result, scored_at, source, details(result.lead_id, result.qualified))
-            for leads, results, scored_at, source, _, _ in taken
-            for lead, result in zip(leads, results, strict=True)
-        ]
+        records = [record for item in taken for record in item[0]]
         try:
             handed = self.store.append_scores(records, notify=self.notify)
         except OperationalError:  # the database is away or busy: everything is kept, in order, for the next try
@@ -187,8 +205,9 @@ class ScoreLog:
         self.on_written(len(records), handed)
         if self.drift is not None:
             self._drift_waiting.update(self._drift_counts(taken))
-            self.drift.add(self._drift_waiting)  # a failure keeps the counts for the next flush
-            self._drift_waiting = Counter()
+            if drift and self._drift_waiting:
+                self.drift.add(self._drift_waiting)  # a failure keeps the counts for the next flush
+                self._drift_waiting = Counter()
         return len(records)
 
     def _drift_counts(self, taken: list[Pending]) -> Counter[Key]:
@@ -196,17 +215,18 @@ class ScoreLog:
         groups: dict[tuple[Any, str, int], list[Pending]] = {}
         models: dict[int, ScoringModel] = {}
         for item in taken:
-            _, results, scored_at, _, features, model = item
-            if features is None or model is None or not results:
+            records, scored_at, features, _, model = item
+            if features is None or model is None or not records:
                 continue
             models[id(model)] = model
-            groups.setdefault((scored_at.date(), results[0].model_version, id(model)), []).append(item)
+            groups.setdefault((scored_at.date(), records[0].model_version, id(model)), []).append(item)
         total: Counter[Key] = Counter()
         for (day, version, model_id), items in groups.items():
-            leads = [lead for item in items for lead in item[0]]
-            probabilities = np.array([r.probability for item in items for r in item[1]])
-            features = np.vstack([item[4] for item in items])  # type: ignore[misc]
-            total.update(self._counter.count(day, version, models[model_id], leads, probabilities, features))
+            ids = [r.lead_id for item in items for r in item[0]]
+            attributes = [a for item in items for a in item[3]]
+            probabilities = np.array([r.probability for item in items for r in item[0]])
+            features = np.vstack([item[2] for item in items])  # type: ignore[misc]
+            total.update(self._counter.count(day, version, models[model_id], ids, attributes, probabilities, features))
         return total
 
     def close(self, timeout: float = 10.0) -> None:
@@ -225,7 +245,10 @@ class ScoreLog:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             try:
-                self.flush()
+                drift = time.monotonic() - self._last_drift >= self.drift_every_seconds
+                self.flush(drift=drift)
+                if drift:
+                    self._last_drift = time.monotonic()
                 if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
                     self._last_prune = time.monotonic()
                     self.store.prune_scores(self.retention, datetime.now(UTC))

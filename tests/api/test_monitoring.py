@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,44 @@ def test_the_test_window_mix_is_stable_and_a_shifted_lead_source_mix_is_not(
     )
     assert f'leadscore_drift_psi{{column="score"}} {shifted["score_psi"]}' in metrics
     assert "leadscore_drift_status 1.0" in metrics or "leadscore_drift_status 2.0" in metrics
+
+
+@pytest.mark.usefixtures("no_mlflow_env")
+def test_drift_counts_wait_in_memory_between_writes_and_none_is_lost_at_shutdown(
+    served_world: ServedWorld, tmp_path: Path
+) -> None:
+    """The score log is written every 0.1 s; the drift counts only every monitoring interval (here an hour): the
+    answers are in the log while the counts wait, and shutting down writes them all."""
+    from serving.drift_store import DriftStore
+    from serving.results_store import ResultsStore
+
+    settings = get_settings(
+        home=tmp_path,
+        tracking_uri=f"sqlite:///{served_world.home / 'mlflow.db'}",
+        score_log_flush_seconds=0.1,
+        monitoring_interval_seconds=3600,
+    )
+    engine = make_engine(settings.resolved_database_url)
+    key = KeyStore(engine).create("crm", owner="crm@test.example")[0]
+    bodies = bodies_at_test_moments(served_world, None, 30)
+
+    def counted() -> int:
+        version, today = served_world.result.model_version, datetime.now(UTC).date()
+        counts = DriftStore(engine).counts(version, [today - timedelta(days=1), today])
+        return int(counts.loc[counts["column"] == "score", "count"].sum())
+
+    async def calls(app: FastAPI) -> tuple[int, int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://leadscore", timeout=60) as client:
+                part = {"leads": bodies, "explain": False}
+                auth = {"Authorization": f"Bearer {key}"}
+                assert (await client.post("/v1/score/batch", json=part, headers=auth)).status_code == 200
+                deadline = time.monotonic() + 30
+                while len(ResultsStore(engine).scores()) < len(bodies) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                return len(ResultsStore(engine).scores()), counted()
+
+    logged, counted_while_serving = asyncio.run(calls(create_app(settings)))
+    assert logged == 30 and counted_while_serving == 0
+    assert counted() == 30
