@@ -202,6 +202,10 @@ def test_workers_racing_on_the_score_log_hand_each_lead_over_once_and_send_it_on
         for t in threads:
             t.join()
         assert sorted(handed) == [0, 1], f"round {round_}"
+    # several rows in one write: the count is of the rows inserted (the driver sums an executemany's rowcount)
+    more = [ScoreRecord(f"many-{i}", day, day, day, "1", 0, 0.6, "A", True, "api") for i in range(3)]
+    again = ScoreRecord("race-0", day, day, day, "1", 0, 0.9, "A", True, "api")
+    assert ResultsStore(make_engine(store_url)).append_scores([*more, again]) == 3
     claims: list[list[str]] = []
     barrier = threading.Barrier(2)
 
