@@ -35,12 +35,27 @@ def demo_data(
     leads: Annotated[int, typer.Option(help="Number of leads.", min=1)] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 7,
     format: Annotated[str, typer.Option(help="File format: parquet or csv.")] = "parquet",
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
 ) -> None:
-    """Write a realistic synthetic CRM (deterministic by seed)."""
+    """Write a realistic synthetic CRM (deterministic by seed). With --engine dask the workers write it as
+    folders of Parquet parts (leads/, touchpoints/, outcomes/): the same rows, never held in one process."""
     from training.demo_data import write_demo_data
 
     if format not in ("parquet", "csv"):
         raise typer.BadParameter("format must be parquet or csv", param_hint="--format")
+    if _engine(engine) == "dask":
+        from training.dask_engine import write_demo_data_dask
+
+        if format != "parquet":
+            raise typer.BadParameter("the Dask engine writes Parquet", param_hint="--format")
+        with _dask(scheduler) as client:
+            counts = write_demo_data_dask(client, out, n_leads=leads, seed=seed)
+        console.print(
+            f"wrote {counts['leads']:,} leads, {counts['touchpoints']:,} touch points, {counts['outcomes']:,} "
+            f"outcomes ({counts['won']:,} won) to {out} as folders of Parquet parts"
+        )
+        return
     with console.status(f"generating {leads:,} leads"):
         data = write_demo_data(out, n_leads=leads, seed=seed, fmt=format)
     wins = int((data.outcomes["outcome"] == "won").sum())
@@ -98,6 +113,30 @@ ExcludeColumns = Annotated[
     typer.Option(help="Comma-separated lead attribute columns to leave out (e.g. leaky ones); any data shape."),
 ]
 Strict = Annotated[bool, typer.Option(help="Fail on any bad row instead of dropping and reporting it.")]
+Engine = Annotated[
+    str, typer.Option(help="local (this process) or dask (a Dask cluster: --scheduler, else a LocalCluster).")
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler address for --engine dask (default: LEADSCORE_DASK_SCHEDULER, else local)."),
+]
+
+
+def _engine(engine: str) -> str:
+    if engine not in ("local", "dask"):
+        raise typer.BadParameter("use local or dask", param_hint="--engine")
+    return engine
+
+
+def _dask(scheduler: str | None) -> Any:
+    """A client of the Dask cluster (``--scheduler``, ``LEADSCORE_DASK_SCHEDULER`` or a LocalCluster)."""
+    from leadscore.settings import get_settings
+    from training.dask_engine import dask_client
+
+    address = scheduler or get_settings().dask_scheduler
+    return dask_client(address, say=lambda line: console.print(line))
+
+
 Delimiter = Annotated[
     str | None, typer.Option(help="Delimiter of text files: ',', ';', tab (or '\\t'), '|'. Default: detected.")
 ]
@@ -362,9 +401,12 @@ def score(
     date_format: DateFormat = None,
     dayfirst: DayFirst = None,
     timezone: Timezone = "UTC",
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
 ) -> None:
     """Score every open lead: lead_id, probability, score, grade, qualified, the model and threshold versions
-    that made them, and top reasons."""
+    that made them, and top reasons. With --engine dask, a data directory of Parquet tables is scored
+    partition by partition on the cluster and --out is a folder of Parquet parts."""
     import pandas as pd
     from rich.progress import Progress
 
@@ -375,13 +417,16 @@ def score(
 
     settings = get_settings()
     configure_tracking(settings.resolved_tracking_uri, settings.resolved_registry_uri)
-    if out.suffix not in (".csv", ".parquet"):
+    if _engine(engine) == "local" and out.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("use a .csv or .parquet file", param_hint="--out")
     try:
         when = pd.Timestamp(as_of) if as_of else pd.Timestamp.now(tz="UTC")
     except ValueError as err:
         raise typer.BadParameter(f"not a timestamp: {as_of}", param_hint="--as-of") from err
     when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    if engine == "dask":
+        _score_on_dask(data, out, when, model, reasons, scheduler)
+        return
     try:
         loaded = load_model_uri(model or settings.model_uri, settings.model_cache_dir)
         dataset = load_crm_data(
@@ -411,6 +456,43 @@ def score(
         f"{qualified:,} qualified; left out {closed:,} already closed and {not_created:,} not yet created"
     )
     console.print(logged.summary())
+    typer.echo(str(out))
+
+
+def _score_on_dask(data: Path, out: Path, when: Any, model: str | None, reasons: bool, scheduler: str | None) -> None:
+    """``leadscore score --engine dask``: the registered model on every partition; scores as Parquet parts.
+    (The score log is not written from a cluster run: its rows would be as many as the open leads.)"""
+    from leadscore.settings import get_settings
+    from models.registry import NoChampionModel, load_model_uri
+    from training.dask_engine import score_dataset
+    from training.data import DataValidationError
+
+    settings = get_settings()
+    try:
+        loaded = load_model_uri(model or settings.model_uri, settings.model_cache_dir)
+        force = _in_force_for(loaded)
+        with _dask(scheduler) as client:
+            summary = score_dataset(
+                client,
+                data,
+                out,
+                loaded.model,
+                when,
+                force.cutoffs,
+                reasons=reasons,
+                provenance={"model_version": loaded.version, "threshold_version": force.version},
+            )
+    except (NoChampionModel, DataValidationError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    for line in summary.notes:
+        console.print(f"[yellow]note:[/yellow] {line}")
+    console.print(
+        f"scored {summary.scored:,} open leads as of {when.isoformat()} with {loaded.name} version {loaded.version} "
+        f"in {summary.partitions} partitions: {summary.qualified:,} qualified; left out "
+        f"{summary.skipped_closed:,} already closed, {summary.skipped_not_yet_created:,} not yet created and "
+        f"{summary.dropped_rows:,} invalid rows"
+    )
     typer.echo(str(out))
 
 

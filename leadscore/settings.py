@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_batch_leads: int = Field(10_000, description="Largest batch accepted by /v1/score/batch (413 above).")
     max_future_days: int = Field(1, description="Timestamps further than this in the future are rejected.")
     score_log: bool = Field(True, description="Keep every score served in the score log (false: off).")
+    dask_scheduler: str | None = Field(
+        None,
+        description="Address of a running Dask scheduler (tcp://host:8786) for --engine dask; unset: a "
+        "LocalCluster of one worker per core.",
+    )
     score_log_retention_days: int = Field(
         400, ge=1, description="Score log rows older than this are deleted (first scores and hand-overs are kept)."
     )

@@ -243,16 +243,18 @@ class CRMData:
 # Reading files
 # ---------------------------------------------------------------------------------------------
 def find_table(directory: Path, stem: str, required: bool = True) -> Path | None:
-    """``stem.parquet``, ``stem.csv`` (or ``.txt``, ``.tsv``, ``.xlsx``, ``.xls``) in ``directory``; two of
-    them is an error (which one is meant?)."""
+    """``stem.parquet``, ``stem.csv`` (or ``.txt``, ``.tsv``, ``.xlsx``, ``.xls``) or a folder ``stem/`` of
+    Parquet part files in ``directory``; two of them is an error (which one is meant?)."""
     found = [directory / f"{stem}{ext}" for ext in EXTENSIONS if (directory / f"{stem}{ext}").exists()]
+    if (directory / stem).is_dir():  # a partitioned table: a folder of Parquet part files
+        found.append(directory / stem)
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise DataValidationError([DataIssue(str(directory), None, None, f"more than one {stem} table ({names})")])
     if found:
         return found[0]
     if required:
-        wanted = " or ".join(f"{stem}{ext}" for ext in EXTENSIONS)
+        wanted = " or ".join([*(f"{stem}{ext}" for ext in EXTENSIONS), f"a folder {stem}/ of Parquet parts"])
         raise DataValidationError([DataIssue(str(directory), None, None, f"no {wanted} in this directory")])
     return None
 

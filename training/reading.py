@@ -118,7 +118,8 @@ def read_table(path: Path, options: ReadOptions = ReadOptions()) -> tuple[pd.Dat
     """Read one table file by its extension, every cell as text.
 
     Args:
-        path: a ``.csv``/``.txt``/``.tsv`` text file, a ``.parquet`` file or an ``.xlsx``/``.xls`` workbook.
+        path: a ``.csv``/``.txt``/``.tsv`` text file, a ``.parquet`` file, a folder of ``.parquet`` part files
+            (read in name order) or an ``.xlsx``/``.xls`` workbook.
         options: overrides for the delimiter, encoding and sheet; the rest is detected.
 
     Returns:
@@ -130,6 +131,15 @@ def read_table(path: Path, options: ReadOptions = ReadOptions()) -> tuple[pd.Dat
             cannot decode, rows with more fields than the header (the line is named), a corrupt workbook or
             a missing sheet (the sheets are listed).
     """
+    if path.is_dir():  # a partitioned table: a folder of Parquet part files (as Dask and Spark write them)
+        parts = sorted(path.glob("*.parquet"))
+        if not parts:
+            raise UnreadableFile(path, "a folder with no .parquet part files")
+        try:
+            frame = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+        except (OSError, ValueError) as exc:
+            raise UnreadableFile(path, f"not readable Parquet part files ({exc})") from exc
+        return frame, FileFormat("parquet", None, None, None, None, detected=False)
     suffix = path.suffix.lower()
     if suffix in TEXT_EXTENSIONS:
         return _read_text(path, options)

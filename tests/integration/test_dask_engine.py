@@ -1,0 +1,167 @@
+"""The Dask engine on a real two-worker LocalCluster over loopback: what it computes equals the local engine's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import build_features
+from features.spec import infer_spec
+from tests.conftest import TrainedWorld
+from training.dask_engine import (
+    co_partition,
+    dask_client,
+    features_by_partition,
+    partition_of,
+    read_tables,
+    score_dataset,
+    write_demo_data_dask,
+)
+from training.data import load_crm_data
+from training.demo_data import generate_demo_data
+from training.score import open_leads, score_chunks
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    with dask_client(workers=2) as c:
+        yield c
+
+
+def test_demo_data_written_by_the_workers_are_the_local_engines_rows(client: object, tmp_path: Path) -> None:
+    counts = write_demo_data_dask(client, tmp_path, n_leads=1_500, seed=3)  # type: ignore[arg-type]
+    local = generate_demo_data(n_leads=1_500, seed=3)
+    assert counts["leads"] == 1_500 and counts["won"] == int((local.outcomes["outcome"] == "won").sum())
+    for name in ("leads", "touchpoints", "outcomes"):
+        parts = sorted((tmp_path / name).glob("part-*.parquet"))
+        assert [p.name for p in parts] == ["part-00000.parquet"]
+        written = pd.read_parquet(parts[0])
+        pd.testing.assert_frame_equal(written, getattr(local, name).reset_index(drop=True))
+
+
+def test_partitions_hold_whole_leads_and_line_up_across_tables(client: object, tmp_path: Path) -> None:
+    import dask.dataframe as dd
+
+    leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(40)], "x": range(40)})
+    touches = pd.DataFrame({"lead_id": [f"L{i % 40}" for i in range(200)], "t": range(200)})
+    parts = co_partition({"leads": dd.from_pandas(leads, npartitions=3), "touches": dd.from_pandas(touches, 5)}, 6)
+    lead_parts = [p.compute() for p in parts["leads"].to_delayed()]
+    touch_parts = [p.compute() for p in parts["touches"].to_delayed()]
+    assert len(lead_parts) == len(touch_parts) == 6
+    for k, (lp, tp) in enumerate(zip(lead_parts, touch_parts, strict=True)):
+        expected = leads.loc[partition_of(leads["lead_id"], 6) == k, "lead_id"]
+        assert sorted(lp["lead_id"]) == sorted(expected)  # every lead in the partition its hash names
+        assert set(tp["lead_id"]) <= set(lp["lead_id"])  # and its touches beside it
+    assert sum(len(p) for p in touch_parts) == 200
+
+
+def test_features_per_partition_equal_the_local_engines_with_empty_partitions_and_a_rare_category(
+    client: object, tmp_path: Path
+) -> None:
+    import dask.dataframe as dd
+
+    demo = generate_demo_data(n_leads=300, seed=5)
+    leads = demo.leads.copy()
+    leads.loc[leads.index[7], "industry"] = "shipbuilding"  # a category of one lead, so of one partition
+    spec = infer_spec(leads, demo.touchpoints, min_category_count=1)
+    assert "shipbuilding" in " ".join(str(v) for v in spec.category_codes.get("industry", {}))
+    as_of = demo.end - pd.Timedelta(days=30)
+    expected = build_features(leads, demo.touchpoints, as_of, spec)
+    expected.insert(0, "lead_id", leads["lead_id"].to_numpy())
+    n = 400  # more partitions than leads: most are empty
+    parts = co_partition(
+        {"leads": dd.from_pandas(leads, npartitions=4), "touchpoints": dd.from_pandas(demo.touchpoints, npartitions=4)},
+        n,
+    )
+    got = features_by_partition(parts["leads"], parts["touchpoints"], as_of, spec).compute()
+    sizes = parts["leads"].map_partitions(len).compute()
+    assert (sizes == 0).sum() > 0 and len(sizes) == n
+    got = got.sort_values("lead_id").reset_index(drop=True)
+    expected = expected.sort_values("lead_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    rare = got.loc[got["lead_id"] == leads.loc[leads.index[7], "lead_id"]]
+    assert not rare.empty and not expected.loc[expected["lead_id"] == rare["lead_id"].iloc[0]].empty
+
+
+def test_batch_scores_equal_the_local_engines(client: object, trained: TrainedWorld, tmp_path: Path) -> None:
+    model = trained.result.model
+    as_of = pd.Timestamp("2026-04-01", tz="UTC")
+    cutoffs = model.default_cutoffs
+    summary = score_dataset(
+        client,  # type: ignore[arg-type]
+        trained.data_dir,
+        tmp_path / "scores",
+        model,
+        as_of,
+        cutoffs,
+        reasons=False,
+        provenance={"model_version": "7", "threshold_version": 0},
+        leads_per_partition=2_000,
+    )
+    assert summary.partitions > 1
+    dask_scores = pd.read_parquet(tmp_path / "scores").sort_values("lead_id").reset_index(drop=True)
+    data = load_crm_data(trained.data_dir)
+    leads, closed, not_created = open_leads(data, as_of)
+    local = pd.concat(
+        list(
+            score_chunks(
+                model,
+                leads,
+                data.touchpoints,
+                as_of,
+                cutoffs,
+                reasons=False,
+                provenance={"model_version": "7", "threshold_version": 0},
+            )
+        )
+    )
+    local = local.sort_values("lead_id").reset_index(drop=True)
+    assert summary.scored == len(local) and summary.qualified == int(local["qualified"].sum())
+    assert (summary.skipped_closed, summary.skipped_not_yet_created) == (closed, not_created)
+    assert dask_scores["lead_id"].tolist() == local["lead_id"].tolist()
+    np.testing.assert_array_equal(dask_scores["probability"].to_numpy(), local["probability"].to_numpy())
+    assert dask_scores["grade"].tolist() == local["grade"].tolist()
+
+
+def test_the_dask_engine_names_what_it_cannot_read(client: object, tmp_path: Path) -> None:
+    from training.data import DataValidationError
+
+    (tmp_path / "leads.csv").write_text("lead_id,created_at\nA,2026-01-01\n")
+    with pytest.raises(DataValidationError, match=r"no leads/ folder of Parquet parts or leads\.parquet"):
+        read_tables(tmp_path)
+
+
+def test_the_score_command_runs_on_the_cluster_at_scheduler_and_says_where_its_dashboard_is(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    from tests.conftest import leadscore
+
+    out = tmp_path / "scores"
+    proc = leadscore(
+        trained.home,
+        "score",
+        "--engine",
+        "dask",
+        "--data",
+        str(trained.data_dir),
+        "--out",
+        str(out),
+        "--as-of",
+        "2026-04-01",
+        "--no-reasons",
+        "--scheduler",
+        client.scheduler.address,  # type: ignore[attr-defined]
+    )
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "Dask dashboard: http://127.0.0.1:" in said and "scored" in said
+    scored = pd.read_parquet(out)
+    assert f"scored {len(scored):,} open leads" in said and set(scored["threshold_version"]) == {0}
+    wrong = leadscore(trained.home, "score", "--engine", "spark", "--data", str(trained.data_dir), "--out", str(out))
+    assert wrong.returncode == 2 and "--engine" in wrong.stderr

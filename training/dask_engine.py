@@ -1,0 +1,353 @@
+"""Past one machine: the same steps on Dask (``--engine dask``), partition by partition.
+
+Leads, touch points and outcomes are **co-partitioned by lead**: a row goes to partition
+``hash(str(lead_id)) mod n`` (pandas' stable 64-bit hash, :func:`pandas.util.hash_pandas_object`), through a
+Dask shuffle with known divisions, so partition ``k`` of every table holds the same leads. Each partition is
+then validated, featured and scored by today's single-machine functions, unchanged (:func:`build_features`,
+:func:`training.score.score_chunks`): a lead's features only read that lead's rows, so the results are
+those of the local engine, row for row. Nothing is merged across partitions.
+
+Demo data are written as folders of Parquet part files (``leads/``, ``touchpoints/``, ``outcomes/``), one
+part per generated chunk, by the workers: the same rows as the local engine's files, never held in one process.
+
+The cluster is the one at ``--scheduler`` / ``LEADSCORE_DASK_SCHEDULER``; else a ``LocalCluster`` of one
+single-threaded worker process per core, sharing 80% of the machine's memory. The dashboard's address is said.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from training.data import CRMData, DataIssue, DataValidationError, ValidationReport
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from distributed import Client
+
+    from models.scoring_model import GradeCutoffs, ScoringModel
+
+TABLES = ("leads", "touchpoints", "outcomes")
+PARTITION = "_partition"
+
+
+@contextmanager
+def dask_client(
+    scheduler: str | None = None, workers: int | None = None, say: Callable[[str], None] = lambda _: None
+) -> Iterator[Client]:
+    """A client of the cluster at ``scheduler`` (``tcp://host:8786``), else of a new ``LocalCluster`` on
+    loopback: ``workers`` processes (default: one per core) of one thread each, sharing 80% of the memory.
+    ``say`` gets the dashboard's address. The local cluster is closed on exit."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler)
+        cluster = None
+    else:
+        import psutil
+
+        n = workers or os.cpu_count() or 1
+        memory = int(psutil.virtual_memory().total * 0.8 / n)
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            memory_limit=memory,
+            dashboard_address="127.0.0.1:0",
+        )
+        client = Client(cluster)
+    say(f"Dask dashboard: {client.dashboard_link}")
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ---- data: partitioned Parquet in, co-partitioned frames --------------------------------------------------
+def table_path(data_dir: Path, name: str, required: bool = True) -> Path | None:
+    """``data_dir/name/`` (a folder of Parquet parts) or ``data_dir/name.parquet``."""
+    for path in (data_dir / name, data_dir / f"{name}.parquet"):
+        if path.exists():
+            return path
+    if required:
+        raise DataValidationError(
+            [DataIssue(str(data_dir), None, None, f"no {name}/ folder of Parquet parts or {name}.parquet")]
+        )
+    return None
+
+
+def read_tables(data_dir: Path) -> dict[str, dd.DataFrame]:
+    """The data directory's tables as Dask frames (touchpoints only when present).
+
+    Raises:
+        DataValidationError: ``data_dir`` is not a directory, or leads or outcomes are missing. The Dask engine
+            reads Parquet (a single file or a folder of parts); other formats go through the local engine.
+    """
+    import dask.dataframe as dd
+
+    if not data_dir.is_dir():
+        raise DataValidationError(
+            [DataIssue(str(data_dir), None, None, "the Dask engine reads a data directory of Parquet tables")]
+        )
+    frames = {}
+    for name in TABLES:
+        path = table_path(data_dir, name, required=name != "touchpoints")
+        if path is not None:
+            frames[name] = dd.read_parquet(str(path))
+    return frames
+
+
+def partition_of(lead_ids: pd.Series, n: int) -> np.ndarray:
+    """The partition (0..n-1) of each lead id: its text's 64-bit pandas hash, modulo ``n``."""
+    hashed = pd.util.hash_pandas_object(lead_ids.astype(str), index=False).to_numpy()
+    return (hashed % np.uint64(n)).astype(np.int64)
+
+
+def by_lead(frame: dd.DataFrame, n: int) -> dd.DataFrame:
+    """``frame`` in ``n`` partitions by lead: partition ``k`` holds the rows of the leads whose
+    :func:`partition_of` is ``k`` (known divisions, so frames partitioned this way line up)."""
+
+    def tag(part: pd.DataFrame) -> pd.DataFrame:
+        return part.assign(**{PARTITION: partition_of(part["lead_id"], n)})
+
+    meta = tag(frame._meta)
+    tagged = frame.map_partitions(tag, meta=meta)
+    divisions = [*range(n), n - 1] if n > 1 else [0, 0]
+    return tagged.set_index(PARTITION, divisions=divisions, sort=True)
+
+
+def co_partition(frames: dict[str, dd.DataFrame], n: int) -> dict[str, dd.DataFrame]:
+    """Every table :func:`by_lead` into the same ``n`` partitions."""
+    return {name: by_lead(frame, n) for name, frame in frames.items()}
+
+
+def partitions_for(frames: dict[str, dd.DataFrame], leads_per_partition: int) -> int:
+    """How many partitions: about ``leads_per_partition`` leads each (the leads' row count, read from the
+    Parquet metadata when Dask knows it)."""
+    leads = frames["leads"]
+    n_leads = int(leads.shape[0].compute())
+    return max(1, -(-n_leads // leads_per_partition))
+
+
+# ---- one partition, by the single-machine functions -------------------------------------------------------
+@dataclass
+class PartitionReport:
+    """What validating one partition dropped and noted (summed over partitions by :func:`merge_reports`)."""
+
+    rows_read: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+def validated_partition(
+    leads: pd.DataFrame, touches: pd.DataFrame | None, outcomes: pd.DataFrame, now: pd.Timestamp
+) -> tuple[CRMData, PartitionReport]:
+    """One partition's tables through the local engine's validation (same rules, same drops)."""
+    from training.data import _type_attributes, validate_leads, validate_outcomes, validate_touchpoints
+
+    report = ValidationReport(end_bound=now)
+    clean = lambda frame: frame.reset_index(drop=True)  # noqa: E731  (the partition index is not data)
+    valid_leads = validate_leads(clean(leads), "leads", report, False)
+    valid_touches = (
+        None if touches is None else validate_touchpoints(clean(touches), "touchpoints", valid_leads, report, False)
+    )
+    valid_outcomes = validate_outcomes(clean(outcomes), "outcomes", valid_leads, report, False)
+    data = CRMData(
+        leads=_type_attributes(valid_leads, "leads") if len(valid_leads) else valid_leads,
+        touchpoints=valid_touches,
+        outcomes=valid_outcomes,
+        report=report,
+    )
+    summary = PartitionReport(
+        rows_read=dict(report.rows_read), dropped={"rows": int(report.dropped)}, lines=list(report.lines())
+    )
+    return data, summary
+
+
+def score_partition(
+    leads: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    outcomes: pd.DataFrame,
+    *,
+    index: int,
+    out_dir: str,
+    model: ScoringModel,
+    as_of: pd.Timestamp,
+    cutoffs: GradeCutoffs,
+    reasons: bool,
+    provenance: dict[str, str | int],
+    now: pd.Timestamp,
+) -> dict[str, Any]:
+    """Validate (rows dated after ``now`` are dropped), score and write one partition's open leads to
+    ``out_dir/part-{index:05d}.parquet`` (nothing for a partition without open leads); returns the counts."""
+    from training.score import open_leads, score_chunks
+
+    data, report = validated_partition(leads, touches, outcomes, now)
+    open_, closed, not_created = open_leads(data, as_of) if len(data.leads) else (data.leads, 0, 0)
+    scored = qualified = 0
+    if len(open_):
+        frames = list(
+            score_chunks(model, open_, data.touchpoints, as_of, cutoffs, reasons=reasons, provenance=provenance)
+        )
+        scores = pd.concat(frames, ignore_index=True)
+        scores.to_parquet(Path(out_dir) / f"part-{index:05d}.parquet", index=False)
+        scored, qualified = len(scores), int(scores["qualified"].sum())
+    return {
+        "scored": scored,
+        "qualified": qualified,
+        "closed": closed,
+        "not_created": not_created,
+        "rows_read": report.rows_read,
+        "dropped": report.dropped["rows"],
+        "lines": report.lines,
+    }
+
+
+@dataclass(frozen=True)
+class DaskScoreSummary:
+    scored: int
+    qualified: int
+    skipped_closed: int
+    skipped_not_yet_created: int
+    dropped_rows: int
+    partitions: int
+    notes: tuple[str, ...]
+    out: Path
+
+
+def score_dataset(
+    client: Client,
+    data_dir: Path,
+    out_dir: Path,
+    model: ScoringModel,
+    as_of: pd.Timestamp,
+    cutoffs: GradeCutoffs,
+    *,
+    reasons: bool = True,
+    provenance: dict[str, str | int] | None = None,
+    leads_per_partition: int = 100_000,
+) -> DaskScoreSummary:
+    """Score every open lead of a partitioned data directory with ``model``, partition by partition on the
+    cluster; the scores are written as a folder of Parquet parts (``out_dir``, created; must be empty).
+
+    Returns the counts (scored, qualified, left out as closed or not yet created, rows dropped by validation).
+    """
+    import dask
+
+    now = pd.Timestamp.now(tz="UTC")  # rows dated later are dropped, as the local engine does
+    frames = read_tables(data_dir)
+    n = partitions_for(frames, leads_per_partition)
+    parts = co_partition(frames, n)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise DataValidationError([DataIssue(str(out_dir), None, None, "the output folder is not empty")])
+    touches = parts["touchpoints"].to_delayed() if "touchpoints" in parts else [None] * n
+    task = dask.delayed(score_partition, pure=True)
+    model_ref = client.scatter(model, broadcast=True) if hasattr(client, "scatter") else model
+    tasks = [
+        task(
+            lead_part,
+            touch_part,
+            outcome_part,
+            index=i,
+            out_dir=str(out_dir),
+            model=model_ref,
+            as_of=as_of,
+            cutoffs=cutoffs,
+            reasons=reasons,
+            provenance=provenance or {},
+            now=now,
+        )
+        for i, (lead_part, touch_part, outcome_part) in enumerate(
+            zip(parts["leads"].to_delayed(), touches, parts["outcomes"].to_delayed(), strict=True)
+        )
+    ]
+    counts = dask.compute(*tasks)
+    notes: list[str] = []
+    for c in counts:
+        notes.extend(line for line in c["lines"] if line not in notes)
+    return DaskScoreSummary(
+        scored=sum(c["scored"] for c in counts),
+        qualified=sum(c["qualified"] for c in counts),
+        skipped_closed=sum(c["closed"] for c in counts),
+        skipped_not_yet_created=sum(c["not_created"] for c in counts),
+        dropped_rows=sum(c["dropped"] for c in counts),
+        partitions=n,
+        notes=tuple(notes),
+        out=out_dir,
+    )
+
+
+# ---- features, for checks and for the training examples -------------------------------------------------
+def features_by_partition(
+    leads: dd.DataFrame, touches: dd.DataFrame | None, as_of: pd.Timestamp, spec: Any
+) -> dd.DataFrame:
+    """:func:`features.build_features` of every lead as of ``as_of``, partition by partition (the frames
+    co-partitioned by :func:`co_partition`); ``lead_id`` first, then ``spec.feature_names``."""
+    import dask.dataframe as dd
+
+    from features import build_features
+
+    def one(lead_part: pd.DataFrame, touch_part: pd.DataFrame | None) -> pd.DataFrame:
+        lead_part = lead_part.reset_index(drop=True)
+        touch_part = None if touch_part is None else touch_part.reset_index(drop=True)
+        X = build_features(lead_part, touch_part, as_of, spec)
+        X.insert(0, "lead_id", lead_part["lead_id"].to_numpy())
+        return X
+
+    meta = pd.DataFrame(
+        {"lead_id": pd.Series(dtype=object), **{f: pd.Series(dtype=np.float32) for f in spec.feature_names}}
+    )
+    if touches is None:
+        return leads.map_partitions(one, None, meta=meta, align_dataframes=False)
+    return dd.map_partitions(one, leads, touches, meta=meta, align_dataframes=False)
+
+
+# ---- demo data written by the workers ---------------------------------------------------------------------
+def _write_demo_chunk(
+    out: str, index: int, seed: np.random.SeedSequence, first_id: int, n: int, days: int, end_ns: int
+) -> dict[str, int]:
+    from training.demo_data import _chunk
+
+    leads, touches, outcomes = _chunk(np.random.default_rng(seed), first_id, n, days, end_ns)
+    for name, frame in (("leads", leads), ("touchpoints", touches), ("outcomes", outcomes)):
+        frame.to_parquet(Path(out) / name / f"part-{index:05d}.parquet", index=False)
+    return {
+        "leads": len(leads),
+        "touchpoints": len(touches),
+        "outcomes": len(outcomes),
+        "won": int((outcomes["outcome"] == "won").sum()),
+    }
+
+
+def write_demo_data_dask(client: Client, out: Path, n_leads: int, seed: int = 7, days: int = 540) -> dict[str, int]:
+    """The demo CRM of :func:`training.demo_data.generate_demo_data` (same seed, same rows), written by the
+    workers as ``out/leads/``, ``out/touchpoints/`` and ``out/outcomes/``, one Parquet part per chunk of
+    :data:`training.demo_data.CHUNK` leads. Returns the row counts and the wins."""
+    import dask
+
+    from training.demo_data import CHUNK, START
+
+    for name in TABLES:
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for old in (out / name).glob("part-*.parquet"):
+            old.unlink()
+    end = START + pd.Timedelta(days=days)
+    seeds = np.random.SeedSequence(seed).spawn(max(1, -(-n_leads // CHUNK)))
+    task = dask.delayed(_write_demo_chunk, pure=True)
+    tasks = [
+        task(str(out), i, child, i * CHUNK + 1, min(CHUNK, n_leads - i * CHUNK), days, end.value)
+        for i, child in enumerate(seeds)
+    ]
+    counts = dask.compute(*tasks)
+    return {key: sum(c[key] for c in counts) for key in ("leads", "touchpoints", "outcomes", "won")}
