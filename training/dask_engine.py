@@ -149,6 +149,17 @@ class PartitionReport:
     lines: list[str] = field(default_factory=list)
 
 
+def _as_local(frame: pd.DataFrame) -> pd.DataFrame:
+    """A partition as pandas reads the same Parquet: a plain index, and text columns as Python strings with
+    None for missing (Dask reads them as Arrow strings with <NA>), so validation and features see one reading."""
+    frame = frame.reset_index(drop=True)
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.StringDtype):
+            values = frame[column].astype(object)
+            frame[column] = values.where(values.notna(), None)
+    return frame
+
+
 def validated_partition(
     leads: pd.DataFrame, touches: pd.DataFrame | None, outcomes: pd.DataFrame, now: pd.Timestamp
 ) -> tuple[CRMData, PartitionReport]:
@@ -156,7 +167,7 @@ def validated_partition(
     from training.data import _type_attributes, validate_leads, validate_outcomes, validate_touchpoints
 
     report = ValidationReport(end_bound=now)
-    clean = lambda frame: frame.reset_index(drop=True)  # noqa: E731  (the partition index is not data)
+    clean = _as_local  # the frames as the local engine reads them
     valid_leads = validate_leads(clean(leads), "leads", report, False)
     valid_touches = (
         None if touches is None else validate_touchpoints(clean(touches), "touchpoints", valid_leads, report, False)
@@ -288,6 +299,101 @@ def score_dataset(
     )
 
 
+# ---- training examples ------------------------------------------------------------------------------------
+def _latest_valid(
+    leads: pd.DataFrame, touches: pd.DataFrame | None, outcomes: pd.DataFrame, now: pd.Timestamp
+) -> pd.Timestamp | None:
+    data, _ = validated_partition(leads, touches, outcomes, now)
+    return data.latest_time() if len(data.leads) else None
+
+
+def _examples_of(
+    leads: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    outcomes: pd.DataFrame,
+    now: pd.Timestamp,
+    end: pd.Timestamp,
+    config: Any,
+    empty: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    from training.pipeline import make_examples
+
+    data, _ = validated_partition(leads, touches, outcomes, now)
+    if not len(data.leads):
+        return pd.DataFrame() if empty is None else empty
+    data.data_end = end
+    return make_examples(data, config)
+
+
+@dataclass(frozen=True)
+class DaskExamples:
+    """The labelled scoring moments of a partitioned data directory: one delayed pandas frame per lead
+    partition (pandas frames, not a Dask DataFrame, so that their text columns stay as the local engine's)."""
+
+    pieces: list[Any]
+    data_end: pd.Timestamp
+    partitions: int
+
+    def compute(self) -> pd.DataFrame:
+        """Every example in one frame (rows grouped by partition): for data that fit in memory."""
+        import dask
+
+        return pd.concat(dask.compute(*self.pieces), ignore_index=True)
+
+
+def examples_dataset(
+    data_dir: Path,
+    config: Any,
+    *,
+    data_end: pd.Timestamp | None = None,
+    now: pd.Timestamp | None = None,
+    leads_per_partition: int = 100_000,
+) -> DaskExamples:
+    """The training examples of :func:`training.pipeline.make_examples`, built partition by partition: each
+    partition is validated as the local engine validates, its scoring moments taken and labelled up to the
+    end of the data. The end is ``data_end`` (the export time) or else the latest valid time of any partition
+    that is not after ``now`` (the clock): one pass over the data before the examples.
+
+    Returns the examples, not computed (columns as the local engine's, rows grouped by partition), with the
+    end of the data used.
+    """
+    import dask
+
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    frames = read_tables(data_dir)
+    n = partitions_for(frames, leads_per_partition)
+    parts = co_partition(frames, n)
+    touches = parts["touchpoints"].to_delayed() if "touchpoints" in parts else [None] * n
+    triples = list(zip(parts["leads"].to_delayed(), touches, parts["outcomes"].to_delayed(), strict=True))
+    if data_end is None:
+        latest = dask.compute(*(dask.delayed(_latest_valid)(lp, tp, op, now) for lp, tp, op in triples))
+        found = [t for t in latest if t is not None and not pd.isna(t)]
+        if not found:
+            raise DataValidationError([DataIssue(str(data_dir), None, None, "no valid lead is left")])
+        data_end = max(found)
+    meta = _examples_meta(parts, config, now, data_end)
+    make = dask.delayed(_examples_of, pure=True)
+    pieces = [make(lp, tp, op, now, data_end, config, meta) for lp, tp, op in triples]
+    return DaskExamples(pieces, data_end, n)
+
+
+def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The examples' columns and types, from the local function on the first rows of the first partition that
+    has leads (a lead and its rows, so that every column comes out typed)."""
+    leads = parts["leads"].head(1, npartitions=-1).reset_index(drop=True)
+    ids = set(leads["lead_id"])
+    sample: dict[str, pd.DataFrame | None] = {"leads": leads}
+    for name in ("touchpoints", "outcomes"):
+        if name in parts:
+            frame = parts[name]
+            sample[name] = frame[frame["lead_id"].isin(list(ids))].compute().reset_index(drop=True)
+        else:
+            sample[name] = None
+    outcomes = sample["outcomes"]
+    assert outcomes is not None
+    return _examples_of(leads, sample["touchpoints"], outcomes, now, end, config).iloc[:0]
+
+
 # ---- features, for checks and for the training examples -------------------------------------------------
 def features_by_partition(
     leads: dd.DataFrame, touches: dd.DataFrame | None, as_of: pd.Timestamp, spec: Any
@@ -299,8 +405,8 @@ def features_by_partition(
     from features import build_features
 
     def one(lead_part: pd.DataFrame, touch_part: pd.DataFrame | None) -> pd.DataFrame:
-        lead_part = lead_part.reset_index(drop=True)
-        touch_part = None if touch_part is None else touch_part.reset_index(drop=True)
+        lead_part = _as_local(lead_part)
+        touch_part = None if touch_part is None else _as_local(touch_part)
         X = build_features(lead_part, touch_part, as_of, spec)
         X.insert(0, "lead_id", lead_part["lead_id"].to_numpy())
         return X

@@ -165,3 +165,19 @@ def test_the_score_command_runs_on_the_cluster_at_scheduler_and_says_where_its_d
     assert f"scored {len(scored):,} open leads" in said and set(scored["threshold_version"]) == {0}
     wrong = leadscore(trained.home, "score", "--engine", "spark", "--data", str(trained.data_dir), "--out", str(out))
     assert wrong.returncode == 2 and "--engine" in wrong.stderr
+
+
+def test_training_examples_equal_the_local_engines(client: object, trained: TrainedWorld) -> None:
+    from training.dask_engine import examples_dataset
+    from training.pipeline import make_examples
+
+    data = load_crm_data(trained.data_dir)
+    local = make_examples(data, trained.config)
+    built = examples_dataset(trained.data_dir, trained.config, leads_per_partition=2_000)
+    assert built.partitions > 1 and built.data_end == data.end_time  # the end found over every partition
+    got = built.compute()
+    keys = ["lead_id", "as_of"]
+    got = got.sort_values(keys).reset_index(drop=True)
+    local = local.sort_values(keys).reset_index(drop=True)
+    assert len(got) == len(local) and got["label"].sum() == local["label"].sum() > 0
+    pd.testing.assert_frame_equal(got[local.columns], local, check_dtype=False, check_categorical=False)
