@@ -439,31 +439,128 @@ def infer_spec(
     Returns:
         A spec whose vocabularies come from ``leads`` and ``touchpoints``.
     """
-    numeric: list[str] = []
-    categorical: dict[str, tuple[str, ...]] = {}
+    counts = spec_counts(leads, touchpoints, exclude_columns=exclude_columns)
+    return spec_from_counts(
+        counts,
+        exclude_columns=exclude_columns,
+        max_categories=max_categories,
+        min_category_count=min_category_count,
+        max_channels=max_channels,
+        **config,
+    )
+
+
+@dataclass
+class SpecCounts:
+    """What :func:`infer_spec` learns from, as sums: counts of one part of the data add up with another's
+    (:meth:`merge`), so a spec can be learnt partition by partition and equal the one learnt from the whole.
+
+    Attributes:
+        columns: the attribute columns, in the leads table's order.
+        numeric_dtype: per column, whether its dtype is numeric (not boolean) in every part.
+        has_number / has_other_text: per column, whether some value reads as a number / some value is text
+            that neither reads as a number, a boolean nor a placeholder (see :func:`reads_as_numbers`).
+        categories: per column, rows per :func:`category_key` (missing values not counted).
+        channels: touches per :func:`normalize_label` of their channel; ``has_touches``: a touch log was given.
+    """
+
+    columns: list[str] = field(default_factory=list)
+    numeric_dtype: dict[str, bool] = field(default_factory=dict)
+    has_number: dict[str, bool] = field(default_factory=dict)
+    has_other_text: dict[str, bool] = field(default_factory=dict)
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    channels: dict[str, int] = field(default_factory=dict)
+    has_touches: bool = False
+
+    def merge(self, other: SpecCounts) -> SpecCounts:
+        """The counts of both parts (columns of either, in this part's order first)."""
+        out = SpecCounts(columns=list(dict.fromkeys([*self.columns, *other.columns])))
+        for col in out.columns:
+            mine, theirs = col in self.columns, col in other.columns
+            out.numeric_dtype[col] = (not mine or self.numeric_dtype[col]) and (not theirs or other.numeric_dtype[col])
+            out.has_number[col] = self.has_number.get(col, False) or other.has_number.get(col, False)
+            out.has_other_text[col] = self.has_other_text.get(col, False) or other.has_other_text.get(col, False)
+            out.categories[col] = _add_counts(self.categories.get(col, {}), other.categories.get(col, {}))
+        out.channels = _add_counts(self.channels, other.channels)
+        out.has_touches = self.has_touches or other.has_touches
+        return out
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def spec_counts(
+    leads: pd.DataFrame, touchpoints: pd.DataFrame | None, *, exclude_columns: tuple[str, ...] = ()
+) -> SpecCounts:
+    """The :class:`SpecCounts` of one part of the data (or of all of it)."""
+    counts = SpecCounts(has_touches=touchpoints is not None)
     for col in leads.columns:
         if col in RESERVED_LEAD_COLUMNS or col in exclude_columns:
             continue
         series = leads[col]
-        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            numeric.append(col)
+        counts.columns.append(col)
+        counts.numeric_dtype[col] = bool(
+            pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        )
+        if counts.numeric_dtype[col]:  # numeric whatever its values: nothing else to count
+            counts.has_number[col], counts.has_other_text[col], counts.categories[col] = False, False, {}
             continue
         codes, distinct = factorize_values(series)
-        if reads_as_numbers(distinct):  # text that spells numbers (booleans alone stay categories)
-            numeric.append(col)
-            continue
+        keys = [category_key(v) for v in distinct]
+        number = other = False
+        for key in keys:
+            if key is None or key in BOOLEAN_KEYS:
+                continue
+            if _parse_number(key) is None:
+                other = True
+            else:
+                number = True
+        counts.has_number[col], counts.has_other_text[col] = number, other
         per_value = np.bincount(codes[codes >= 0], minlength=len(distinct))
-        keyed = pd.Series(per_value, index=[category_key(v) for v in distinct], dtype=np.int64)
-        counts = keyed[keyed.index.notna()].groupby(level=0).sum()
-        counts = counts[counts >= min_category_count].sort_values(ascending=False, kind="stable")
-        categorical[col] = tuple(sorted(counts.index[:max_categories].tolist(), key=lambda v: (-counts[v], v)))
-    channels: tuple[str, ...] = ()
-    use_touches = touchpoints is not None
+        by_key: dict[str, int] = {}
+        for key, n in zip(keys, per_value.tolist(), strict=True):
+            if key is not None:
+                by_key[key] = by_key.get(key, 0) + n
+        counts.categories[col] = by_key
     if touchpoints is not None and "channel" in touchpoints.columns and len(touchpoints):
         raw = touchpoints["channel"].value_counts(dropna=True)
-        counts = pd.Series(raw.to_numpy(), index=[normalize_label(v) for v in raw.index]).groupby(level=0).sum()
-        counts = counts[counts.index != OTHER].sort_values(ascending=False, kind="stable")
-        channels = tuple(sorted(counts.index[:max_channels].tolist()))
+        for label, n in zip(raw.index, raw.to_numpy().tolist(), strict=True):
+            key = normalize_label(label)
+            counts.channels[key] = counts.channels.get(key, 0) + int(n)
+    return counts
+
+
+def spec_from_counts(
+    counts: SpecCounts,
+    *,
+    exclude_columns: tuple[str, ...] = (),
+    max_categories: int = 50,
+    min_category_count: int = 5,
+    max_channels: int = 12,
+    **config: Any,
+) -> FeatureSpec:
+    """The spec :func:`infer_spec` learns, from the counts (same arguments): a column is numeric when its dtype
+    is, or when some value reads as a number and none is other text; a vocabulary keeps the
+    ``max_categories`` most frequent keys seen at least ``min_category_count`` times (ties by key), most
+    frequent first; the ``max_channels`` most frequent channels other than ``other`` are kept, by name."""
+    numeric: list[str] = []
+    categorical: dict[str, tuple[str, ...]] = {}
+    for col in counts.columns:
+        if counts.numeric_dtype[col] or (counts.has_number[col] and not counts.has_other_text[col]):
+            numeric.append(col)
+            continue
+        frequent = [(key, n) for key, n in counts.categories[col].items() if n >= min_category_count]
+        frequent.sort(key=lambda item: (-item[1], item[0]))
+        categorical[col] = tuple(key for key, _ in frequent[:max_categories])
+    kept = sorted(
+        ((key, n) for key, n in counts.channels.items() if key != OTHER), key=lambda item: (-item[1], item[0])
+    )
+    channels = tuple(sorted(key for key, _ in kept[:max_channels]))
+    use_touches = counts.has_touches
     return FeatureSpec(
         channels=channels,
         numeric_attributes=tuple(numeric),

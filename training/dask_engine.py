@@ -419,6 +419,34 @@ def features_by_partition(
     return dd.map_partitions(one, leads, touches, meta=meta, align_dataframes=False)
 
 
+def spec_by_partition(
+    leads: dd.DataFrame, touches: dd.DataFrame | None, *, exclude_columns: tuple[str, ...] = (), **options: Any
+) -> Any:
+    """:func:`features.spec.infer_spec` over frames too large for one process: the counts it learns from
+    (:func:`features.spec.spec_counts`) are taken per partition and summed, then the same choice is made
+    (:func:`features.spec.spec_from_counts`), so the spec equals the one learnt from the whole data. The
+    frames need not be co-partitioned (counts of leads and of touches are separate)."""
+    import dask
+    from dask import delayed
+
+    from features.spec import SpecCounts, spec_counts, spec_from_counts
+
+    def lead_counts(part: pd.DataFrame) -> SpecCounts:
+        return spec_counts(_as_local(part), None, exclude_columns=exclude_columns)
+
+    def touch_counts(part: pd.DataFrame) -> SpecCounts:
+        return spec_counts(pd.DataFrame(), _as_local(part))  # no lead columns: the touches only
+
+    parts = [delayed(lead_counts)(p) for p in leads.to_delayed()]
+    if touches is not None:
+        parts += [delayed(touch_counts)(p) for p in touches.to_delayed()]
+    counted = dask.compute(*parts)
+    total = SpecCounts(has_touches=touches is not None)
+    for c in counted:
+        total = total.merge(c)
+    return spec_from_counts(total, exclude_columns=exclude_columns, **options)
+
+
 # ---- demo data written by the workers ---------------------------------------------------------------------
 def _write_demo_chunk(
     out: str, index: int, seed: np.random.SeedSequence, first_id: int, n: int, days: int, end_ns: int

@@ -181,3 +181,27 @@ def test_training_examples_equal_the_local_engines(client: object, trained: Trai
     local = local.sort_values(keys).reset_index(drop=True)
     assert len(got) == len(local) and got["label"].sum() == local["label"].sum() > 0
     pd.testing.assert_frame_equal(got[local.columns], local, check_dtype=False, check_categorical=False)
+
+
+def test_a_spec_learnt_per_partition_equals_the_one_learnt_from_the_whole(client: object) -> None:
+    """Counts add up across partitions: a category seen in one partition only is kept, and one seen 3 times in
+    each of two partitions passes a minimum of 5 that neither partition reaches alone."""
+    import dask.dataframe as dd
+
+    from training.dask_engine import spec_by_partition
+
+    demo = generate_demo_data(n_leads=600, seed=9)
+    leads = demo.leads.copy()
+    leads.loc[leads.index[5], "industry"] = "shipbuilding"
+    leads.loc[leads.index[[0, 1, 2, 597, 598, 599]], "industry"] = "mining"
+    whole = infer_spec(leads, demo.touchpoints, min_category_count=1)
+    got = spec_by_partition(
+        dd.from_pandas(leads, npartitions=3), dd.from_pandas(demo.touchpoints, npartitions=4), min_category_count=1
+    )
+    assert got == whole and "shipbuilding" in whole.categorical_attributes["industry"]
+    five = spec_by_partition(dd.from_pandas(leads, npartitions=2), None, min_category_count=5)
+    assert five == infer_spec(leads, None, min_category_count=5)
+    assert (
+        "mining" in five.categorical_attributes["industry"]
+        and "shipbuilding" not in five.categorical_attributes["industry"]
+    )
