@@ -49,8 +49,14 @@ def demo_data(
 
         if format != "parquet":
             raise typer.BadParameter("the Dask engine writes Parquet", param_hint="--format")
-        with _dask(scheduler) as client:
-            counts = write_demo_data_dask(client, out, n_leads=leads, seed=seed)
+        from training.dask_engine import ClusterUnavailable
+
+        try:
+            with _dask(scheduler) as client:
+                counts = write_demo_data_dask(client, out, n_leads=leads, seed=seed)
+        except ClusterUnavailable as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from err
         console.print(
             f"wrote {counts['leads']:,} leads, {counts['touchpoints']:,} touch points, {counts['outcomes']:,} "
             f"outcomes ({counts['won']:,} won) to {out} as folders of Parquet parts"
@@ -133,8 +139,12 @@ def _dask(scheduler: str | None) -> Any:
     from leadscore.settings import get_settings
     from training.dask_engine import dask_client
 
-    address = scheduler or get_settings().dask_scheduler
-    return dask_client(address, say=lambda line: console.print(line))
+    settings = get_settings()
+    return dask_client(
+        scheduler or settings.dask_scheduler,
+        say=lambda line: console.print(line),
+        connect_timeout=settings.dask_connect_seconds,
+    )
 
 
 Delimiter = Annotated[
@@ -464,7 +474,7 @@ def _score_on_dask(data: Path, out: Path, when: Any, model: str | None, reasons:
     (The score log is not written from a cluster run: its rows would be as many as the open leads.)"""
     from leadscore.settings import get_settings
     from models.registry import NoChampionModel, load_model_uri
-    from training.dask_engine import score_dataset
+    from training.dask_engine import ClusterUnavailable, score_dataset
     from training.data import DataValidationError
 
     settings = get_settings()
@@ -482,7 +492,7 @@ def _score_on_dask(data: Path, out: Path, when: Any, model: str | None, reasons:
                 reasons=reasons,
                 provenance={"model_version": loaded.version, "threshold_version": force.version},
             )
-    except (NoChampionModel, DataValidationError) as err:
+    except (NoChampionModel, DataValidationError, ClusterUnavailable) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     for line in summary.notes:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
         description="Address of a running Dask scheduler (tcp://host:8786) for --engine dask; unset: a "
         "LocalCluster of one worker per core.",
     )
+    dask_connect_seconds: float = Field(30.0, gt=0, description="How long to wait for the Dask scheduler to answer.")
     score_log_retention_days: int = Field(
         400, ge=1, description="Score log rows older than this are deleted (first scores and hand-overs are kept)."
     )

@@ -38,17 +38,31 @@ TABLES = ("leads", "touchpoints", "outcomes")
 PARTITION = "_partition"
 
 
+class ClusterUnavailable(RuntimeError):
+    """The Dask scheduler given cannot be reached (the message names it)."""
+
+
 @contextmanager
 def dask_client(
-    scheduler: str | None = None, workers: int | None = None, say: Callable[[str], None] = lambda _: None
+    scheduler: str | None = None,
+    workers: int | None = None,
+    say: Callable[[str], None] = lambda _: None,
+    connect_timeout: float = 30.0,
 ) -> Iterator[Client]:
     """A client of the cluster at ``scheduler`` (``tcp://host:8786``), else of a new ``LocalCluster`` on
     loopback: ``workers`` processes (default: one per core) of one thread each, sharing 80% of the memory.
-    ``say`` gets the dashboard's address. The local cluster is closed on exit."""
+    ``say`` gets the dashboard's address. The local cluster is closed on exit.
+
+    Raises:
+        ClusterUnavailable: no scheduler answers at ``scheduler`` within ``connect_timeout`` seconds.
+    """
     from distributed import Client, LocalCluster
 
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {scheduler!r}: {err}") from err
         cluster = None
     else:
         import psutil

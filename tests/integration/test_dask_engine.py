@@ -205,3 +205,13 @@ def test_a_spec_learnt_per_partition_equals_the_one_learnt_from_the_whole(client
         "mining" in five.categorical_attributes["industry"]
         and "shipbuilding" not in five.categorical_attributes["industry"]
     )
+
+
+def test_an_unreachable_scheduler_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    from tests.conftest import leadscore_in_process
+
+    args = ("demo-data", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "d"))
+    run = leadscore_in_process(tmp_path, *args, LEADSCORE_DASK_CONNECT_SECONDS="1")
+    assert run.returncode == 2 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in " ".join(
+        run.stderr.split()
+    )
