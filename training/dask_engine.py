@@ -391,6 +391,50 @@ def examples_dataset(
     return DaskExamples(pieces, data_end, n)
 
 
+WINDOWS = ("train", "calibration", "test")
+
+
+def _with_window(examples: pd.DataFrame, bounds: Any) -> pd.DataFrame:
+    """The examples in a window, with ``window`` and ``weight`` (``1 / moments of the lead in its window``,
+    as :func:`training.pipeline.split_examples` weighs them)."""
+    out = []
+    for name, mask in zip(WINDOWS, bounds.masks(examples), strict=True):
+        rows = examples.loc[mask].copy()
+        rows["window"] = name
+        rows["weight"] = 1.0 / rows["lead_id"].map(rows["lead_id"].value_counts()).to_numpy(dtype=np.float64)
+        out.append(rows)
+    return pd.concat(out, ignore_index=True)
+
+
+def _first_created(examples: pd.DataFrame) -> tuple[pd.Timestamp | None, bool]:
+    if not len(examples):
+        return None, True
+    return examples["created_at"].min(), bool((examples["moment"] == "creation").all())
+
+
+def split_dataset(built: DaskExamples, config: Any) -> tuple[Any, list[Any]]:
+    """The purged time split of :func:`training.pipeline.split_examples` over partitioned examples: the
+    boundaries from the earliest creation among all examples and the end of the data (one pass), then each
+    partition keeps its rows of the three windows, with ``window`` and ``weight``.
+
+    Returns the :class:`training.pipeline.TimeWindows` and one delayed frame per partition.
+
+    Raises:
+        NotEnoughData: as the local split (no example, or data too short for the gaps).
+    """
+    import dask
+
+    from training.pipeline import NotEnoughData, time_windows
+
+    firsts = dask.compute(*(dask.delayed(_first_created)(piece) for piece in built.pieces))
+    known = [t for t, _ in firsts if t is not None]
+    if not known:
+        raise NotEnoughData("no training examples: no lead has a scoring moment whose horizon ends before the end")
+    bounds = time_windows(min(known), built.data_end, config, all(only for _, only in firsts))
+    assign = dask.delayed(_with_window, pure=True)
+    return bounds, [assign(piece, bounds) for piece in built.pieces]
+
+
 def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The examples' columns and types, from the local function on the first rows of the first partition that
     has leads (a lead and its rows, so that every column comes out typed)."""

@@ -177,6 +177,76 @@ def lead_weights(lead_ids: pd.Series | np.ndarray, rows: np.ndarray) -> np.ndarr
     return (1.0 / ids.map(ids.value_counts())).to_numpy(dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class TimeWindows:
+    """The boundaries of the purged time split (see :func:`split_examples`): from two figures of the whole
+    data (the first creation time among the examples, and the end of the data), so that each partition of
+    a larger dataset can assign its own rows (:meth:`masks`)."""
+
+    first: pd.Timestamp
+    end: pd.Timestamp
+    horizon: pd.Timedelta
+    follow_days: int
+    b1: pd.Timestamp
+    b2: pd.Timestamp
+    test_last: pd.Timestamp
+
+    def masks(self, examples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boolean masks of the rows (``created_at``, ``as_of``) in the train, calibration and test windows."""
+        created, as_of = examples["created_at"], examples["as_of"]
+        follow = pd.Timedelta(days=self.follow_days)
+        b1, b2, h = self.b1, self.b2, self.horizon
+        train = ((created < b1) & (as_of <= b1 - h)).to_numpy(dtype=bool)
+        cal = ((created >= b1) & (created < b2) & (as_of <= b2 - h)).to_numpy(dtype=bool)
+        test = ((created >= b2) & (created <= self.test_last) & (as_of <= created + follow)).to_numpy(dtype=bool)
+        return train, cal, test
+
+    def windows(self, horizon_days: int) -> dict[str, str]:
+        b1, b2, h = self.b1, self.b2, self.horizon
+        return {
+            "train_leads_created": f"{self.first.date()} .. {(b1 - h).date()}",
+            "train_moments_until": str((b1 - h).date()),
+            "gap_after_train": f"{(b1 - h).date()} .. {b1.date()} ({horizon_days} days)",
+            "calibration_leads_created": f"{b1.date()} .. {(b2 - h).date()}",
+            "calibration_moments_until": str((b2 - h).date()),
+            "gap_after_calibration": f"{(b2 - h).date()} .. {b2.date()} ({horizon_days} days)",
+            "test_leads_created": f"{b2.date()} .. {self.test_last.date()}",
+            "test_follow_up_days": str(self.follow_days),
+            "test_moments_until": str((self.end - h).date()),
+            "data_end": self.end.isoformat(),
+        }
+
+
+def time_windows(first: pd.Timestamp, end: pd.Timestamp, config: TrainConfig, only_creation: bool) -> TimeWindows:
+    """The boundaries of the purged time split of :func:`split_examples`.
+
+    Args:
+        first: the earliest ``created_at`` among the examples.
+        end: the end of the data.
+        config: horizon, lead-age limit, test follow-up, calibration and test fractions.
+        only_creation: every example is a creation moment (a flat export): no follow-up.
+
+    Raises:
+        NotEnoughData: data too short for two gaps of one horizon and the follow-up.
+    """
+    horizon = pd.Timedelta(days=config.horizon_days)
+    follow_days = 0 if only_creation else min(config.test_follow_up_days, config.max_lead_age_days)
+    follow = pd.Timedelta(days=follow_days)
+    span = (end - horizon - first) - 2 * horizon - follow
+    if span <= pd.Timedelta(days=3):
+        raise NotEnoughData(
+            f"the data runs from {first.date()} to {end.date()}: a time split purged by the horizon needs more "
+            f"than three horizons ({3 * config.horizon_days} days) plus the test follow-up ({follow_days} days) "
+            "of leads, plus the windows themselves; shorten --horizon-days or add data"
+        )
+    test_span = span * config.test_fraction
+    cal_span = span * config.calibration_fraction
+    test_last = end - horizon - follow
+    b2 = (test_last - test_span).floor("D")
+    b1 = (b2 - horizon - cal_span).floor("D")
+    return TimeWindows(first, end, horizon, follow_days, b1, b2, test_last)
+
+
 def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, notes: list[str]) -> Split:
     """A purged, lead-grouped time split, or (no time information) a stratified split of leads.
 
@@ -219,42 +289,13 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         train, cal = train_test_split(rest, test_size=cal_share, stratify=y[rest], random_state=config.seed)
         parts = (np.sort(train), np.sort(cal), np.sort(test))
         return Split("stratified", *parts, windows={}, weight=_weights(examples, parts))
-    horizon = pd.Timedelta(days=config.horizon_days)
-    follow_days = min(config.test_follow_up_days, config.max_lead_age_days)
-    if (examples["moment"] == "creation").all():
-        follow_days = 0  # scored once, at creation (a flat export): nothing to follow up
-    follow = pd.Timedelta(days=follow_days)
-    end = data.end_time
-    first = examples["created_at"].min()
-    span = (end - horizon - first) - 2 * horizon - follow
-    if span <= pd.Timedelta(days=3):
-        raise NotEnoughData(
-            f"the data runs from {first.date()} to {end.date()}: a time split purged by the horizon needs more "
-            f"than three horizons ({3 * config.horizon_days} days) plus the test follow-up ({follow_days} days) "
-            "of leads, plus the windows themselves; shorten --horizon-days or add data"
-        )
-    test_span = span * config.test_fraction
-    cal_span = span * config.calibration_fraction
-    test_last = end - horizon - follow
-    b2 = (test_last - test_span).floor("D")
-    b1 = (b2 - horizon - cal_span).floor("D")
-    created, as_of = examples["created_at"], examples["as_of"]
-    train = np.flatnonzero(((created < b1) & (as_of <= b1 - horizon)).to_numpy())
-    cal = np.flatnonzero(((created >= b1) & (created < b2) & (as_of <= b2 - horizon)).to_numpy())
-    test = np.flatnonzero(((created >= b2) & (created <= test_last) & (as_of <= created + follow)).to_numpy())
-    windows = {
-        "train_leads_created": f"{first.date()} .. {(b1 - horizon).date()}",
-        "train_moments_until": str((b1 - horizon).date()),
-        "gap_after_train": f"{(b1 - horizon).date()} .. {b1.date()} ({config.horizon_days} days)",
-        "calibration_leads_created": f"{b1.date()} .. {(b2 - horizon).date()}",
-        "calibration_moments_until": str((b2 - horizon).date()),
-        "gap_after_calibration": f"{(b2 - horizon).date()} .. {b2.date()} ({config.horizon_days} days)",
-        "test_leads_created": f"{b2.date()} .. {test_last.date()}",
-        "test_follow_up_days": str(follow_days),
-        "test_moments_until": str((end - horizon).date()),
-        "data_end": end.isoformat(),
-    }
-    parts = (train, cal, test)
+    only_creation = bool((examples["moment"] == "creation").all())
+    bounds = time_windows(examples["created_at"].min(), data.end_time, config, only_creation)
+    horizon, follow_days, b1, b2 = bounds.horizon, bounds.follow_days, bounds.b1, bounds.b2
+    created = examples["created_at"]
+    train_mask, cal_mask, test_mask = bounds.masks(examples)
+    parts = (np.flatnonzero(train_mask), np.flatnonzero(cal_mask), np.flatnonzero(test_mask))
+    windows = bounds.windows(config.horizon_days)
     in_gap = ((created >= b1 - horizon) & (created < b1)) | ((created >= b2 - horizon) & (created < b2))
     gap_leads = examples.loc[in_gap, "lead_id"].nunique()
     notes.append(

@@ -215,3 +215,26 @@ def test_an_unreachable_scheduler_is_a_message_not_a_traceback(tmp_path: Path) -
     assert run.returncode == 2 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in " ".join(
         run.stderr.split()
     )
+
+
+def test_the_purged_time_split_per_partition_equals_the_local_split(client: object, trained: TrainedWorld) -> None:
+    import dask
+
+    from training.dask_engine import examples_dataset, split_dataset
+    from training.pipeline import make_examples, split_examples
+
+    data = load_crm_data(trained.data_dir)
+    local = make_examples(data, trained.config)
+    split = split_examples(local, data, trained.config, [])
+    expected = []
+    for name, rows in (("train", split.train), ("calibration", split.calibration), ("test", split.test)):
+        part = local.iloc[rows][["lead_id", "as_of"]].assign(window=name, weight=split.weight[rows])
+        expected.append(part)
+    want = pd.concat(expected).sort_values(["lead_id", "as_of"]).reset_index(drop=True)
+    built = examples_dataset(trained.data_dir, trained.config, leads_per_partition=2_000)
+    bounds, pieces = split_dataset(built, trained.config)
+    got = pd.concat(dask.compute(*pieces))[["lead_id", "as_of", "window", "weight"]]
+    got = got.sort_values(["lead_id", "as_of"]).reset_index(drop=True)
+    assert bounds.windows(trained.config.horizon_days) == split.windows
+    assert set(want["window"]) == {"train", "calibration", "test"}
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
