@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -330,13 +330,27 @@ def _examples_of(
     config: Any,
     empty: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
+    return _examples_and_touches(leads, touches, outcomes, now, end, config, empty)[0]
+
+
+def _examples_and_touches(
+    leads: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    outcomes: pd.DataFrame,
+    now: pd.Timestamp,
+    end: pd.Timestamp,
+    config: Any,
+    empty: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """A partition's examples, its validated touches and its lead columns."""
     from training.pipeline import make_examples
 
     data, _ = validated_partition(leads, touches, outcomes, now)
     if not len(data.leads):
-        return pd.DataFrame() if empty is None else empty
+        examples = pd.DataFrame() if empty is None else empty
+        return examples, data.touchpoints, list(data.leads.columns)
     data.data_end = end
-    return make_examples(data, config)
+    return make_examples(data, config), data.touchpoints, list(data.leads.columns)
 
 
 @dataclass(frozen=True)
@@ -347,6 +361,8 @@ class DaskExamples:
     pieces: list[Any]
     data_end: pd.Timestamp
     partitions: int
+    touches: list[Any] = field(default_factory=list)  # per partition: its validated touches (delayed)
+    lead_columns: list[str] = field(default_factory=list)
 
     def compute(self) -> pd.DataFrame:
         """Every example in one frame (rows grouped by partition): for data that fit in memory."""
@@ -386,9 +402,10 @@ def examples_dataset(
             raise DataValidationError([DataIssue(str(data_dir), None, None, "no valid lead is left")])
         data_end = max(found)
     meta = _examples_meta(parts, config, now, data_end)
-    make = dask.delayed(_examples_of, pure=True)
-    pieces = [make(lp, tp, op, now, data_end, config, meta) for lp, tp, op in triples]
-    return DaskExamples(pieces, data_end, n)
+    make = dask.delayed(_examples_and_touches, pure=True, nout=3)
+    made = [make(lp, tp, op, now, data_end, config, meta) for lp, tp, op in triples]
+    lead_columns = [c for c in meta.columns if c not in ("as_of", "moment", "label", "won_at")]
+    return DaskExamples([m[0] for m in made], data_end, n, [m[1] for m in made], lead_columns)
 
 
 WINDOWS = ("train", "calibration", "test")
@@ -433,6 +450,91 @@ def split_dataset(built: DaskExamples, config: Any) -> tuple[Any, list[Any]]:
     bounds = time_windows(min(known), built.data_end, config, all(only for _, only in firsts))
     assign = dask.delayed(_with_window, pure=True)
     return bounds, [assign(piece, bounds) for piece in built.pieces]
+
+
+def _train_until(piece: pd.DataFrame) -> pd.Timestamp | None:
+    train = piece.loc[piece["window"] == "train", "as_of"] if len(piece) else piece.iloc[:0]
+    return cast(pd.Timestamp, train.max()) if len(train) else None
+
+
+def _train_spec_counts(
+    piece: pd.DataFrame, touches: pd.DataFrame | None, until: pd.Timestamp, columns: list[str]
+) -> Any:
+    from features.spec import spec_counts
+
+    train = piece.loc[piece["window"] == "train", columns].drop_duplicates("lead_id") if len(piece) else None
+    leads = train if train is not None else pd.DataFrame(columns=columns)
+    known = None if touches is None else touches[touches["occurred_at"] <= until]
+    return spec_counts(leads, known)
+
+
+def _window_features(
+    piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str], keep_negatives: float, seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A partition's examples in the windows (train negatives kept with probability ``keep_negatives``, their
+    weight divided by it) and their features (float32, spec order)."""
+    from features import build_features
+
+    if not len(piece):
+        return piece, np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+    if keep_negatives < 1.0:
+        rng = np.random.default_rng(seed)
+        negative = (piece["window"] == "train").to_numpy() & (piece["label"] == 0).to_numpy()
+        kept = ~negative | (rng.random(len(piece)) < keep_negatives)
+        piece = piece.loc[kept].copy()
+        piece.loc[negative[kept], "weight"] = piece.loc[negative[kept], "weight"] / keep_negatives
+        piece = piece.reset_index(drop=True)
+    X = build_features(piece[columns], touches, piece["as_of"], spec).to_numpy(dtype=np.float32)
+    return piece, X
+
+
+@dataclass(frozen=True)
+class TrainingMatrix:
+    """The examples of the three windows, collected: rows (``window``, ``weight``, the lead columns, ...) and
+    their features, with the spec learnt from the train window and the share of train negatives kept."""
+
+    rows: pd.DataFrame
+    X: np.ndarray
+    spec: Any
+    keep_negatives: float
+
+
+def training_matrix(
+    built: DaskExamples, pieces: list[Any], config: Any, *, keep_negatives: float = 1.0, seed: int = 7
+) -> TrainingMatrix:
+    """Features of the windowed examples (``pieces`` from :func:`split_dataset`), built partition by
+    partition, with the spec the local engine learns (train-window leads, touches up to the last train
+    moment), and collected to this process. ``keep_negatives`` below 1 keeps that share of the train window's
+    negative examples (partition ``k`` draws with seed ``seed + k``) and multiplies their weight by its
+    inverse, so the weighted totals are unbiased; calibration and test rows are all kept.
+    """
+    import dask
+
+    from features.spec import SpecCounts, spec_from_counts
+
+    ends = [t for t in dask.compute(*(dask.delayed(_train_until)(p) for p in pieces)) if t is not None]
+    if not ends:
+        from training.pipeline import NotEnoughData
+
+        raise NotEnoughData("the training window has no scoring moment")
+    until = max(ends)
+    columns = built.lead_columns
+    counted = dask.compute(
+        *(dask.delayed(_train_spec_counts)(p, t, until, columns) for p, t in zip(pieces, built.touches, strict=True))
+    )
+    total = SpecCounts(has_touches=any(c.has_touches for c in counted))
+    for c in counted:
+        total = total.merge(c)
+    spec = spec_from_counts(total, half_life_days=config.half_life_days)
+    made = dask.compute(
+        *(
+            dask.delayed(_window_features)(p, t, spec, columns, keep_negatives, seed + k)
+            for k, (p, t) in enumerate(zip(pieces, built.touches, strict=True))
+        )
+    )
+    rows = pd.concat([m[0] for m in made], ignore_index=True)
+    X = np.concatenate([m[1] for m in made]) if made else np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+    return TrainingMatrix(rows, X, spec, keep_negatives)
 
 
 def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

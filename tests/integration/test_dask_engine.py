@@ -238,3 +238,46 @@ def test_the_purged_time_split_per_partition_equals_the_local_split(client: obje
     assert bounds.windows(trained.config.horizon_days) == split.windows
     assert set(want["window"]) == {"train", "calibration", "test"}
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_the_training_matrix_equals_the_local_engines_and_sampling_keeps_the_weighted_totals(
+    client: object, trained: TrainedWorld
+) -> None:
+    from training.dask_engine import examples_dataset, split_dataset, training_matrix
+    from training.pipeline import make_examples, split_examples
+
+    config = trained.config
+    data = load_crm_data(trained.data_dir)
+    local = make_examples(data, config)
+    split = split_examples(local, data, config, [])
+    train_rows = local.iloc[split.train]
+    lead_cols = list(data.leads.columns)
+    touches = data.touchpoints
+    assert touches is not None
+    known = touches[touches["occurred_at"] <= train_rows["as_of"].max()]
+    spec = infer_spec(train_rows[lead_cols].drop_duplicates("lead_id"), known, half_life_days=config.half_life_days)
+    rows = np.concatenate([split.train, split.calibration, split.test])
+    X_local = build_features(local[lead_cols], touches, local["as_of"], spec).to_numpy(dtype=np.float32)[rows]
+    keys = local.iloc[rows][["lead_id", "as_of"]].reset_index(drop=True)
+
+    built = examples_dataset(trained.data_dir, config, leads_per_partition=2_000)
+    _, pieces = split_dataset(built, config)
+    whole = training_matrix(built, pieces, config)
+    assert whole.spec == spec
+    order_local = keys.sort_values(["lead_id", "as_of"]).index.to_numpy()
+    order_dask = whole.rows[["lead_id", "as_of"]].sort_values(["lead_id", "as_of"]).index.to_numpy()
+    assert len(order_local) == len(order_dask)
+    np.testing.assert_array_equal(whole.X[order_dask], X_local[order_local])
+
+    sampled = training_matrix(built, pieces, config, keep_negatives=0.25, seed=1)
+    train = sampled.rows["window"] == "train"
+    all_train = whole.rows["window"] == "train"
+    positives = (train & (sampled.rows["label"] == 1)).sum()
+    assert positives == (all_train & (whole.rows["label"] == 1)).sum()  # every positive kept
+    kept = (train & (sampled.rows["label"] == 0)).sum()
+    negatives = (all_train & (whole.rows["label"] == 0)).sum()
+    assert 0.2 * negatives < kept < 0.3 * negatives
+    # weighted, the sample stands for the whole train window (within sampling noise)
+    total, estimate = whole.rows.loc[all_train, "weight"].sum(), sampled.rows.loc[train, "weight"].sum()
+    assert abs(estimate - total) < 0.05 * total
+    assert (sampled.rows["window"] != "train").sum() == (whole.rows["window"] != "train").sum()
