@@ -738,8 +738,9 @@ def outcomes_import(
         raise typer.Exit(2) from err
     typer.echo(
         f"{file}: {report.rows_read.get(file.name, len(frame)):,} rows read, {report.dropped:,} dropped (see notes); "
-        f"{receipt.recorded:,} recorded ({receipt.corrections:,} corrections), {receipt.unchanged:,} unchanged; "
-        f"{receipt.unknown_leads:,} lead ids never scored"
+        f"{receipt.recorded:,} recorded ({receipt.corrections:,} corrections), {receipt.unchanged:,} unchanged"
+        + (f", {receipt.superseded:,} superseded by a later row of the same lead" if receipt.superseded else "")
+        + f"; {receipt.unknown_leads:,} lead ids never scored"
         + (f" (first: {', '.join(receipt.unknown_lead_ids[:5])})" if receipt.unknown_leads else "")
     )
 

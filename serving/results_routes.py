@@ -34,13 +34,26 @@ def _results(request: Request) -> ResultsStore:
     return store
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # as `leadscore outcomes import` reads exports
+
+
 def _check_not_future(request: Request, times: list[datetime], path: str) -> None:
+    """Close times must lie between 1970 and now (plus the allowed clock skew); each offending row is named
+    (a time whose offset takes it outside year 1..9999 is out of range, not a 500)."""
     latest = datetime.now(UTC) + timedelta(days=request.app.state.settings.max_future_days)
-    late: list[tuple[list[str | int], str]] = [
-        (["body", path, i, "closed_at"], "timestamp in the future") for i, t in enumerate(times) if utc(t) > latest
-    ]
-    if late:
-        raise InvalidLeadData.listing(late)
+    bad: list[tuple[list[str | int], str]] = []
+    for i, t in enumerate(times):
+        try:
+            moment = utc(t)
+        except OverflowError:
+            bad.append((["body", path, i, "closed_at"], "timestamp out of range"))
+            continue
+        if moment > latest:
+            bad.append((["body", path, i, "closed_at"], "timestamp in the future"))
+        elif moment < EARLIEST:
+            bad.append((["body", path, i, "closed_at"], "timestamp before 1970"))
+    if bad:
+        raise InvalidLeadData.listing(bad)
 
 
 @router.post("/outcomes", response_model=OutcomesOut, responses=ERRORS)

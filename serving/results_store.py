@@ -194,6 +194,7 @@ class OutcomesReceipt:
     corrections: int  # recorded rows that change a lead's latest outcome
     unknown_lead_ids: list[str]  # first MAX_LISTED_UNKNOWN ids never scored
     unknown_leads: int  # how many distinct ids were never scored
+    superseded: int = 0  # rows followed, in the same call, by a different row of the same lead (not stored)
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,8 @@ class ResultsStore:
         """Store outcomes, in the order given: a row equal to the lead's latest outcome changes nothing (the same
         row twice is stored once); any other row for a lead already known (a lost lead later won, a corrected
         close date, or back to an earlier outcome) is kept as a new row, a correction, and the latest counts.
+        Within one call only each lead's last row counts: earlier, different rows of the same lead are
+        superseded (counted, not stored), so that sending the same call again changes nothing.
 
         Raises:
             InvalidLeadData: a lead id is empty or longer than MAX_ID, an outcome is neither won nor lost, an
@@ -400,9 +403,13 @@ class ResultsStore:
                 scored |= set(
                     conn.execute(select(scored_leads.c.lead_id).where(scored_leads.c.lead_id.in_(chunk))).scalars()
                 )
-            new, corrections = [], 0
-            for r in rows:  # in the order received: a row equal to the lead's latest changes nothing
-                key = _row_key(r)
+            keys = [_row_key(r) for r in rows]
+            final = {r.lead_id: k for r, k in zip(rows, keys, strict=True)}  # each lead's last row in this call
+            new, corrections, superseded = [], 0, 0
+            for r, key in zip(rows, keys, strict=True):  # a row equal to the lead's latest changes nothing
+                if key != final[r.lead_id]:  # a later row of this call says otherwise: resending is idempotent
+                    superseded += 1
+                    continue
                 if latest.get(r.lead_id) == key:
                     continue
                 corrections += r.lead_id in latest
@@ -424,10 +431,11 @@ class ResultsStore:
         return OutcomesReceipt(
             received=len(rows),
             recorded=len(new),
-            unchanged=len(rows) - len(new),
+            unchanged=len(rows) - len(new) - superseded,
             corrections=corrections,
             unknown_lead_ids=unknown[:MAX_LISTED_UNKNOWN],
             unknown_leads=len(unknown),
+            superseded=superseded,
         )
 
     def latest_outcomes(self) -> pd.DataFrame:

@@ -267,6 +267,11 @@ class OutcomesOut(BaseModel):
     corrections: int = Field(description="Stored rows that change a lead's latest outcome (the latest counts).")
     unknown_leads: int = Field(description="Distinct lead ids never scored (accepted and stored all the same).")
     unknown_lead_ids: list[str] = Field(description="The first 100 of them.")
+    superseded: int = Field(
+        0,
+        description="Rows followed in the same call by a different row of the same lead: only a lead's last row "
+        "of a call counts (not stored; sending the same call again changes nothing).",
+    )
 
 
 RejectionReason = Literal[

@@ -124,6 +124,7 @@ def test_outcomes_are_taken_from_the_crm_idempotently_with_unknown_leads_reporte
         "corrections": 0,
         "unknown_leads": 1,
         "unknown_lead_ids": [lead_id],
+        "superseded": 0,
     }
     assert (again.json()["recorded"], again.json()["unchanged"]) == (0, 1)
     assert (won.json()["recorded"], won.json()["corrections"]) == (1, 1)
@@ -132,6 +133,40 @@ def test_outcomes_are_taken_from_the_crm_idempotently_with_unknown_leads_reporte
     assert future.status_code == 422 and future.json()["detail"][0]["loc"] == ["body", "outcomes", 1, "closed_at"]
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:4] == ["body", "outcomes", 0, "outcome"]
     assert too_many.status_code == 422
+
+
+def test_a_call_with_a_leads_history_resent_changes_nothing_and_bad_close_times_are_named(server: Server) -> None:
+    """Only a lead's last row of a call counts (earlier rows are superseded, counted): a CRM retrying a call
+    that holds a lead's lost then won rows records nothing the second time. Close times before 1970 or whose
+    offset leaves year 1..9999 are a 422 naming the row, never a 500."""
+    lead_id = f"hist-{uuid.uuid4().hex[:8]}"
+    lost = {"lead_id": lead_id, "outcome": "lost", "closed_at": "2025-03-01T10:00:00Z"}
+    won = {"lead_id": lead_id, "outcome": "won", "closed_at": "2025-03-09T10:00:00Z", "amount": 900}
+    with server.client() as c:
+        first = c.post("/v1/outcomes", json={"outcomes": [lost, won]}, headers=server.headers("crm")).json()
+        again = c.post("/v1/outcomes", json={"outcomes": [lost, won]}, headers=server.headers("crm")).json()
+        times = [
+            "9999-12-31T23:00:00-05:00",
+            "0001-01-01T00:00:00+05:00",
+            "1969-12-31T23:59:59Z",
+            "2025-03-09T10:00:00Z",
+        ]
+        odd = c.post(
+            "/v1/outcomes",
+            json={"outcomes": [{**lost, "closed_at": t} for t in times]},
+            headers=server.headers("crm"),
+        )
+    assert (first["recorded"], first["superseded"], first["corrections"]) == (1, 1, 0)
+    assert (again["recorded"], again["unchanged"], again["superseded"]) == (0, 1, 1)
+    latest = results_store(server.home).latest_outcomes().set_index("lead_id").loc[lead_id]
+    assert latest["outcome"] == "won" and latest["amount"] == 900
+    assert odd.status_code == 422
+    named = {tuple(d["loc"]): d["msg"] for d in odd.json()["detail"]}
+    assert named == {
+        ("body", "outcomes", 0, "closed_at"): "timestamp out of range",
+        ("body", "outcomes", 1, "closed_at"): "timestamp out of range",
+        ("body", "outcomes", 2, "closed_at"): "timestamp before 1970",
+    }
 
 
 def test_sales_give_verdicts_with_reasons_from_the_list(server: Server) -> None:

@@ -103,8 +103,13 @@ def test_outcomes_are_idempotent_corrections_are_new_rows_and_the_latest_counts(
     flip = store.add_outcomes(
         [OutcomeRow("b", "lost", DAY), OutcomeRow("b", "won", DAY), OutcomeRow("b", "won", DAY)], "x"
     )
-    assert (flip.recorded, flip.unchanged, flip.corrections) == (2, 1, 1)  # in the order given
+    # only the lead's last row of a call counts; the earlier, different one is superseded (counted, not stored)
+    assert (flip.recorded, flip.unchanged, flip.corrections, flip.superseded) == (1, 1, 0, 1)
     assert store.latest_outcomes().set_index("lead_id").loc["b", "outcome"] == "won"
+    resent = store.add_outcomes(
+        [OutcomeRow("b", "lost", DAY), OutcomeRow("b", "won", DAY), OutcomeRow("b", "won", DAY)], "x"
+    )
+    assert (resent.recorded, resent.unchanged, resent.superseded) == (0, 2, 1)  # the same call again: nothing new
 
 
 def test_bad_outcome_rows_are_refused_naming_the_row_and_field(store: ResultsStore) -> None:
