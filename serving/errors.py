@@ -94,6 +94,19 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
+    from sqlalchemy.exc import OperationalError
+
+    @app.exception_handler(OperationalError)
+    async def _store_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        # The store is locked for longer than its busy timeout (SQLite under a burst of writes) or unreachable:
+        # a condition to retry, not a server error; the client is told when.
+        log.warning("store busy or unreachable on %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse(
+            {"detail": "the store is busy or unreachable; nothing was changed, retry in a moment"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [

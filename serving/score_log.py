@@ -171,16 +171,26 @@ class ScoreLog:
             self._wake.set()
 
     def flush(self, drift: bool = True) -> int:
-        """Write everything queued now (blocking); returns the rows written. ``drift``: write the drift counts
-        too (else they are kept, counted, for a later flush)."""
-        taken: list[Pending] = []
-        while self._pending:
-            taken.append(self._pending.popleft())
-        if not taken:
-            if drift and self.drift is not None and self._drift_waiting:
-                self.drift.add(self._drift_waiting)
-                self._drift_waiting = Counter()
-            return 0
+        """Write what is queued now (blocking), in transactions of about ``batch_size`` rows, so that the
+        store's write lock is never held long (other writers wait at most one of them); returns the rows
+        written. ``drift``: write the drift counts too (else they are kept, counted, for a later flush)."""
+        calls = len(self._pending)  # what is queued now (answers arriving meanwhile wait for the next flush)
+        written = 0
+        while calls > 0:
+            taken: list[Pending] = []
+            size = 0
+            while calls > 0 and size < self.batch_size:
+                taken.append(self._pending.popleft())
+                size += len(taken[-1][0])
+                calls -= 1
+            written += self._write(taken)
+        if drift and self.drift is not None and self._drift_waiting:
+            self.drift.add(self._drift_waiting)  # a failure keeps the counts for the next flush
+            self._drift_waiting = Counter()
+        return written
+
+    def _write(self, taken: list[Pending]) -> int:
+        """One transaction: the records of ``taken`` (kept at the head of the queue when the store is busy)."""
         records = [record for item in taken for record in item[0]]
         try:
             handed = self.store.append_scores(records, notify=self.notify)
@@ -205,9 +215,6 @@ class ScoreLog:
         self.on_written(len(records), handed)
         if self.drift is not None:
             self._drift_waiting.update(self._drift_counts(taken))
-            if drift and self._drift_waiting:
-                self.drift.add(self._drift_waiting)  # a failure keeps the counts for the next flush
-                self._drift_waiting = Counter()
         return len(records)
 
     def _drift_counts(self, taken: list[Pending]) -> Counter[Key]:

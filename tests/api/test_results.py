@@ -328,3 +328,24 @@ def test_a_hand_over_reaches_the_webhook_despite_failures(
         create_app(get_settings(home=served_world.home, webhook_url=receiver.url))
     with pytest.raises(ValueError, match="LEADSCORE_SCORE_LOG"):
         create_app(get_settings(home=served_world.home, webhook_url=receiver.url, webhook_secret="x", score_log=False))
+
+
+def test_a_store_locked_beyond_its_busy_timeout_is_a_503_to_retry_not_a_500(server: Server) -> None:
+    """Another writer holds SQLite's write lock longer than the store's 5 s busy timeout: a verdict is refused
+    with 503 and Retry-After (nothing changed), and accepted once the lock is gone."""
+    import sqlite3
+
+    lead_id = f"lock-{uuid.uuid4().hex[:8]}"
+    body = {"lead_id": lead_id, "verdict": "accepted"}
+    holder = sqlite3.connect(server.home / "leadscore.db", timeout=30)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held through the call
+        with server.client() as c:
+            refused = c.post("/v1/feedback", json=body, headers=server.headers("sales"))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert "retry" in refused.json()["detail"]
+    with server.client() as c:
+        assert c.post("/v1/feedback", json=body, headers=server.headers("sales")).status_code == 200

@@ -213,3 +213,16 @@ def test_a_full_queue_drops_and_counts_instead_of_growing(store: ResultsStore) -
     writer.add([lead("c")], [answer("c", False)], DAY, "api")
     assert dropped == [1] and writer.dropped == 1
     assert writer.flush() == 2
+
+
+def test_the_writer_holds_the_write_lock_for_one_batch_at_a_time(store: ResultsStore) -> None:
+    """Five answers with batch_size 2: three transactions (2, 2, 1 rows), in order, none lost."""
+    written: list[tuple[int, int]] = []
+    writer = ScoreLog(
+        store, timedelta(days=1), flush_seconds=3600, batch_size=2, on_written=lambda r, h: written.append((r, h))
+    )
+    for name in "abcde":
+        writer.add([lead(name)], [answer(name, False)], DAY, "api")
+    assert writer.flush() == 5
+    assert [rows for rows, _ in written] == [2, 2, 1]
+    assert store.scores()["lead_id"].tolist() == list("abcde")
