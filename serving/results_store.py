@@ -108,7 +108,11 @@ hand_overs = Table(
     Column("claimed_until", DateTime(timezone=True), nullable=True),
     Column("last_error", String(500), nullable=True),
 )
-Index("hand_overs_undelivered", hand_overs.c.delivered_at, hand_overs.c.next_attempt_at)
+# The webhook's outbox: only the hand-overs still to send, in order (a partial index, so that finding the next
+# one due, and counting them, reads the outbox and not every hand-over ever made). The queries that use it
+# repeat its condition word for word (OUTBOX), as SQLite's planner requires.
+OUTBOX = hand_overs.c.notify.is_(True) & hand_overs.c.delivered_at.is_(None)
+Index("hand_overs_outbox", hand_overs.c.id, sqlite_where=OUTBOX, postgresql_where=OUTBOX)
 outcomes = Table(
     "outcomes",
     metadata,
@@ -536,8 +540,7 @@ class ResultsStore:
         process sends it meanwhile (a crashed sender's claim runs out and the hand-over is sent again: at
         least once)."""
         due = (
-            hand_overs.c.notify.is_(True)
-            & hand_overs.c.delivered_at.is_(None)
+            OUTBOX
             & or_(hand_overs.c.next_attempt_at.is_(None), hand_overs.c.next_attempt_at <= now)
             & or_(hand_overs.c.claimed_until.is_(None), hand_overs.c.claimed_until < now)
         )
@@ -579,13 +582,7 @@ class ResultsStore:
 
     def undelivered(self) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(hand_overs)
-                    .where(hand_overs.c.notify.is_(True), hand_overs.c.delivered_at.is_(None))
-                ).scalar_one()
-            )
+            return int(conn.execute(select(func.count()).select_from(hand_overs).where(OUTBOX)).scalar_one())
 
     # ---- helpers ------------------------------------------------------------------------------------
     def _frame(self, query: Any, time_columns: Iterable[str]) -> pd.DataFrame:

@@ -75,11 +75,36 @@ def make_engine(url: str) -> Engine:
         try:
             metadata.create_all(engine)
             add_missing_columns(engine)
+            add_missing_indexes(engine)
             break
         except DBAPIError:
             if attempt == attempts - 1:
                 raise
     return engine
+
+
+RETIRED_INDEXES = ("hand_overs_undelivered",)  # replaced by the partial index hand_overs_outbox
+
+
+def add_missing_indexes(engine: Engine) -> list[str]:
+    """Create the indexes a store made by an older Leadscore lacks, and drop the ones retired since.
+    Returns the names created."""
+    made = []
+    present = {i["name"] for table in metadata.sorted_tables for i in inspect(engine).get_indexes(table.name)}
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            if index.name in present:
+                continue
+            try:
+                index.create(engine, checkfirst=True)
+                made.append(str(index.name))
+            except DBAPIError:  # another process made it at the same moment
+                continue
+    with engine.begin() as conn:
+        for name in RETIRED_INDEXES:
+            if name in present:
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    return made
 
 
 def add_missing_columns(engine: Engine) -> list[str]:

@@ -126,7 +126,7 @@ class WebhookSender:
         stop = time.monotonic() + lease.total_seconds() / 3  # each claim's lease runs from the start
         delivered = 0
         for _ in range(limit):
-            if time.monotonic() > stop:
+            if time.monotonic() > stop or self._stop.is_set():  # a shutdown waits for one POST at most
                 break
             claimed = self.store.claim_due_hand_overs(start, lease, limit=1)
             if not claimed:

@@ -226,3 +226,24 @@ def test_the_writer_holds_the_write_lock_for_one_batch_at_a_time(store: ResultsS
     assert writer.flush() == 5
     assert [rows for rows, _ in written] == [2, 2, 1]
     assert store.scores()["lead_id"].tolist() == list("abcde")
+
+
+def test_an_older_store_gets_the_outbox_index_and_loses_the_retired_one(tmp_path: Path) -> None:
+    from sqlalchemy import inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:  # as a store made before the partial index
+        conn.execute(text("DROP INDEX hand_overs_outbox"))
+        conn.execute(text("CREATE INDEX hand_overs_undelivered ON hand_overs (delivered_at, next_attempt_at)"))
+    engine.dispose()
+    names = {i["name"] for i in inspect(make_engine(url)).get_indexes("hand_overs")}
+    assert "hand_overs_outbox" in names and "hand_overs_undelivered" not in names
+    with make_engine(url).connect() as conn:
+        plan = conn.execute(
+            text(
+                "EXPLAIN QUERY PLAN SELECT id FROM hand_overs WHERE hand_overs.notify IS 1 "
+                "AND hand_overs.delivered_at IS NULL ORDER BY id LIMIT 1"
+            )
+        ).all()
+    assert "hand_overs_outbox" in str(plan)  # the sender's query reads the outbox, not every hand-over
