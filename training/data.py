@@ -546,6 +546,9 @@ def validate_outcomes(
     check = _Checker(frame, name, report, strict)
     check.require_columns(("lead_id", "outcome", "closed_at"))
     ids = check.lead_ids()
+    if leads is None:  # taken as POST /v1/outcomes takes them: ids of 1 to 200 characters, no control character
+        control = ids.str.contains(r"[\x00-\x1f\x7f]", regex=True).fillna(False).to_numpy(dtype=bool)
+        check.flag(control, "lead_id", "a lead id has no control characters")
     closed = check.parse_time("closed_at")
     key = _outcome_keys(frame["outcome"])
     won_values, lost_values = report.inputs.won(), report.inputs.lost()

@@ -200,3 +200,15 @@ def test_outcomes_import_and_performance_print_what_was_handed_over_and_won(tmp_
     assert "calibration of first scores" in report.stdout
     wrong = cli(tmp_path, "performance", "--by", "owner")
     assert wrong.returncode == 2 and "--by" in wrong.stderr
+
+
+def test_outcomes_import_refuses_the_lead_ids_the_api_refuses(tmp_path: Path) -> None:
+    export = tmp_path / "deals.csv"
+    export.write_bytes(b'lead_id,outcome,closed_at\n"a\x01b",won,2025-01-02\nok1,won,2025-01-03\n')
+    run = cli(tmp_path, "outcomes", "import", str(export))
+    assert run.returncode == 0, run.stderr
+    assert "2 rows read, 1 dropped" in run.stdout and "1 recorded" in run.stdout
+    assert "line 2, column 'lead_id': a lead id has no control characters" in " ".join(run.stderr.split())
+    assert ResultsStore(make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}")).latest_outcomes()[
+        "lead_id"
+    ].tolist() == ["ok1"]
