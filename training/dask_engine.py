@@ -321,18 +321,6 @@ def _latest_valid(
     return data.latest_time() if len(data.leads) else None
 
 
-def _examples_of(
-    leads: pd.DataFrame,
-    touches: pd.DataFrame | None,
-    outcomes: pd.DataFrame,
-    now: pd.Timestamp,
-    end: pd.Timestamp,
-    config: Any,
-    empty: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    return _examples_and_touches(leads, touches, outcomes, now, end, config, empty)[0]
-
-
 def _examples_and_touches(
     leads: pd.DataFrame,
     touches: pd.DataFrame | None,
@@ -551,7 +539,7 @@ def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestam
             sample[name] = None
     outcomes = sample["outcomes"]
     assert outcomes is not None
-    return _examples_of(leads, sample["touchpoints"], outcomes, now, end, config).iloc[:0]
+    return _examples_and_touches(leads, sample["touchpoints"], outcomes, now, end, config)[0].iloc[:0]
 
 
 # ---- features, for checks and for the training examples -------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,20 @@ from features import build_features
 from features.spec import infer_spec
 from tests.conftest import TrainedWorld
 from training.dask_engine import (
+    DaskExamples,
     co_partition,
     dask_client,
+    examples_dataset,
     features_by_partition,
     partition_of,
     read_tables,
     score_dataset,
+    split_dataset,
     write_demo_data_dask,
 )
-from training.data import load_crm_data
+from training.data import CRMData, load_crm_data
 from training.demo_data import generate_demo_data
+from training.pipeline import Split, TimeWindows
 from training.score import open_leads, score_chunks
 
 pytestmark = pytest.mark.slow
@@ -32,6 +37,36 @@ pytestmark = pytest.mark.slow
 def client() -> Iterator[object]:
     with dask_client(workers=2) as c:
         yield c
+
+
+@dataclass
+class LocalExamples:
+    data: CRMData
+    examples: pd.DataFrame
+    split: Split
+
+
+@pytest.fixture(scope="module")
+def local_examples(trained: TrainedWorld) -> LocalExamples:
+    """The trained world's examples and split by the local engine (what the Dask engine must equal)."""
+    from training.pipeline import make_examples, split_examples
+
+    data = load_crm_data(trained.data_dir)
+    examples = make_examples(data, trained.config)
+    return LocalExamples(data, examples, split_examples(examples, data, trained.config, []))
+
+
+@pytest.fixture(scope="module")
+def dask_examples(client: object, trained: TrainedWorld) -> tuple[DaskExamples, TimeWindows, list[object]]:
+    """The same by the Dask engine in five partitions, split, and kept on the workers for the tests."""
+    import dask
+
+    built = examples_dataset(trained.data_dir, trained.config, leads_per_partition=2_000)
+    n = len(built.pieces)
+    kept = dask.persist(*built.pieces, *built.touches)
+    built = replace(built, pieces=list(kept[:n]), touches=list(kept[n:]))
+    bounds, pieces = split_dataset(built, trained.config)
+    return built, bounds, list(dask.persist(*pieces))
 
 
 def test_demo_data_written_by_the_workers_are_the_local_engines_rows(client: object, tmp_path: Path) -> None:
@@ -51,8 +86,9 @@ def test_partitions_hold_whole_leads_and_line_up_across_tables(client: object, t
     leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(40)], "x": range(40)})
     touches = pd.DataFrame({"lead_id": [f"L{i % 40}" for i in range(200)], "t": range(200)})
     parts = co_partition({"leads": dd.from_pandas(leads, npartitions=3), "touches": dd.from_pandas(touches, 5)}, 6)
-    lead_parts = [p.compute() for p in parts["leads"].to_delayed()]
-    touch_parts = [p.compute() for p in parts["touches"].to_delayed()]
+    import dask
+
+    lead_parts, touch_parts = dask.compute(parts["leads"].to_delayed(), parts["touches"].to_delayed())
     assert len(lead_parts) == len(touch_parts) == 6
     for k, (lp, tp) in enumerate(zip(lead_parts, touch_parts, strict=True)):
         expected = leads.loc[partition_of(leads["lead_id"], 6) == k, "lead_id"]
@@ -66,7 +102,7 @@ def test_features_per_partition_equal_the_local_engines_with_empty_partitions_an
 ) -> None:
     import dask.dataframe as dd
 
-    demo = generate_demo_data(n_leads=80, seed=5)
+    demo = generate_demo_data(n_leads=24, seed=5)
     leads = demo.leads.copy()
     leads.loc[leads.index[7], "industry"] = "shipbuilding"  # a category of one lead, so of one partition
     spec = infer_spec(leads, demo.touchpoints, min_category_count=1)
@@ -74,7 +110,7 @@ def test_features_per_partition_equal_the_local_engines_with_empty_partitions_an
     as_of = demo.end - pd.Timedelta(days=30)
     expected = build_features(leads, demo.touchpoints, as_of, spec)
     expected.insert(0, "lead_id", leads["lead_id"].to_numpy())
-    n = 64  # nearly as many partitions as leads: many are empty
+    n = 16  # nearly as many partitions as leads: some are empty
     parts = co_partition(
         {"leads": dd.from_pandas(leads, npartitions=4), "touchpoints": dd.from_pandas(demo.touchpoints, npartitions=4)},
         n,
@@ -167,14 +203,11 @@ def test_the_score_command_runs_on_the_cluster_at_scheduler_and_says_where_its_d
     assert wrong.returncode == 2 and "--engine" in wrong.stderr
 
 
-def test_training_examples_equal_the_local_engines(client: object, trained: TrainedWorld) -> None:
-    from training.dask_engine import examples_dataset
-    from training.pipeline import make_examples
-
-    data = load_crm_data(trained.data_dir)
-    local = make_examples(data, trained.config)
-    built = examples_dataset(trained.data_dir, trained.config, leads_per_partition=2_000)
-    assert built.partitions > 1 and built.data_end == data.end_time  # the end found over every partition
+def test_training_examples_equal_the_local_engines(
+    dask_examples: tuple[DaskExamples, TimeWindows, list[object]], local_examples: LocalExamples
+) -> None:
+    built, local = dask_examples[0], local_examples.examples
+    assert built.partitions > 1 and built.data_end == local_examples.data.end_time  # found over every partition
     got = built.compute()
     keys = ["lead_id", "as_of"]
     got = got.sort_values(keys).reset_index(drop=True)
@@ -217,22 +250,18 @@ def test_an_unreachable_scheduler_is_a_message_not_a_traceback(tmp_path: Path) -
     )
 
 
-def test_the_purged_time_split_per_partition_equals_the_local_split(client: object, trained: TrainedWorld) -> None:
+def test_the_purged_time_split_per_partition_equals_the_local_split(
+    dask_examples: tuple[DaskExamples, TimeWindows, list[object]], local_examples: LocalExamples, trained: TrainedWorld
+) -> None:
     import dask
 
-    from training.dask_engine import examples_dataset, split_dataset
-    from training.pipeline import make_examples, split_examples
-
-    data = load_crm_data(trained.data_dir)
-    local = make_examples(data, trained.config)
-    split = split_examples(local, data, trained.config, [])
+    local, split = local_examples.examples, local_examples.split
     expected = []
     for name, rows in (("train", split.train), ("calibration", split.calibration), ("test", split.test)):
         part = local.iloc[rows][["lead_id", "as_of"]].assign(window=name, weight=split.weight[rows])
         expected.append(part)
     want = pd.concat(expected).sort_values(["lead_id", "as_of"]).reset_index(drop=True)
-    built = examples_dataset(trained.data_dir, trained.config, leads_per_partition=2_000)
-    bounds, pieces = split_dataset(built, trained.config)
+    _, bounds, pieces = dask_examples
     got = pd.concat(dask.compute(*pieces))[["lead_id", "as_of", "window", "weight"]]
     got = got.sort_values(["lead_id", "as_of"]).reset_index(drop=True)
     assert bounds.windows(trained.config.horizon_days) == split.windows
@@ -241,15 +270,12 @@ def test_the_purged_time_split_per_partition_equals_the_local_split(client: obje
 
 
 def test_the_training_matrix_equals_the_local_engines_and_sampling_keeps_the_weighted_totals(
-    client: object, trained: TrainedWorld
+    dask_examples: tuple[DaskExamples, TimeWindows, list[object]], local_examples: LocalExamples, trained: TrainedWorld
 ) -> None:
-    from training.dask_engine import examples_dataset, split_dataset, training_matrix
-    from training.pipeline import make_examples, split_examples
+    from training.dask_engine import training_matrix
 
     config = trained.config
-    data = load_crm_data(trained.data_dir)
-    local = make_examples(data, config)
-    split = split_examples(local, data, config, [])
+    data, local, split = local_examples.data, local_examples.examples, local_examples.split
     train_rows = local.iloc[split.train]
     lead_cols = list(data.leads.columns)
     touches = data.touchpoints
@@ -260,8 +286,7 @@ def test_the_training_matrix_equals_the_local_engines_and_sampling_keeps_the_wei
     X_local = build_features(local[lead_cols], touches, local["as_of"], spec).to_numpy(dtype=np.float32)[rows]
     keys = local.iloc[rows][["lead_id", "as_of"]].reset_index(drop=True)
 
-    built = examples_dataset(trained.data_dir, config, leads_per_partition=2_000)
-    _, pieces = split_dataset(built, config)
+    built, _, pieces = dask_examples
     whole = training_matrix(built, pieces, config)
     assert whole.spec == spec
     order_local = keys.sort_values(["lead_id", "as_of"]).index.to_numpy()

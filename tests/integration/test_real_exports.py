@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from features import build_features, infer_spec
-from tests.conftest import leadscore
+from tests.conftest import leadscore, leadscore_in_process
 from training.data import CRMData, DataValidationError, FlatExportOptions, InputOptions, load_crm_data
 from training.demo_data import generate_demo_data
 from training.reading import ReadOptions
@@ -278,7 +278,7 @@ def test_no_broken_file_makes_the_cli_print_a_traceback(case: str, tmp_path: Pat
     (directory / "outcomes.csv").write_text("lead_id,outcome,closed_at\n1,won,2026-02-01\n")
     writer, says = BROKEN[case]
     writer(directory)
-    run = leadscore(tmp_path / "home", "train", "--data", str(directory))
+    run = leadscore_in_process(tmp_path / "home", "train", "--data", str(directory))  # a traceback fails it
     output = run.stdout + run.stderr
     assert run.returncode == 2 and "Traceback" not in output, output
     assert says in output, output
@@ -603,6 +603,6 @@ def test_a_utc_suffix_is_read_on_any_date_form(tmp_path: Path) -> None:
 def test_contradictory_options_are_refused(tmp_path: Path, options: tuple[str, ...]) -> None:
     (tmp_path / "leads.csv").write_text("lead_id,created_at\na,2025-01-01\n")
     (tmp_path / "outcomes.csv").write_text("lead_id,outcome,closed_at\na,won,2025-02-01\n")
-    run = leadscore(tmp_path / "home", "train", "--data", str(tmp_path), *options)
+    run = leadscore_in_process(tmp_path / "home", "train", "--data", str(tmp_path), *options)
     output = run.stdout + run.stderr
     assert run.returncode == 2 and "Traceback" not in output and "Invalid value" in output, output
