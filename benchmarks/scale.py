@@ -4,7 +4,8 @@ Run by hand:  .venv/bin/python benchmarks/scale.py --leads 1000000 [--engine das
 
 Stages (each timed; the peak resident memory of this process and of every Dask worker is read after each):
   demo-data   N demo leads written as folders of Parquet parts by the workers (engine dask) or one process
-  examples    the labelled scoring moments, partition by partition, and the purged time split
+  examples    the labelled scoring moments, partition by partition, and the purged time split (kept on the
+              workers, as a training run would keep them, for the next stage)
   matrix      the features of the three windows (spec from the train window), train negatives sampled
               (--keep-negatives), collected to this process
   fit         LightGBM on the collected matrix (the local pipeline's candidate search is not run here)
@@ -113,8 +114,16 @@ def main() -> None:
 
         config = TrainConfig(data=work / "big")
         start = time.perf_counter()
+        import dataclasses
+
+        import dask
+
         built = examples_dataset(work / "big", config)
+        n = len(built.pieces)
+        kept = dask.persist(*built.pieces, *built.touches)  # computed once, kept on the workers for the stages
+        built = dataclasses.replace(built, pieces=list(kept[:n]), touches=list(kept[n:]))
         bounds, pieces = split_dataset(built, config)
+        pieces = list(dask.persist(*pieces))
         stage(f"examples and split ({built.partitions} partitions)", start)
 
         start = time.perf_counter()

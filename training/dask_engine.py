@@ -495,6 +495,9 @@ def training_matrix(
     moment), and collected to this process. ``keep_negatives`` below 1 keeps that share of the train window's
     negative examples (partition ``k`` draws with seed ``seed + k``) and multiplies their weight by its
     inverse, so the weighted totals are unbiased; calibration and test rows are all kept.
+
+    It reads ``pieces`` and ``built.touches`` three times (the last train moment, the spec counts, the
+    features): persist them on the cluster first (``dask.persist``), or each read builds them again.
     """
     import dask
 
