@@ -66,9 +66,14 @@ class Settings(BaseSettings):
     )
     drift_days: int = Field(7, ge=1, le=366, description="Default window of /v1/monitoring and its gauges (days).")
     drift_min_scores: int = Field(
-        500, ge=1, description="Fewer answers than this in the window give no drift verdict ('not enough data')."
+        500,
+        ge=1,
+        description="Fewer leads scored on arrival than this in the window give no drift verdict ('not enough "
+        "data'); fewer answers than this give no all-answers figures.",
     )
-    drift_min_leads: int = Field(100, ge=1, description="Fewer distinct leads than this give no drift verdict either.")
+    drift_min_leads: int = Field(
+        100, ge=1, description="Fewer distinct leads than this give no all-answers drift figures either."
+    )
     monitoring_interval_seconds: float = Field(
         60.0, gt=0, description="How often each server process recomputes the drift gauges and /readyz warnings."
     )

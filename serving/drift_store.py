@@ -4,6 +4,9 @@ per day and model version (one row per bin: a day of heavy traffic is a few thou
 Columns counted (``column`` of the ``drift_counts`` table):
 
 - ``score`` and every feature: the bins of the model's :class:`models.drift.DriftReference` (scores);
+- ``arrival:score`` and ``arrival:<feature>``: the same bins, counting only each lead's answer on arrival:
+  its first answer of the day (in this server process) given within ``ARRIVAL_SECONDS`` of its creation
+  (``as_of - created_at``), the verdict's counts (see models/drift.py);
 - ``unseen:<attribute>``: bin 0 a known category, bin 1 a category the model never saw (scores with the
   attribute present; missing values are not counted);
 - ``touch_types``: bin 0 touches of a type the model knows, bin 1 of a type it does not (touches, from the
@@ -22,7 +25,7 @@ import pandas as pd
 from sqlalchemy import BigInteger, Column, Engine, Integer, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from models.drift import DriftReference
+from models.drift import ARRIVAL_SECONDS, DriftReference
 from serving.store import metadata
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 TOUCH_TYPES = "touch_types"
 UNSEEN = "unseen:"
+ARRIVAL = "arrival:"
 LEADS = "leads"  # bin 0: distinct leads answered that day (per server process: a lead two workers scored counts twice)
 MAX_LEADS_REMEMBERED = 200_000  # per day and process; past it, new leads are no longer counted
 
@@ -70,9 +74,11 @@ class DriftCounter:
         attributes: Sequence[Mapping[str, Any]],
         probabilities: np.ndarray,
         features: np.ndarray,
+        ages: np.ndarray | None = None,
     ) -> Counter[Key]:
-        """The counts of these answers: per answer its lead id, the lead's attributes, its probability and its
-        row of ``features`` (model order)."""
+        """The counts of these answers: per answer its lead id, the lead's attributes, its probability, its
+        row of ``features`` (model order) and ``ages``: seconds from the lead's creation to the moment scored
+        (``as_of``; None: no answer is counted as on arrival)."""
         out: Counter[Key] = Counter()
         reference = self.reference(model)
         if reference is None or len(lead_ids) == 0:
@@ -82,15 +88,25 @@ class DriftCounter:
             self._leads = (d, set())
         seen_today = self._leads[1]
         before = len(seen_today)
+        arrival = np.zeros(len(lead_ids), dtype=bool)
         if before < MAX_LEADS_REMEMBERED:
-            seen_today.update(lead_ids)
+            young = (ages >= 0) & (ages < ARRIVAL_SECONDS) if ages is not None else arrival
+            for i, lead_id in enumerate(lead_ids):  # each lead's first answer of the day, if on arrival
+                if lead_id not in seen_today:
+                    seen_today.add(lead_id)
+                    arrival[i] = young[i]
             out[d, version, LEADS, 0] += len(seen_today) - before
         names = model.spec.feature_names
+        on_arrival = bool(arrival.any()) and reference.arrival is not None
         for column, bins in reference.columns():
             values = probabilities if column == "score" else features[:, names.index(column)]
             for b, n in enumerate(bins.counts(values).astype(np.int64).tolist()):
                 if n:
                     out[d, version, column, b] += n
+            if on_arrival:
+                for b, n in enumerate(bins.counts(np.asarray(values)[arrival]).astype(np.int64).tolist()):
+                    if n:
+                        out[d, version, ARRIVAL + column, b] += n
         for attribute, codes in model.spec.category_codes.items():
             seen = unseen = 0
             # attribute values are JSON scalars (hashable); counted once per distinct value

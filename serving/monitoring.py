@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from models.drift import DRIFT_PSI, WARNING_PSI, DriftReference, compare
+from models.drift import DRIFT_PSI, WARNING_PSI, DriftReference, DriftReport, compare
 from models.scoring_model import ScoringModel
-from serving.drift_store import LEADS, TOUCH_TYPES, UNSEEN, DriftStore
-from serving.schemas import DayVolumeOut, FeatureDriftOut, MonitoringOut
+from serving.drift_store import ARRIVAL, LEADS, TOUCH_TYPES, UNSEEN, DriftStore
+from serving.schemas import AllAnswersDriftOut, DayVolumeOut, FeatureDriftOut, MonitoringOut
 
 
 def monitoring_report(
@@ -24,7 +24,12 @@ def monitoring_report(
     min_leads: int = 0,
     counting: bool = True,
 ) -> MonitoringOut:
-    """Drift of the answers of the last ``days`` days (``today`` included) of one model version."""
+    """Drift of the answers of the last ``days`` days (``today`` included) of one model version.
+
+    The verdict compares the leads scored on arrival with the test leads at their creation (one per lead, at
+    the same age: it does not depend on the CRM's schedule); the all-answers figures (every answer against
+    every test scoring moment) are given for reading. A model trained before on-arrival shares were kept is
+    judged on all answers, as before, and the explanation says so."""
     window = [today - timedelta(days=k) for k in range(days - 1, -1, -1)]
     common: dict[str, Any] = {
         "model_version": version,
@@ -46,6 +51,9 @@ def monitoring_report(
             score_psi=None,
             score_level=None,
             features=[],
+            arrivals=0,
+            on_arrival=False,
+            all_answers=None,
             unseen_categories={},
             unseen_touch_share=None,
             reference_unseen_touch_share=None,
@@ -53,6 +61,7 @@ def monitoring_report(
         )
     frame = store.counts(version, window)
     sizes = {column: bins.size for column, bins in reference.columns()}
+    sizes.update({ARRIVAL + column: size for column, size in sizes.items()})  # the on-arrival counts: same bins
     counts: dict[str, np.ndarray] = {}
     summed = frame.groupby(["column", "bin"], as_index=False)["count"].sum()
     for column, b, n in zip(summed["column"].tolist(), summed["bin"].tolist(), summed["count"].tolist(), strict=True):
@@ -61,25 +70,49 @@ def monitoring_report(
         if int(b) < size:
             array[int(b)] += int(n)
     leads = int(counts[LEADS][0]) if LEADS in counts else 0
-    report = compare(reference, counts, min_scores, leads, min_leads)
+    everything = compare(reference, counts, min_scores, leads, min_leads)
+    arrival_counts = {k[len(ARRIVAL) :]: v for k, v in counts.items() if k.startswith(ARRIVAL)}
+    arrivals = int(arrival_counts["score"].sum()) if "score" in arrival_counts else 0
+    on_arrival = reference.arrival is not None
+    report = compare(reference, arrival_counts, min_scores, on_arrival=True) if on_arrival else everything
+    explanation = report.explanation
+    if not on_arrival:
+        explanation += "; judged on all answers: this model was trained before on-arrival references (retrain)"
+    elif report.status == "not enough data" and everything.status != "not enough data":
+        explanation += (
+            f" (a CRM that scores leads as they arrive gives one per lead); all answers: {everything.explanation}"
+        )
     scored = frame[frame["column"] == "score"].groupby("day")["count"].sum()
     unseen = {attribute: _share(counts.get(UNSEEN + attribute)) for attribute in model.spec.categorical_attributes}
     return MonitoringOut(
         **common,
         status=report.status,  # type: ignore[arg-type]
-        explanation=report.explanation
+        explanation=explanation
         if counting
         else "answers are not counted: the score log is off (LEADSCORE_SCORE_LOG=false)",
-        scores=report.scores,
+        scores=everything.scores,
         leads=leads,
         score_psi=report.score.psi if report.score else None,
         score_level=report.score.level if report.score else None,  # type: ignore[arg-type]
-        features=[FeatureDriftOut(feature=f.column, psi=f.psi, level=f.level) for f in report.features],  # type: ignore[arg-type]
+        features=_features(report),
+        arrivals=arrivals,
+        on_arrival=on_arrival,
+        all_answers=AllAnswersDriftOut(
+            status=everything.status,  # type: ignore[arg-type]
+            explanation=everything.explanation,
+            score_psi=everything.score.psi if everything.score else None,
+            score_level=everything.score.level if everything.score else None,  # type: ignore[arg-type]
+            features=_features(everything),
+        ),
         unseen_categories=unseen,
         unseen_touch_share=_share(counts.get(TOUCH_TYPES)),
         reference_unseen_touch_share=reference.unseen_touch_share,
         volume=[DayVolumeOut(day=d.isoformat(), scores=int(scored.get(d.isoformat(), 0))) for d in window],
     )
+
+
+def _features(report: DriftReport) -> list[FeatureDriftOut]:
+    return [FeatureDriftOut(feature=f.column, psi=f.psi, level=f.level) for f in report.features]  # type: ignore[arg-type]
 
 
 def _share(counts: np.ndarray | None) -> float | None:

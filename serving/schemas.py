@@ -370,6 +370,17 @@ class DayVolumeOut(BaseModel):
     scores: int = Field(description="Answers served that day (by this model version).")
 
 
+class AllAnswersDriftOut(BaseModel):
+    """Every answer of the window against every test scoring moment: for reading, not the verdict (features
+    that count time, and so the score, depend on when and how often the CRM asks)."""
+
+    status: Literal["not enough data", "stable", "warning", "drift"]
+    explanation: str
+    score_psi: float | None
+    score_level: Literal["stable", "warning", "drift"] | None
+    features: list[FeatureDriftOut] = Field(description="PSI per feature, worst first.")
+
+
 class MonitoringOut(BaseModel):
     model_version: str
     days: int = Field(description="The window: the last N days (UTC), today included.")
@@ -377,14 +388,23 @@ class MonitoringOut(BaseModel):
     end_day: str
     status: Literal["no reference", "not enough data", "stable", "warning", "drift"]
     explanation: str
-    scores: int = Field(description="Answers counted in the window.")
+    scores: int = Field(description="Answers counted in the window (all answers).")
     leads: int = Field(description="Distinct leads among them (per day and server process, summed over the days).")
     min_scores: int = Field(description="Fewer answers than this give no verdict.")
     min_leads: int = Field(description="Fewer leads than this give no verdict either.")
     levels: dict[str, float] = Field(description="PSI levels: warning from, drift from.")
-    score_psi: float | None = Field(description="PSI of the probabilities served against the test window's.")
+    score_psi: float | None = Field(
+        description="The verdict's PSI of the probabilities: leads scored on arrival (within an hour of creation, "
+        "one answer per lead) against the test leads at their creation (all answers, for a model trained before "
+        "on-arrival references: see on_arrival)."
+    )
     score_level: Literal["stable", "warning", "drift"] | None
-    features: list[FeatureDriftOut] = Field(description="PSI per feature, worst first.")
+    features: list[FeatureDriftOut] = Field(description="The verdict's PSI per feature, worst first.")
+    arrivals: int = Field(description="Leads scored on arrival in the window (the verdict's sample).")
+    on_arrival: bool = Field(description="Whether the verdict is on arrival (false: on all answers, an older model).")
+    all_answers: AllAnswersDriftOut | None = Field(
+        description="Every answer against every test scoring moment, for reading (depends on the CRM's schedule)."
+    )
     unseen_categories: dict[str, float | None] = Field(
         description="Per categorical attribute: share of answers (with the attribute given) whose value the model "
         "never saw."

@@ -232,8 +232,11 @@ class ScoreLog:
             ids = [r.lead_id for item in items for r in item[0]]
             attributes = [a for item in items for a in item[3]]
             probabilities = np.array([r.probability for item in items for r in item[0]])
+            ages = np.array([(r.as_of - r.created_at).total_seconds() for item in items for r in item[0]])
             features = np.vstack([item[2] for item in items])  # type: ignore[misc]
-            total.update(self._counter.count(day, version, models[model_id], ids, attributes, probabilities, features))
+            total.update(
+                self._counter.count(day, version, models[model_id], ids, attributes, probabilities, features, ages)
+            )
         return total
 
     def close(self, timeout: float = 10.0) -> None:

@@ -742,9 +742,14 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
             "margin_model": "lightgbm" if booster is not None else "logistic_regression",
             "best_iteration": int(booster.best_iteration or booster.current_iteration()) if booster else None,
             "score_reference": score_reference(p_test, w_test),
-            # every test scoring moment counts one, as every answer served does (not each lead one)
+            # every test scoring moment counts one, as every answer served does (not each lead one); on arrival:
+            # each test lead at its creation moment
             "drift_reference": drift_reference(
-                p_test, X_test, spec.feature_names, spec.categorical_feature_names
+                p_test,
+                X_test,
+                spec.feature_names,
+                spec.categorical_feature_names,
+                arrival=first_test & (examples["moment"].to_numpy()[te] == "creation"),
             ).to_dict(),
             "default_cutoffs": trade.default_cutoffs(),
             "leads_per_week": inflow,

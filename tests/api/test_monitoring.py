@@ -62,6 +62,58 @@ def bodies_at_test_moments(world: ServedWorld, sources: tuple[str, ...] | None, 
     return out
 
 
+def bodies_on_schedule(
+    world: ServedWorld,
+    schedule: str,
+    sources: tuple[str, ...] | None = None,
+    arrival: bool = True,
+    weeks: int = 26,
+) -> list[dict[str, Any]]:
+    """The served model's test leads as a CRM would score them while they are open: on arrival (2 minutes
+    after creation, when ``arrival``), then ``weekly`` (every 7 days after creation, ``weeks`` times) or at
+    ``every touch`` (a minute after each), up to the end of the test window; optionally only leads of
+    ``sources``."""
+    data = load_crm_data(world.data_dir)
+    first, last = (
+        pd.Timestamp(x, tz="UTC") for x in world.result.model.meta["windows"]["test_leads_created"].split(" .. ")
+    )
+    until = pd.Timestamp(world.result.model.meta["windows"]["test_moments_until"], tz="UTC") + pd.Timedelta(days=1)
+    leads = data.leads[(data.leads["created_at"] >= first) & (data.leads["created_at"] < last + pd.Timedelta(days=1))]
+    if sources is not None:
+        leads = leads[leads["lead_source"].isin(sources)]
+    closed = data.outcomes.groupby("lead_id")["closed_at"].min()
+    touches = data.touchpoints.groupby("lead_id")
+    out = []
+    for lead in leads.itertuples(index=False):
+        created = lead.created_at
+        end = min(until, closed.get(lead.lead_id, until))
+        mine = touches.get_group(lead.lead_id) if lead.lead_id in touches.groups else data.touchpoints.iloc[:0]
+        if schedule == "weekly":
+            later = [created + pd.Timedelta(days=7 * k) for k in range(1, weeks + 1)]
+        else:
+            later = [t + pd.Timedelta(minutes=1) for t in mine["occurred_at"] if t > created]
+        moments = ([created + pd.Timedelta(minutes=2)] if arrival else []) + sorted(later)
+        attrs = {c: getattr(lead, c) for c in data.leads.columns if c not in ("created_at", "lead_id")}
+        attrs = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in attrs.items()}
+        for as_of in moments:
+            if as_of >= end:
+                break
+            out.append(
+                {
+                    "lead_id": lead.lead_id,
+                    "created_at": created.isoformat(),
+                    "as_of": as_of.isoformat(),
+                    "attributes": attrs,
+                    "touchpoints": [
+                        {"occurred_at": t.occurred_at.isoformat(), "touch_type": t.touch_type, "channel": t.channel}
+                        for t in mine.itertuples()
+                        if t.occurred_at <= as_of
+                    ],
+                }
+            )
+    return out
+
+
 Seen = tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]
 
 
@@ -121,30 +173,62 @@ def psi_of(report: dict[str, Any], feature: str) -> float:
 
 
 @pytest.mark.usefixtures("no_mlflow_env")
-def test_the_test_window_mix_is_stable_and_a_shifted_lead_source_mix_is_not(
+def test_the_test_window_mix_is_stable_whatever_the_crm_schedule_and_a_shifted_lead_source_mix_is_not(
     served_world: ServedWorld, tmp_path: Path
 ) -> None:
-    few, same, ready, _ = monitored(served_world, tmp_path / "same", bodies_at_test_moments(served_world, None, 600))
-    assert few["status"] == "not enough data" and few["scores"] == 20 and few["score_psi"] is None
-    assert few["min_scores"] == 100 and "at least 100 answers of 50 leads" in few["explanation"]
-    assert same["scores"] == 600 and same["volume"][-1]["scores"] + same["volume"][0]["scores"] == 600
-    assert same["score_psi"] < 0.1, same["explanation"]
-    assert psi_of(same, "attr_lead_source") < 0.1
-    assert same["unseen_categories"]["lead_source"] == 0.0
-    assert ready["ready"] is True and ready["warnings"] == []
+    """Two halves of the test leads, one scored on arrival then weekly, the other on arrival then at every
+    touch: against every test scoring moment both schedules look like drift (all_answers), but the verdict,
+    on the leads scored on arrival, is stable. Leads of high-fit sources only: drift, by the lead source."""
+    weekly = bodies_on_schedule(served_world, "weekly", weeks=8)
+    every_touch = bodies_on_schedule(served_world, "every touch")
+    ids = sorted({b["lead_id"] for b in weekly})
+    half = set(np.random.default_rng(5).choice(ids, size=len(ids) // 2, replace=False).tolist())
+    results = {}
+    for name, bodies in (
+        ("weekly", [b for b in weekly if b["lead_id"] in half]),
+        ("every touch", [b for b in every_touch if b["lead_id"] not in half]),
+    ):
+        few, same, ready, _ = monitored(served_world, tmp_path / name, bodies)
+        arrived = len({b["lead_id"] for b in bodies})  # every lead is scored 2 minutes after its creation
+        assert few["status"] == "not enough data" and few["score_psi"] is None and few["arrivals"] <= 20
+        assert "a verdict needs at least 100" in few["explanation"]
+        assert same["scores"] == len(bodies) and same["arrivals"] == arrived >= 300 and same["on_arrival"] is True
+        assert same["status"] == "stable" and same["score_psi"] < 0.1, same["explanation"]
+        assert psi_of(same, "attr_lead_source") < 0.1 and psi_of(same, "engagement_decayed") < 0.1
+        # the schedule alone: the old verdict, on all answers, was a false alarm
+        assert same["all_answers"]["score_psi"] >= 0.1 and same["all_answers"]["status"] in ("warning", "drift")
+        assert same["unseen_categories"]["lead_source"] == 0.0
+        assert ready["ready"] is True and ready["warnings"] == []
+        results[name] = same
+    assert results["weekly"]["scores"] > 2 * results["weekly"]["arrivals"]  # scored again after arrival
 
     _, shifted, ready, metrics = monitored(
-        served_world, tmp_path / "shifted", bodies_at_test_moments(served_world, HIGH_FIT_SOURCES, 180)
+        served_world, tmp_path / "shifted", bodies_on_schedule(served_world, "every touch", HIGH_FIT_SOURCES)
     )
-    assert shifted["score_psi"] >= 0.1, shifted["explanation"]
+    assert shifted["arrivals"] >= 100 and shifted["score_psi"] >= 0.1, shifted["explanation"]
     assert psi_of(shifted, "attr_lead_source") >= 0.25
     assert shifted["status"] in ("warning", "drift") and "attr_lead_source" in shifted["explanation"]
+    assert "leads scored on arrival" in shifted["explanation"]
     assert shifted["features"][0]["psi"] >= psi_of(shifted, "attr_lead_source")  # worst first
     assert (
         ready["ready"] is True and len(ready["warnings"]) == 1 and "drift over the last 2 days" in ready["warnings"][0]
     )
     assert f'leadscore_drift_psi{{column="score"}} {shifted["score_psi"]}' in metrics
     assert "leadscore_drift_status 1.0" in metrics or "leadscore_drift_status 2.0" in metrics
+
+
+@pytest.mark.usefixtures("no_mlflow_env")
+def test_without_answers_on_arrival_there_is_no_verdict_and_all_answers_are_shown(
+    served_world: ServedWorld, tmp_path: Path
+) -> None:
+    """A CRM that only scores weekly, never as leads arrive: "not enough data", with the all-answers figures
+    (which a weekly schedule alone pushes over the drift level) for reading."""
+    bodies = bodies_on_schedule(served_world, "weekly", arrival=False, weeks=2)[:400]
+    _, report, ready, _ = monitored(served_world, tmp_path / "weekly", bodies)
+    assert report["arrivals"] == 0 and report["status"] == "not enough data" and report["score_psi"] is None
+    assert "0 leads scored on arrival" in report["explanation"] and "all answers: score PSI" in report["explanation"]
+    assert report["all_answers"]["status"] in ("warning", "drift") and report["all_answers"]["features"]
+    assert ready["warnings"] == []
 
 
 @pytest.mark.usefixtures("no_mlflow_env")
@@ -186,3 +270,24 @@ def test_drift_counts_wait_in_memory_between_writes_and_none_is_lost_at_shutdown
     logged, counted_while_serving = asyncio.run(calls(create_app(settings)))
     assert logged == 30 and counted_while_serving == 0
     assert counted() == 30
+
+
+def test_an_answer_counts_on_arrival_once_per_lead_within_an_hour_of_creation(served_world: ServedWorld) -> None:
+    from serving.drift_store import ARRIVAL, LEADS, DriftCounter
+
+    model = served_world.result.model
+    counter = DriftCounter()
+    n = len(model.spec.feature_names)
+    day = datetime(2026, 3, 2, tzinfo=UTC).date()
+
+    def arrivals(ids: list[str], ages: list[float], on: Any = day) -> tuple[int, int, int]:
+        p = np.linspace(0.05, 0.95, len(ids))
+        out = counter.count(on, "1", model, ids, [{}] * len(ids), p, np.zeros((len(ids), n)), np.array(ages))
+        arrived = sum(v for (_, _, c, _), v in out.items() if c == ARRIVAL + "score")
+        answers = sum(v for (_, _, c, _), v in out.items() if c == "score")
+        return arrived, answers, out[day.isoformat() if on == day else on.isoformat(), "1", LEADS, 0]
+
+    # a at 1 min (arrival), a again (not its first answer), b at 2 h, c before its creation, d at 59 min 59 s
+    assert arrivals(["a", "a", "b", "c", "d"], [60, 120, 7200, -5, 3599]) == (2, 5, 4)
+    assert arrivals(["a", "e"], [10, 3600]) == (0, 2, 1)  # a was answered today already; e at exactly an hour
+    assert arrivals(["a"], [10], day + timedelta(days=1)) == (1, 1, 1)  # a new day forgets (documented)

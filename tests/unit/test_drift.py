@@ -40,7 +40,8 @@ def test_levels_follow_the_usual_rule_of_thumb() -> None:
 
 def test_numeric_bins_are_the_test_deciles_plus_a_bin_for_missing_values() -> None:
     bins = Bins.fit(np.array([*range(1, 11), np.nan, np.nan], dtype=float), "numeric")
-    assert bins.edges == pytest.approx((1.9, 2.8, 3.7, 4.6, 5.5, 6.4, 7.3, 8.2, 9.1))
+    # deciles 1.9, 2.8 ... 9.1, each moved halfway down to the value below it (1, 2 ... 9)
+    assert bins.edges == pytest.approx((1.45, 2.4, 3.35, 4.3, 5.25, 6.2, 7.15, 8.1, 9.05))
     assert bins.size == 11
     assert bins.index(np.array([0.0, 1.0, 1.9, 9.1, 50.0, np.nan, np.inf])).tolist() == [0, 0, 1, 9, 9, 10, 10]
     assert bins.shares == pytest.approx([1 / 12] * 10 + [2 / 12])
@@ -48,8 +49,19 @@ def test_numeric_bins_are_the_test_deciles_plus_a_bin_for_missing_values() -> No
 
 def test_equal_values_merge_bins() -> None:
     bins = Bins.fit(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 5], dtype=float), "numeric")
-    assert bins.edges == pytest.approx((0.0, 0.2, 1.4))  # quantiles 0 (seven times), 0.2 and 1.4: one bin each
-    assert bins.shares == pytest.approx([0.0, 0.8, 0.1, 0.1, 0.0])  # below 0, [0, 0.2), [0.2, 1.4), 1.4+, missing
+    # quantiles 0 (seven times), 0.2 and 1.4: one bin each; 0.2 and 1.4 move halfway down to 0 and 1
+    assert bins.edges == pytest.approx((0.0, 0.1, 1.2))
+    assert bins.shares == pytest.approx([0.0, 0.8, 0.1, 0.1, 0.0])  # below 0, [0, 0.1), [0.1, 1.2), 1.2+, missing
+
+
+def test_a_value_a_hair_below_a_point_mass_falls_in_its_bin() -> None:
+    """Many test leads at exactly 1.0 (a decayed engagement at the creation touch): a lead scored minutes later
+    (0.99998) counts in 1.0's bin, not in the bin of the values below, which would make a drift of nothing."""
+    bins = Bins.fit(np.array([0.2, 0.4, *[1.0] * 6, 3.0, 4.0]), "numeric")
+    # distinct deciles 0.38, 0.88, 1.0, 1.4, 3.1, moved halfway down to 0.2, 0.4, 0.4, 1.0, 3.0
+    assert bins.edges == pytest.approx((0.29, 0.64, 0.7, 1.2, 3.05))
+    assert bins.index(np.array([1.0, 0.99998, 0.5])).tolist() == [3, 3, 1]
+    assert bins.shares == pytest.approx([0.1, 0.1, 0.0, 0.6, 0.1, 0.1, 0.0])
 
 
 def test_categorical_bins_are_the_codes_seen_plus_one_for_missing_or_unseen() -> None:
@@ -99,3 +111,36 @@ def test_one_lead_scored_many_times_is_not_a_population() -> None:
     report = compare(reference_of_two_bins(), counts, min_scores=100, leads=1, min_leads=50)
     assert report.status == "not enough data" and "500 answers of 1 leads" in report.explanation
     assert compare(reference_of_two_bins(), counts, min_scores=100, leads=50, min_leads=50).status == "drift"
+
+
+def test_the_on_arrival_reference_is_each_test_lead_at_its_creation_in_the_same_bins() -> None:
+    # four test moments of two leads; rows 0 and 2 are their creation moments
+    X = np.array([[0.0], [5.0], [0.0], [9.0]])
+    ref = drift_reference(np.array([0.1, 0.2, 0.3, 0.9]), X, ["n_visits"], [], arrival=np.array([1, 0, 1, 0], bool))
+    assert ref.arrival_leads == 2 and DriftReference.from_dict(ref.to_dict()) == ref
+    # the same bins as all moments: the score's deciles of 0.1, 0.2, 0.3, 0.9 cut between 0.1 and 0.2, ...
+    assert ref.arrival is not None and len(ref.arrival["score"]) == ref.score.size
+    by_hand = ref.score.counts(np.array([0.1, 0.3])) / 2
+    assert ref.arrival["score"] == pytest.approx(tuple(by_hand)) and sum(ref.arrival["score"]) == pytest.approx(1.0)
+    assert ref.arrival["n_visits"][ref.features["n_visits"].index(np.array([0.0]))[0]] == 1.0  # both at 0 visits
+    assert drift_reference(np.array([0.1]), X[:1], ["n_visits"], []).arrival is None  # no mask: none kept
+
+
+def test_the_verdict_on_arrival_compares_with_the_creation_shares() -> None:
+    from models.drift import compare
+
+    ref = DriftReference(
+        score=Bins("numeric", (0.5,), (0.5, 0.5, 0.0)), features={}, rows=100, arrival={"score": (0.8, 0.2, 0.0)}
+    )
+    same = compare(ref, {"score": np.array([160, 40, 0])}, min_scores=200, on_arrival=True)
+    assert same.score is not None and same.score.psi == pytest.approx(0.0, abs=1e-9) and same.status == "stable"
+    assert same.explanation.startswith("score PSI 0.000 (stable) over 200 leads scored on arrival")
+    moved = compare(ref, {"score": np.array([100, 100, 0])}, min_scores=200, on_arrival=True)
+    by_hand = (0.5 - 0.8) * math.log(0.5 / 0.8) + (0.5 - 0.2) * math.log(0.5 / 0.2)  # 0.416
+    assert moved.score is not None and moved.score.psi == pytest.approx(by_hand, abs=1e-3) and moved.status == "drift"
+    # against the all-moments shares (0.5, 0.5) the same counts are stable: which shares are used matters
+    assert compare(ref, {"score": np.array([100, 100, 0])}, min_scores=200).status == "stable"
+    few = compare(ref, {"score": np.array([60, 40, 0])}, min_scores=200, on_arrival=True)
+    assert few.status == "not enough data" and "100 leads scored on arrival" in few.explanation
+    with pytest.raises(ValueError, match="on-arrival"):
+        compare(reference_of_two_bins(), {"score": np.array([100, 100, 0])}, min_scores=1, on_arrival=True)
