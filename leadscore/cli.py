@@ -264,8 +264,20 @@ def train(
             "`leadscore retrain` passes those received through the API."
         ),
     ] = None,
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
+    max_train_examples: Annotated[
+        int,
+        typer.Option(
+            help="--engine dask: over this many train-window scoring moments, negatives are sampled (and weighted "
+            "up) to about this many.",
+            min=1000,
+        ),
+    ] = 4_000_000,
 ) -> None:
-    """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version."""
+    """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version.
+    With --engine dask the examples and features are built on a Dask cluster from a directory of Parquet
+    tables, and the fit runs here on them (negatives sampled past --max-train-examples)."""
     from rich.table import Table
 
     from leadscore.settings import get_settings
@@ -273,6 +285,13 @@ def train(
     from training.pipeline import MODELS, NotEnoughData, TrainConfig
     from training.pipeline import train as run_training
 
+    on_dask = _engine(engine) == "dask"
+    if on_dask and (outcomes_file is not None or any((id_column, time_column, close_column, label_column))):
+        raise typer.BadParameter(
+            "the Dask engine trains on a data directory of Parquet tables: no flat-export options or "
+            "--outcomes-file (use --engine local)",
+            param_hint="--engine",
+        )
     kinds = {m.strip() for m in moments.split(",") if m.strip()}
     unknown = kinds - {"creation", "activity", "periodic"}
     if unknown or not kinds:
@@ -312,7 +331,18 @@ def train(
                 status.update(message)
                 console.log(message)
 
-            result = run_training(config, progress=progress)
+            if on_dask:
+                from training.dask_engine import ClusterUnavailable
+                from training.dask_training import train_on_dask
+
+                try:
+                    with _dask(scheduler) as client:
+                        result = train_on_dask(client, config, progress, max_train_examples=max_train_examples)
+                except ClusterUnavailable as err:
+                    console.print(f"[red]error:[/red] {err}")
+                    raise typer.Exit(2) from err
+            else:
+                result = run_training(config, progress=progress)
     except (NotEnoughData, DataValidationError) as err:
         for note in getattr(err, "notes", []):  # the validation report first: it often shows the cause
             console.print(f"[yellow]note:[/yellow] {note}")

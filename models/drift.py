@@ -8,8 +8,10 @@ of shares over those bins:
 
 * **on arrival** (the verdict): each test lead once, at its creation moment. Serving counts each lead's first
   answer given within ``ARRIVAL_SECONDS`` of its creation (a CRM scoring leads as they arrive). Both sides
-  are one row per lead at the same age, so the comparison does not depend on when or how often the CRM asks
-  afterwards.
+  are one row per lead at (nearly) the same age, so the comparison does not depend on when or how often the
+  CRM asks afterwards. Features that move with the clock alone (days since creation or since a touch, a
+  decayed engagement) are left out of it: within the hour they drift from their value at creation with no
+  change in the leads (see :func:`compare`).
 * **all answers** (for reading, not for the verdict): every test scoring moment counts one, as every answer
   served does. Features that count time (days since the last touch, touches in the last 7 days) and so the
   score depend on the CRM's schedule: a CRM that scores weekly, or at every touch, was measured at a score
@@ -252,6 +254,7 @@ def compare(
     leads: int = 0,
     min_leads: int = 0,
     on_arrival: bool = False,
+    leave_out: frozenset[str] = frozenset(),
 ) -> DriftReport:
     """PSI of the score and of every feature between the reference and the served counts.
 
@@ -260,6 +263,8 @@ def compare(
         counts: per column (``score`` and feature names), the answers counted in each of its bins.
         on_arrival: compare with the on-arrival shares (``counts`` are then leads' answers on arrival, one
             per lead; ``min_scores`` applies to them and the explanation says "leads scored on arrival").
+        leave_out: features not compared (on arrival: those that move with the clock alone, such as days
+            since creation or a decayed engagement, which differ between a lead at 0 and at 40 minutes).
         min_scores: fewer answers than this give no verdict ("not enough data"): with few answers the PSI
             is large by chance alone (about (bins - 1) / answers).
         leads: distinct leads among the answers; ``min_leads``: fewer give no verdict either (one lead
@@ -294,7 +299,7 @@ def compare(
     results = []
     for column, bins in reference.columns():
         served = counts.get(column)
-        if served is None or served.sum() <= 0 or len(served) != bins.size:
+        if column in leave_out or served is None or served.sum() <= 0 or len(served) != bins.size:
             continue
         expected = reference.arrival.get(column) if on_arrival and reference.arrival else bins.shares
         if expected is None or sum(expected) <= 0:

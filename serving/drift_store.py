@@ -5,8 +5,8 @@ Columns counted (``column`` of the ``drift_counts`` table):
 
 - ``score`` and every feature: the bins of the model's :class:`models.drift.DriftReference` (scores);
 - ``arrival:score`` and ``arrival:<feature>``: the same bins, counting only each lead's answer on arrival:
-  its first answer of the day (in this server process) given within ``ARRIVAL_SECONDS`` of its creation
-  (``as_of - created_at``), the verdict's counts (see models/drift.py);
+  its first answer given within ``ARRIVAL_SECONDS`` of its creation (``as_of - created_at``), once a day per
+  server process, the verdict's counts (see models/drift.py);
 - ``unseen:<attribute>``: bin 0 a known category, bin 1 a category the model never saw (scores with the
   attribute present; missing values are not counted);
 - ``touch_types``: bin 0 touches of a type the model knows, bin 1 of a type it does not (touches, from the
@@ -58,6 +58,7 @@ class DriftCounter:
         self._reference: DriftReference | None = None
         self._known: dict[tuple[str, object], bool | None] = {}  # (attribute, value) -> known? (None: missing)
         self._leads: tuple[str, set[str]] = ("", set())  # the day, and the leads answered that day
+        self._arrived: tuple[str, set[str]] = ("", set())  # the day, and the leads counted on arrival that day
 
     def reference(self, model: ScoringModel) -> DriftReference | None:
         """The model's reference (read once per model; None for a model trained before references)."""
@@ -88,14 +89,22 @@ class DriftCounter:
             self._leads = (d, set())
         seen_today = self._leads[1]
         before = len(seen_today)
-        arrival = np.zeros(len(lead_ids), dtype=bool)
         if before < MAX_LEADS_REMEMBERED:
-            young = (ages >= 0) & (ages < ARRIVAL_SECONDS) if ages is not None else arrival
-            for i, lead_id in enumerate(lead_ids):  # each lead's first answer of the day, if on arrival
-                if lead_id not in seen_today:
-                    seen_today.add(lead_id)
-                    arrival[i] = young[i]
+            seen_today.update(lead_ids)
             out[d, version, LEADS, 0] += len(seen_today) - before
+        # on arrival: a lead's first answer within ARRIVAL_SECONDS of its creation, once a day (the leads
+        # remembered for this are only those counted, a few per new lead, whatever is re-scored that day)
+        arrival = np.zeros(len(lead_ids), dtype=bool)
+        if ages is not None:
+            if self._arrived[0] != d:
+                self._arrived = (d, set())
+            arrived = self._arrived[1]
+            young = np.flatnonzero((ages >= 0) & (ages < ARRIVAL_SECONDS))
+            for i in young.tolist():
+                lead_id = lead_ids[i]
+                if lead_id not in arrived and len(arrived) < MAX_LEADS_REMEMBERED:
+                    arrived.add(lead_id)
+                    arrival[i] = True
         names = model.spec.feature_names
         on_arrival = bool(arrival.any()) and reference.arrival is not None
         for column, bins in reference.columns():

@@ -86,11 +86,12 @@ class Metrics:
         self.drift_psi = Gauge(
             "leadscore_drift_psi",
             "PSI of the served model's answers of the last LEADSCORE_DRIFT_DAYS days against its test window, "
-            "by column (score or a feature)",
+            "by column (score or a feature), the verdict's; -1 when the last report has no figure for the column",
             ("column",),
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self._psi_columns: set[str] = set()
         self.drift_status = Gauge(
             "leadscore_drift_status",
             "Drift verdict: -1 not enough data or no reference, 0 stable, 1 warning, 2 drift",
@@ -133,10 +134,14 @@ class Metrics:
         """Set the drift gauges from a monitoring report (serving.schemas.MonitoringOut)."""
         codes = {"stable": 0, "warning": 1, "drift": 2}
         self.drift_status.set(codes.get(report.status, -1))
+        values = {feature.feature: feature.psi for feature in report.features}
         if report.score_psi is not None:
-            self.drift_psi.labels("score").set(report.score_psi)
-        for feature in report.features:
-            self.drift_psi.labels(feature.feature).set(feature.psi)
+            values["score"] = report.score_psi
+        for column in self._psi_columns - set(values):  # no figure now: not the last report's old value
+            self.drift_psi.labels(column).set(-1)
+        for column, value in values.items():
+            self.drift_psi.labels(column).set(value)
+        self._psi_columns |= set(values)
 
     def set_model(self, name: str, version: str) -> None:
         # Not ``clear()``: labels cannot be removed in multiprocess mode, so earlier versions go to 0.

@@ -13,6 +13,9 @@ from models.scoring_model import ScoringModel
 from serving.drift_store import ARRIVAL, LEADS, TOUCH_TYPES, UNSEEN, DriftStore
 from serving.schemas import AllAnswersDriftOut, DayVolumeOut, FeatureDriftOut, MonitoringOut
 
+# features that move with the clock alone (features/spec.py FeatureInfo.kind): left out of the on-arrival verdict
+CLOCK_KINDS = ("recency", "age", "decayed")
+
 
 def monitoring_report(
     store: DriftStore,
@@ -74,9 +77,17 @@ def monitoring_report(
     arrival_counts = {k[len(ARRIVAL) :]: v for k, v in counts.items() if k.startswith(ARRIVAL)}
     arrivals = int(arrival_counts["score"].sum()) if "score" in arrival_counts else 0
     on_arrival = reference.arrival is not None
-    report = compare(reference, arrival_counts, min_scores, on_arrival=True) if on_arrival else everything
+    clock = frozenset(i.name for i in model.spec.feature_infos() if i.kind in CLOCK_KINDS)
+    report = (
+        compare(reference, arrival_counts, min_scores, on_arrival=True, leave_out=clock) if on_arrival else everything
+    )
     explanation = report.explanation
-    if not on_arrival:
+    if not on_arrival and not model.meta.get("scoring_moments", {}).get("at_creation", True):
+        explanation += (
+            "; judged on all answers, which depend on when the CRM asks: this model was trained without creation "
+            "moments (--moments), so it has no reference on arrival"
+        )
+    elif not on_arrival:
         explanation += "; judged on all answers: this model was trained before on-arrival references (retrain)"
     elif report.status == "not enough data" and everything.status != "not enough data":
         explanation += (

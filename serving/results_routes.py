@@ -135,8 +135,10 @@ def get_monitoring(
     ] = None,
 ) -> MonitoringOut:
     """Drift of the served model (any role): PSI of the probabilities and of every feature served in the last
-    days against the test window, in bins fixed at training; shares of unseen categories and touch types;
-    answers per day. Below the minimum of answers the verdict is "not enough data". Definitions:
+    days against the test window, in bins fixed at training. The verdict compares the leads scored on arrival
+    (within an hour of creation) with the test leads at creation; every answer against every test scoring
+    moment is given under ``all_answers``. Also shares of unseen categories and touch types and answers per
+    day. Below ``min_scores`` leads scored on arrival the verdict is "not enough data". Definitions:
     models/drift.py."""
     settings = request.app.state.settings
     drift: DriftStore = request.app.state.drift

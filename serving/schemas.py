@@ -390,8 +390,10 @@ class MonitoringOut(BaseModel):
     explanation: str
     scores: int = Field(description="Answers counted in the window (all answers).")
     leads: int = Field(description="Distinct leads among them (per day and server process, summed over the days).")
-    min_scores: int = Field(description="Fewer answers than this give no verdict.")
-    min_leads: int = Field(description="Fewer leads than this give no verdict either.")
+    min_scores: int = Field(
+        description="Fewer leads scored on arrival than this give no verdict (fewer answers: no all-answers figures)."
+    )
+    min_leads: int = Field(description="Fewer distinct leads than this give no all-answers figures.")
     levels: dict[str, float] = Field(description="PSI levels: warning from, drift from.")
     score_psi: float | None = Field(
         description="The verdict's PSI of the probabilities: leads scored on arrival (within an hour of creation, "
@@ -399,7 +401,10 @@ class MonitoringOut(BaseModel):
         "on-arrival references: see on_arrival)."
     )
     score_level: Literal["stable", "warning", "drift"] | None
-    features: list[FeatureDriftOut] = Field(description="The verdict's PSI per feature, worst first.")
+    features: list[FeatureDriftOut] = Field(
+        description="The verdict's PSI per feature, worst first (on arrival: without the features that move with "
+        "the clock alone, days since creation or a touch and the decayed engagement)."
+    )
     arrivals: int = Field(description="Leads scored on arrival in the window (the verdict's sample).")
     on_arrival: bool = Field(description="Whether the verdict is on arrival (false: on all answers, an older model).")
     all_answers: AllAnswersDriftOut | None = Field(

@@ -321,6 +321,45 @@ def _latest_valid(
     return data.latest_time() if len(data.leads) else None
 
 
+@dataclass(frozen=True)
+class PartitionSummary:
+    """What a training run keeps of one validated partition besides its examples (summed by the caller)."""
+
+    report: ValidationReport
+    leads: int
+    touchpoints: int
+    outcomes: int
+    wins: int
+    created_min: pd.Timestamp | None
+    created_max: pd.Timestamp | None
+    digest: str  # sha256 of the partition's validated tables (pandas row hashes)
+    weekly_new_leads: np.ndarray  # new leads in each of the 12 weeks before the end of the data
+
+
+def _summary(data: CRMData, end: pd.Timestamp) -> PartitionSummary:
+    import hashlib
+
+    from training.pipeline import weekly_counts
+
+    digest = hashlib.sha256()
+    for frame in (data.leads, data.touchpoints, data.outcomes):
+        if frame is not None:
+            digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    created = data.leads["created_at"]
+    known = len(created) and not created.isna().all()
+    return PartitionSummary(
+        report=data.report,
+        leads=len(data.leads),
+        touchpoints=0 if data.touchpoints is None else len(data.touchpoints),
+        outcomes=len(data.outcomes),
+        wins=int((data.outcomes["outcome"] == "won").sum()),
+        created_min=created.min() if known else None,
+        created_max=created.max() if known else None,
+        digest=digest.hexdigest(),
+        weekly_new_leads=weekly_counts(created, end),
+    )
+
+
 def _examples_and_touches(
     leads: pd.DataFrame,
     touches: pd.DataFrame | None,
@@ -329,16 +368,20 @@ def _examples_and_touches(
     end: pd.Timestamp,
     config: Any,
     empty: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
-    """A partition's examples, its validated touches and its lead columns."""
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str], PartitionSummary]:
+    """A partition's examples, its validated touches, its lead columns and its summary. Rows dated after
+    ``end`` are dropped as the local engine drops them; ``config.exclude_columns`` are left out."""
     from training.pipeline import make_examples
 
-    data, _ = validated_partition(leads, touches, outcomes, now)
+    excluded = [c for c in getattr(config, "exclude_columns", ()) if c in leads.columns]
+    data, _ = validated_partition(leads.drop(columns=excluded), touches, outcomes, min(now, end))
+    data.data_end = end
+    data.excluded_columns = tuple(getattr(config, "exclude_columns", ()))
+    summary = _summary(data, end)
     if not len(data.leads):
         examples = pd.DataFrame() if empty is None else empty
-        return examples, data.touchpoints, list(data.leads.columns)
-    data.data_end = end
-    return make_examples(data, config), data.touchpoints, list(data.leads.columns)
+        return examples, data.touchpoints, list(data.leads.columns), summary
+    return make_examples(data, config), data.touchpoints, list(data.leads.columns), summary
 
 
 @dataclass(frozen=True)
@@ -351,6 +394,7 @@ class DaskExamples:
     partitions: int
     touches: list[Any] = field(default_factory=list)  # per partition: its validated touches (delayed)
     lead_columns: list[str] = field(default_factory=list)
+    summaries: list[Any] = field(default_factory=list)  # per partition: its PartitionSummary (delayed)
 
     def compute(self) -> pd.DataFrame:
         """Every example in one frame (rows grouped by partition): for data that fit in memory."""
@@ -390,10 +434,10 @@ def examples_dataset(
             raise DataValidationError([DataIssue(str(data_dir), None, None, "no valid lead is left")])
         data_end = max(found)
     meta = _examples_meta(parts, config, now, data_end)
-    make = dask.delayed(_examples_and_touches, pure=True, nout=3)
+    make = dask.delayed(_examples_and_touches, pure=True, nout=4)
     made = [make(lp, tp, op, now, data_end, config, meta) for lp, tp, op in triples]
     lead_columns = [c for c in meta.columns if c not in ("as_of", "moment", "label", "won_at")]
-    return DaskExamples([m[0] for m in made], data_end, n, [m[1] for m in made], lead_columns)
+    return DaskExamples([m[0] for m in made], data_end, n, [m[1] for m in made], lead_columns, [m[3] for m in made])
 
 
 WINDOWS = ("train", "calibration", "test")
@@ -458,13 +502,14 @@ def _train_spec_counts(
 
 def _window_features(
     piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str], keep_negatives: float, seed: int
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """A partition's examples in the windows (train negatives kept with probability ``keep_negatives``, their
-    weight divided by it) and their features (float32, spec order)."""
+    weight divided by it), their features (float32, spec order) and the rows per window before sampling."""
     from features import build_features
 
     if not len(piece):
-        return piece, np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+        return piece, np.zeros((0, len(spec.feature_names)), dtype=np.float32), {}
+    before = {str(k): int(v) for k, v in piece["window"].value_counts().items()}
     if keep_negatives < 1.0:
         rng = np.random.default_rng(seed)
         negative = (piece["window"] == "train").to_numpy() & (piece["label"] == 0).to_numpy()
@@ -473,7 +518,7 @@ def _window_features(
         piece.loc[negative[kept], "weight"] = piece.loc[negative[kept], "weight"] / keep_negatives
         piece = piece.reset_index(drop=True)
     X = build_features(piece[columns], touches, piece["as_of"], spec).to_numpy(dtype=np.float32)
-    return piece, X
+    return piece, X, before
 
 
 @dataclass(frozen=True)
@@ -485,6 +530,7 @@ class TrainingMatrix:
     X: np.ndarray
     spec: Any
     keep_negatives: float
+    before_sampling: dict[str, int] = field(default_factory=dict)  # examples per window before sampling
 
 
 def training_matrix(
@@ -516,7 +562,9 @@ def training_matrix(
     total = SpecCounts(has_touches=any(c.has_touches for c in counted))
     for c in counted:
         total = total.merge(c)
-    spec = spec_from_counts(total, half_life_days=config.half_life_days)
+    spec = spec_from_counts(
+        total, exclude_columns=tuple(getattr(config, "exclude_columns", ())), half_life_days=config.half_life_days
+    )
     made = dask.compute(
         *(
             dask.delayed(_window_features)(p, t, spec, columns, keep_negatives, seed + k)
@@ -525,7 +573,8 @@ def training_matrix(
     )
     rows = pd.concat([m[0] for m in made], ignore_index=True)
     X = np.concatenate([m[1] for m in made]) if made else np.zeros((0, len(spec.feature_names)), dtype=np.float32)
-    return TrainingMatrix(rows, X, spec, keep_negatives)
+    before = {name: sum(m[2].get(name, 0) for m in made) for name in WINDOWS}
+    return TrainingMatrix(rows, X, spec, keep_negatives, before)
 
 
 def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

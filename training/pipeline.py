@@ -34,7 +34,14 @@ from models.registry import (
 from models.scoring_model import ScoringModel
 from models.threshold_analysis import TradeOff
 from training.baselines import RulesBaseline, logistic_baseline
-from training.data import CRMData, FlatExportOptions, InputOptions, load_crm_data, merge_outcomes
+from training.data import (
+    CRMData,
+    FlatExportOptions,
+    InputOptions,
+    ValidationReport,
+    load_crm_data,
+    merge_outcomes,
+)
 from training.evaluate import calibration_check, classification_metrics, save_plots, segment_auc
 from training.leakage import LeakageAudit, audit_leakage
 from training.moments import MomentConfig, flat_moments, scoring_moments
@@ -123,6 +130,38 @@ class Split:
     test: np.ndarray
     windows: dict[str, str]
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass
+class DataSource:
+    """What fitting, evaluating and registering need of the data besides the example rows, whichever engine
+    read it: the local engine takes it from its :class:`CRMData` (:func:`local_source`), the Dask engine sums
+    it over partitions (training/dask_training.py)."""
+
+    has_time: bool
+    flat: FlatExportOptions | None
+    excluded_columns: tuple[str, ...]
+    report: ValidationReport
+    lead_columns: list[str]
+    fingerprint: dict[str, object]
+    end_time: pd.Timestamp | None
+    n_leads: int
+    # new leads in each of the INFLOW_WEEKS weeks before the end of the data (index: whole weeks back)
+    weekly_new_leads: np.ndarray | None
+    # the test window's examples' features under another spec (the champion's, for the promotion gate)
+    test_features: Callable[[FeatureSpec], np.ndarray]
+    engine: dict[str, object] = field(default_factory=lambda: {"engine": "local"})
+
+
+@dataclass
+class Prepared:
+    """The labelled examples, their split and features: what the fit starts from."""
+
+    examples: pd.DataFrame  # one row per scoring moment: lead columns, as_of, moment, label, won_at
+    split: Split
+    spec: FeatureSpec
+    X_all: np.ndarray  # float32, one row per example, spec order
+    source: DataSource
 
 
 @dataclass
@@ -288,6 +327,7 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         cal_share = config.calibration_fraction / (1 - config.test_fraction)
         train, cal = train_test_split(rest, test_size=cal_share, stratify=y[rest], random_state=config.seed)
         parts = (np.sort(train), np.sort(cal), np.sort(test))
+        parts = tuple(canonical_order(examples["lead_id"], p) for p in parts)  # type: ignore[assignment]
         return Split("stratified", *parts, windows={}, weight=_weights(examples, parts))
     only_creation = bool((examples["moment"] == "creation").all())
     bounds = time_windows(examples["created_at"].min(), data.end_time, config, only_creation)
@@ -304,7 +344,18 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         f"for its first {follow_days} days); gaps of one horizon between the windows ({gap_leads:,} leads created "
         "inside the gaps are in no window)"
     )
+    parts = tuple(canonical_order(examples["lead_id"], p) for p in parts)  # type: ignore[assignment]
     return Split("time", *parts, windows=windows, weight=_weights(examples, parts))
+
+
+def canonical_order(lead_ids: pd.Series | np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` (positions of examples, each lead's in time order) ordered by the 64-bit hash of their lead
+    id, then position: an order of leads that does not depend on how the data were read or partitioned, so
+    that the fit (LightGBM's bagging draws rows by position) sees the same rows in the same order on either
+    engine, and gives the same model."""
+    ids = np.asarray(lead_ids, dtype=object)[rows].astype(str).astype(object)
+    hashed = pd.util.hash_array(ids)
+    return rows[np.lexsort((rows, hashed))]
 
 
 def _weights(examples: pd.DataFrame, parts: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -542,7 +593,15 @@ def first_moments(examples: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
 INFLOW_WEEKS = 12
 
 
-def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple[float, tuple[float, float], str]:
+def weekly_counts(created_at: pd.Series, end: pd.Timestamp) -> np.ndarray:
+    """New leads in each of the ``INFLOW_WEEKS`` whole weeks before ``end`` (index 0: the last week)."""
+    age_seconds = (end - created_at).dt.total_seconds().to_numpy()
+    age_weeks = age_seconds / pd.Timedelta(weeks=1).total_seconds()
+    recent = (age_weeks >= 0) & (age_weeks < INFLOW_WEEKS)
+    return np.bincount(age_weeks[recent].astype(int), minlength=INFLOW_WEEKS)[:INFLOW_WEEKS]
+
+
+def weekly_inflow(source: DataSource, config: TrainConfig, notes: list[str]) -> tuple[float, tuple[float, float], str]:
     """New leads per week over the last 12 weeks before the end of the data, with a 95% interval of that
     mean rate: a t interval over the 12 weekly counts (``mean +- t(0.975, 11) * sd / sqrt(12)``), which
     takes in the week-to-week spread as it is (no Poisson assumption). A figure given in the config is
@@ -554,15 +613,12 @@ def weekly_inflow(data: CRMData, config: TrainConfig, notes: list[str]) -> tuple
     if config.leads_per_week:
         rate = float(config.leads_per_week)
         return rate, (rate, rate), "given at training"
-    if not data.has_time:
+    if not source.has_time or source.weekly_new_leads is None or source.end_time is None:
         notes.append("no time column: per-week figures assume the export covers one year")
-        rate = len(data.leads) / 52.0
+        rate = source.n_leads / 52.0
         return rate, (rate, rate), "assumed: the export (no time column) covers one year"
-    end = data.end_time
-    age_seconds = (end - data.leads["created_at"]).dt.total_seconds().to_numpy()
-    age_weeks = age_seconds / pd.Timedelta(weeks=1).total_seconds()
-    recent = (age_weeks >= 0) & (age_weeks < INFLOW_WEEKS)
-    counts = np.bincount(age_weeks[recent].astype(int), minlength=INFLOW_WEEKS)[:INFLOW_WEEKS]
+    end = source.end_time
+    counts = source.weekly_new_leads
     mean = float(counts.mean())
     half = float(student_t.ppf(0.975, INFLOW_WEEKS - 1) * counts.std(ddof=1) / np.sqrt(INFLOW_WEEKS))
     basis = f"counted: new leads per week over the {INFLOW_WEEKS} weeks before {end.date()}"
@@ -609,6 +665,55 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
 
 def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainResult:
     started = time.perf_counter()
+    prepared = _prepare_local(config, progress, notes)
+    return fit_and_register(config, prepared, progress, notes, started)
+
+
+def check_windows(lead_ids: pd.Series, y_all: np.ndarray, split: Split, config: TrainConfig, end: str) -> None:
+    """Refuse a split the fit cannot use (``end``: how to name the end of the data in the message).
+
+    Raises:
+        NotEnoughData: too few won or not-won training leads, or an empty or one-class calibration or test
+            window.
+    """
+    check_enough(lead_ids.iloc[split.train], y_all[split.train], config.min_class_count)
+    for name, idx in (("calibration", split.calibration), ("test", split.test)):
+        if len(idx) == 0:
+            raise NotEnoughData(
+                f"the {name} window has no scoring moment (windows: {split.windows}); take more kinds of moments "
+                "(--moments), shorten --every-days or --horizon-days, or add data"
+            )
+        if len(np.unique(y_all[idx])) < 2:
+            raise NotEnoughData(
+                f"the {name} window has only one class (no lead won, or every lead won, within the horizon); "
+                f"{end}add data, check --data-end, or shorten --horizon-days"
+            )
+
+
+def local_source(data: CRMData, examples: pd.DataFrame, split: Split) -> DataSource:
+    """The :class:`DataSource` of data read by the local engine."""
+    lead_cols = list(data.leads.columns)
+
+    def test_features(spec: FeatureSpec) -> np.ndarray:
+        rows = examples.iloc[split.test]
+        return build_features(rows[lead_cols], data.touchpoints, rows["as_of"], spec).to_numpy(dtype=np.float32)
+
+    return DataSource(
+        has_time=data.has_time,
+        flat=data.flat,
+        excluded_columns=data.excluded_columns,
+        report=data.report,
+        lead_columns=lead_cols,
+        fingerprint=data.fingerprint(),
+        end_time=data.end_time if data.has_time else None,
+        n_leads=len(data.leads),
+        weekly_new_leads=weekly_counts(data.leads["created_at"], data.end_time) if data.has_time else None,
+        test_features=test_features,
+    )
+
+
+def _prepare_local(config: TrainConfig, progress: Progress, notes: list[str]) -> Prepared:
+    """Load and validate the data, take and split the examples, learn the spec and build the features."""
     progress("loading and validating data")
     data = load_crm_data(
         config.data,
@@ -626,20 +731,8 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
     progress("taking scoring moments and labels")
     examples = make_examples(data, config, notes)
     split = split_examples(examples, data, config, notes)
-    y_all, w_all = examples["label"].to_numpy(), split.weight
-    check_enough(examples["lead_id"].iloc[split.train], y_all[split.train], config.min_class_count)
-    for name, idx in (("calibration", split.calibration), ("test", split.test)):
-        if len(idx) == 0:
-            raise NotEnoughData(
-                f"the {name} window has no scoring moment (windows: {split.windows}); take more kinds of moments "
-                "(--moments), shorten --every-days or --horizon-days, or add data"
-            )
-        if len(np.unique(y_all[idx])) < 2:
-            end = f"the end of the data is {data.end_time.isoformat()}; " if data.has_time else ""
-            raise NotEnoughData(
-                f"the {name} window has only one class (no lead won, or every lead won, within the horizon); "
-                f"{end}add data, check --data-end, or shorten --horizon-days"
-            )
+    end = f"the end of the data is {data.end_time.isoformat()}; " if data.has_time else ""
+    check_windows(examples["lead_id"], examples["label"].to_numpy(), split, config, end)
 
     progress("building point-in-time features")
     lead_cols = list(data.leads.columns)
@@ -657,6 +750,22 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
     features = build_features(examples[lead_cols], touches, examples["as_of"], spec)
     X_all = features.to_numpy(dtype=np.float32)
     del features
+    return Prepared(examples, split, spec, X_all, local_source(data, examples, split))
+
+
+def fit_and_register(
+    config: TrainConfig, prepared: Prepared, progress: Progress, notes: list[str], started: float
+) -> TrainResult:
+    """Fit, calibrate, compare with the baselines, evaluate, audit, log to MLflow and register (either engine)."""
+    examples, split, spec, X_all, source = (
+        prepared.examples,
+        prepared.split,
+        prepared.spec,
+        prepared.X_all,
+        prepared.source,
+    )
+    y_all, w_all = examples["label"].to_numpy(), split.weight
+    train_rows = examples.iloc[split.train]
     tr, ca, te = split.train, split.calibration, split.test
     X, y, w = X_all[tr], y_all[tr], w_all[tr]
     X_cal, y_cal, w_cal = X_all[ca], y_all[ca], w_all[ca]
@@ -701,8 +810,8 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
         }
     )
     notes.append(f"calibration check on the test window: {'passed' if check.passes else 'FAILED'} ({check.reason})")
-    inflow, inflow_interval, inflow_basis = weekly_inflow(data, config, notes)
-    label_horizon = config.horizon_days if data.has_time else None  # no time: the export's own label
+    inflow, inflow_interval, inflow_basis = weekly_inflow(source, config, notes)
+    label_horizon = config.horizon_days if source.has_time else None  # no time: the export's own label
     test_rows = examples.iloc[te]
     segment_col = next((c for c in ("lead_source", "Lead Source") if c in test_rows.columns), None)
     predictions = pd.DataFrame(
@@ -722,9 +831,9 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
     table = trade.table()
 
     progress("auditing attributes for leakage")
-    audit = audit_attributes(examples, split, data, config.seed)
+    audit = audit_attributes(examples, split, source.lead_columns, config.seed)
     notes += audit.lines()
-    fingerprint = data.fingerprint()
+    fingerprint = source.fingerprint
     model = replace(  # a new instance, so what it derives from its meta (score reference, cut-offs) is set
         model,
         meta={
@@ -758,8 +867,9 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
             "label_horizon_days": label_horizon,
             "test_rows": len(y_test),
             "test_leads": int(first_test.sum()),
-            "flat_export": asdict(data.flat) if data.flat else None,
-            "excluded_columns": list(data.excluded_columns),
+            "flat_export": asdict(source.flat) if source.flat else None,
+            "excluded_columns": list(source.excluded_columns),
+            "engine": source.engine,
             "leakage_suspects": [a.column for a in audit.suspects],
             "seed": config.seed,
         },
@@ -774,7 +884,7 @@ def _train(config: TrainConfig, progress: Progress, notes: list[str]) -> TrainRe
         audit=audit,
         importance=feature_importance(model, X_test, w_test),
     )
-    return _track_and_register(config, model, evaluation, Examples(examples, split, data), notes, started, progress)
+    return _track_and_register(config, model, evaluation, Examples(examples, split, source), notes, started, progress)
 
 
 def feature_importance(model: ScoringModel, X_test: np.ndarray, w_test: np.ndarray) -> pd.DataFrame:
@@ -790,10 +900,10 @@ def feature_importance(model: ScoringModel, X_test: np.ndarray, w_test: np.ndarr
     return pd.DataFrame({"feature": model.spec.feature_names, **frame}).sort_values(key, ascending=False)
 
 
-def audit_attributes(examples: pd.DataFrame, split: Split, data: CRMData, seed: int) -> LeakageAudit:
+def audit_attributes(examples: pd.DataFrame, split: Split, lead_columns: list[str], seed: int) -> LeakageAudit:
     """The leakage audit of the lead attributes: one row per training lead (win rates learnt there) scored
     on the calibration leads; a lead counts as won when it was won within the horizon of any of its moments."""
-    columns = [c for c in data.leads.columns if c not in ("lead_id", "created_at")]
+    columns = [c for c in lead_columns if c not in ("lead_id", "created_at")]
 
     def per_lead(rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         part = examples.iloc[rows]
@@ -839,7 +949,7 @@ class Examples:
 
     rows: pd.DataFrame
     split: Split
-    data: CRMData
+    source: DataSource
 
 
 def _track_and_register(
@@ -853,7 +963,7 @@ def _track_and_register(
 ) -> TrainResult:
     example, predictions, table = evaluation.example, evaluation.predictions, evaluation.table
     segment_col, p_logreg, p_rules = evaluation.segment_col, evaluation.p_logreg, evaluation.p_rules
-    split, data = examples.split, examples.data
+    split, source = examples.split, examples.source
     if config.tracking_uri:
         configure_tracking(config.tracking_uri, config.registry_uri)
     experiment_id = ensure_experiment(config.experiment, config.artifact_location)
@@ -883,6 +993,7 @@ def _track_and_register(
                 "model_selection": json.dumps(model.meta["model_selection"]["chosen"]),
                 **{f"window_{k}": v for k, v in split.windows.items()},
                 **{f"data_{k}": v for k, v in fingerprint.items()},
+                **{f"engine_{k}" if k != "engine" else k: v for k, v in source.engine.items()},
             }
         )
         mlflow.log_params({k: (str(v) if v is not None else "None")[:500] for k, v in params.items()})
@@ -906,9 +1017,11 @@ def _track_and_register(
         if evaluation.audit.exclude_line:
             mlflow.set_tag("leakage_exclude_line", evaluation.audit.exclude_line[:5000])
         mlflow.set_tags({"data_sha256": fingerprint["sha256"], "split": split.kind})
-        mlflow.set_tag("input_formats", "; ".join(data.report.reading_lines())[:5000] or "(none)")
+        mlflow.set_tag("input_formats", "; ".join(source.report.reading_lines())[:5000] or "(none)")
         (out / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2))
-        (out / "validation_report.json").write_text(json.dumps({**data.report.to_dict(), "messages": notes}, indent=2))
+        (out / "validation_report.json").write_text(
+            json.dumps({**source.report.to_dict(), "messages": notes}, indent=2)
+        )
         (out / "feature_spec.json").write_text(model.spec.to_json())
         evaluation.importance.to_csv(out / "feature_importance.csv", index=False)
         predictions.to_parquet(out / "test_predictions.parquet", index=False)
@@ -939,7 +1052,7 @@ def _track_and_register(
         )
         promoted, message = False, "not promoted (run with --promote to make it the champion)"
         if config.promote:
-            promoted, message = decide_promotion(config, model, version.version, examples.rows, split, data)
+            promoted, message = decide_promotion(config, model, version.version, examples.rows, split, source)
             if promoted:
                 set_alias(config.model_name, "champion", version.version)
         mlflow.set_tag("promoted", str(promoted))
@@ -960,7 +1073,7 @@ def _track_and_register(
 
 
 def decide_promotion(
-    config: TrainConfig, model: ScoringModel, version: str, examples: pd.DataFrame, split: Split, data: CRMData
+    config: TrainConfig, model: ScoringModel, version: str, examples: pd.DataFrame, split: Split, source: DataSource
 ) -> tuple[bool, str]:
     """Promote when the new model passes the calibration check and its test ROC AUC is at least the champion's
     on the same test window (``--force`` promotes anyway). The first model is promoted (so that a fresh install
@@ -980,11 +1093,7 @@ def decide_promotion(
             "window (see the notes; use --force to promote anyway)"
         )
     rows = examples.iloc[split.test]
-    lead_cols = list(data.leads.columns)
-    X_champ = build_features(rows[lead_cols], data.touchpoints, rows["as_of"], champion.model.spec).to_numpy(
-        dtype=np.float64
-    )
-    p_champ = champion.model.predict_proba(X_champ)
+    p_champ = champion.model.predict_proba(source.test_features(champion.model.spec).astype(np.float64))
     champ_auc = classification_metrics(rows["label"].to_numpy(), p_champ, split.weight[split.test])["roc_auc"]
     if new_auc >= champ_auc:
         return True, (

@@ -306,3 +306,83 @@ def test_the_training_matrix_equals_the_local_engines_and_sampling_keeps_the_wei
     total, estimate = whole.rows.loc[all_train, "weight"].sum(), sampled.rows.loc[train, "weight"].sum()
     assert abs(estimate - total) < 0.05 * total
     assert (sampled.rows["window"] != "train").sum() == (whole.rows["window"] != "train").sum()
+
+
+def _logged(tracking_uri: str, run_id: str) -> tuple[dict[str, str], dict[str, float], set[str], dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    mlflow_client = MlflowClient(tracking_uri=tracking_uri)
+    run = mlflow_client.get_run(run_id)
+
+    def artifacts(path: str | None = None) -> set[str]:
+        out: set[str] = set()
+        for item in mlflow_client.list_artifacts(run_id, path):
+            out |= artifacts(item.path) if item.is_dir else {item.path}
+        return out
+
+    return run.data.params, run.data.metrics, artifacts(), run.data.tags
+
+
+def test_training_on_the_cluster_gives_the_local_engines_model_and_logs_what_it_logs(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    """``train --engine dask`` on the trained world's data in five partitions: no sampling at this size, so the
+    same examples, split and features as the local run; the same metrics, and every param, metric, tag and
+    artifact the local run logs (plus the engine's own)."""
+    from training.dask_training import train_on_dask
+
+    config = replace(
+        trained.config,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=(tmp_path / "mlartifacts").as_uri(),
+        cache_dir=tmp_path / "cache",
+        promote=False,
+    )
+    result = train_on_dask(client, config, leads_per_partition=2_000)  # type: ignore[arg-type]
+    local = trained.result
+    assert result.split_kind == "time" and result.model.meta["engine"]["keep_negatives"] == 1.0
+    assert result.model.meta["engine"]["partitions"] == 5 and result.model.meta["engine"]["workers"] == 2
+    assert result.model.meta["windows"] == local.model.meta["windows"]
+    assert result.model.spec.to_json() == local.model.spec.to_json()
+    for name in ("test_roc_auc", "test_first_score_roc_auc", "test_brier", "baseline_logreg_test_roc_auc"):
+        assert result.metrics[name] == pytest.approx(local.metrics[name], abs=1e-6), name
+    assert result.model.meta["leads_per_week"] == pytest.approx(local.model.meta["leads_per_week"])
+    fingerprint, local_print = result.model.meta["data_fingerprint"], local.model.meta["data_fingerprint"]
+    for key in ("leads", "touchpoints", "outcomes", "wins", "leads_from", "leads_to", "data_end", "dropped_rows"):
+        assert fingerprint[key] == local_print[key], key
+
+    params, metrics, artifacts, tags = _logged(config.tracking_uri, result.run_id)  # type: ignore[arg-type]
+    l_params, l_metrics, l_artifacts, l_tags = _logged(trained.config.tracking_uri, local.run_id)  # type: ignore[arg-type]
+    assert set(l_params) <= set(params) and params["engine"] == "dask" and l_params.get("engine") == "local"
+    assert set(l_metrics) == set(metrics) and set(l_tags) - {"promoted", "promotion"} <= set(tags)
+    assert l_artifacts == artifacts and "test_predictions.parquet" in artifacts
+    for name in ("train_examples", "calibration_examples", "test_examples", "test_leads", "test_wins"):
+        assert metrics[name] == l_metrics[name], name
+
+
+def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_the_test_window_whole(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    from training.dask_training import train_on_dask
+
+    config = replace(
+        trained.config,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=(tmp_path / "mlartifacts").as_uri(),
+        cache_dir=tmp_path / "cache",
+        promote=False,
+        tune=False,  # one candidate: the sampling is what is tested here
+    )
+    local = trained.result
+    before = int(local.model.meta["engine"].get("train_examples_before_sampling", 0)) or None
+    result = train_on_dask(client, config, max_train_examples=4_000, leads_per_partition=2_000)  # type: ignore[arg-type]
+    engine = result.model.meta["engine"]
+    assert 0.01 <= engine["keep_negatives"] < 1.0 and before is None
+    _, metrics, _, _ = _logged(config.tracking_uri, result.run_id)  # type: ignore[arg-type]
+    _, l_metrics, _, _ = _logged(trained.config.tracking_uri, local.run_id)  # type: ignore[arg-type]
+    assert engine["train_examples_before_sampling"] == l_metrics["train_examples"]
+    assert metrics["train_examples"] == pytest.approx(4_000, rel=0.1)  # positives all kept, negatives sampled
+    assert metrics["calibration_examples"] == l_metrics["calibration_examples"]
+    assert metrics["test_examples"] == l_metrics["test_examples"]
+    assert any("sampled at" in note for note in result.notes)
+    assert result.metrics["test_roc_auc"] == pytest.approx(local.metrics["test_roc_auc"], abs=0.02)

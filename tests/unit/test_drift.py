@@ -144,3 +144,29 @@ def test_the_verdict_on_arrival_compares_with_the_creation_shares() -> None:
     assert few.status == "not enough data" and "100 leads scored on arrival" in few.explanation
     with pytest.raises(ValueError, match="on-arrival"):
         compare(reference_of_two_bins(), {"score": np.array([100, 100, 0])}, min_scores=1, on_arrival=True)
+
+
+def test_features_left_out_are_not_compared() -> None:
+    from models.drift import compare
+
+    counts = {"score": np.array([250, 250, 0]), "visits": np.array([100, 400, 0]), "pages": np.array([240, 260, 0])}
+    report = compare(reference_of_two_bins(), counts, min_scores=500, leave_out=frozenset({"visits"}))
+    assert [f.column for f in report.features] == ["pages"] and report.status == "stable"
+
+
+def test_a_stale_psi_gauge_is_set_to_minus_one_when_the_next_report_has_no_figure() -> None:
+    from types import SimpleNamespace
+
+    from serving.metrics import Metrics
+    from serving.schemas import FeatureDriftOut
+
+    metrics = Metrics()
+    drifted = SimpleNamespace(
+        status="drift", score_psi=0.4, features=[FeatureDriftOut(feature="visits", psi=0.3, level="drift")]
+    )
+    metrics.set_drift(drifted)
+    assert metrics.registry.get_sample_value("leadscore_drift_psi", {"column": "visits"}) == 0.3
+    metrics.set_drift(SimpleNamespace(status="not enough data", score_psi=None, features=[]))
+    assert metrics.registry.get_sample_value("leadscore_drift_psi", {"column": "score"}) == -1
+    assert metrics.registry.get_sample_value("leadscore_drift_psi", {"column": "visits"}) == -1
+    assert metrics.registry.get_sample_value("leadscore_drift_status", {}) == -1

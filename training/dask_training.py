@@ -1,0 +1,248 @@
+"""``leadscore train --engine dask``: the examples, split and features built on a Dask cluster, partition by
+partition (training/dask_engine.py), then the same fit, calibration, baselines, evaluation, MLflow run and
+registration as the local engine (:func:`training.pipeline.fit_and_register`).
+
+What differs from the local engine, and is logged with the run (params ``engine``, ``engine_*``, and the
+model's ``meta["engine"]``):
+
+* **Negative sampling.** When the train window has more than ``max_train_examples`` scoring moments, its
+  negative (not won) moments are kept with probability ``keep = (max_train_examples - positives) /
+  negatives`` (at least 1%), each kept one weighing ``1 / keep`` more, so that weighted sums over the train
+  window (and the fit's loss) are unbiased estimates of the unsampled ones (Horvitz-Thompson weighting;
+  King and Zeng (2001), "Logistic Regression in Rare Events Data", Political Analysis 9(2)). Positives, and
+  every calibration and test moment, are all kept: the calibration is fitted, and the test metrics
+  computed, on unsampled windows, so probabilities and figures keep their meaning. We chose this over
+  LightGBM's Dask interface (``lightgbm.DaskLGBMClassifier``): it fits one model on the whole data but
+  needs every worker to hold its share of the matrix through the whole fit and gives up the candidate
+  search, the early stopping on a lead-grouped half of the calibration window and the baselines, which
+  the sampled matrix keeps on one machine (a 1M-lead run's matrix is about 1 GiB at the default cap).
+* **The leakage audit** reads the train window's moments as sampled (each lead's win rate is learnt from
+  its kept moments; every won lead is kept).
+* **The fingerprint** sums the partitions' counts; its ``sha256`` is over the partitions' own digests in
+  partition order (the same data in the same number of partitions give the same value; it is not the
+  local engine's hash of the same data).
+* **Validation messages** give row numbers within a partition, not within the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from training.data import DataIssue, DataValidationError, ValidationReport, one_time
+from training.pipeline import (
+    DataSource,
+    NotEnoughData,
+    Prepared,
+    Progress,
+    Split,
+    TrainConfig,
+    TrainResult,
+    canonical_order,
+    check_windows,
+    fit_and_register,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from features.spec import FeatureSpec
+    from training.dask_engine import PartitionSummary
+
+MAX_TRAIN_EXAMPLES = 4_000_000
+MIN_KEEP = 0.01
+
+
+def merge_reports(reports: list[ValidationReport], examples_per_reason: int = 5) -> ValidationReport:
+    """The partitions' validation reports as one: counts and rows read summed, the first examples of each
+    reason kept, notes and readings once each."""
+    out = ValidationReport()
+    for report in reports:
+        out.counts.update(report.counts)
+        for key, issues in report.examples.items():
+            bucket = out.examples.setdefault(key, [])
+            bucket.extend(issues[: max(0, examples_per_reason - len(bucket))])
+        for name, n in report.rows_read.items():
+            out.rows_read[name] = out.rows_read.get(name, 0) + n
+        out.notes.extend(n for n in report.notes if n not in out.notes)
+        out.formats.update(report.formats)
+        out.time_readings.update(report.time_readings)
+        out.end_bound = report.end_bound
+    return out
+
+
+def keep_share(positives: int, negatives: int, max_train_examples: int) -> float:
+    """The share of train negatives kept so that about ``max_train_examples`` train moments are fitted
+    (1.0 when they all fit; at least ``MIN_KEEP``)."""
+    if positives + negatives <= max_train_examples or negatives == 0:
+        return 1.0
+    return float(min(1.0, max(MIN_KEEP, (max_train_examples - positives) / negatives)))
+
+
+def _train_labels(piece: pd.DataFrame) -> tuple[int, int]:
+    if not len(piece):
+        return 0, 0
+    train = piece.loc[piece["window"] == "train", "label"]
+    return int((train == 1).sum()), int((train == 0).sum())
+
+
+def _test_features(piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str]) -> np.ndarray:
+    from features import build_features
+
+    test = piece.loc[piece["window"] == "test"] if len(piece) else piece
+    if not len(test):
+        return np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+    return build_features(test[columns], touches, test["as_of"], spec).to_numpy(dtype=np.float32)
+
+
+def train_on_dask(
+    client: Client,
+    config: TrainConfig,
+    progress: Progress = lambda _: None,
+    *,
+    max_train_examples: int = MAX_TRAIN_EXAMPLES,
+    leads_per_partition: int = 100_000,
+) -> TrainResult:
+    """:func:`training.pipeline.train` with the examples, split and features built on the cluster of
+    ``client`` from a data directory of Parquet tables (folders of parts or single files).
+
+    Raises:
+        DataValidationError: the directory is not Parquet tables, a required table or an excluded column is
+            missing, no valid lead is left, or (``config.strict``) a row breaks the contract.
+        NotEnoughData: as the local engine (too few leads of a class, data too short for the split).
+        ValueError: an option the Dask engine does not take (a flat export, ``--outcomes-file``).
+    """
+    notes: list[str] = []
+    try:
+        return _train_on_dask(client, config, progress, notes, max_train_examples, leads_per_partition)
+    except NotEnoughData as err:
+        err.notes = notes
+        raise
+
+
+def _train_on_dask(
+    client: Client,
+    config: TrainConfig,
+    progress: Progress,
+    notes: list[str],
+    max_train_examples: int,
+    leads_per_partition: int,
+) -> TrainResult:
+    import dask
+
+    from training.dask_engine import examples_dataset, read_tables, split_dataset, training_matrix
+
+    started = time.perf_counter()
+    if config.flat is not None:
+        raise ValueError("--engine dask reads a data directory of Parquet tables, not a flat export")
+    if config.extra_outcomes is not None:
+        raise ValueError("--engine dask does not take --outcomes-file (retraining runs on the local engine)")
+    data_dir = Path(config.data)
+    progress("reading the Parquet tables and validating them partition by partition")
+    leads_columns = list(read_tables(data_dir)["leads"].columns)
+    missing = [c for c in config.exclude_columns if c not in leads_columns or c in ("lead_id", "created_at")]
+    if missing:
+        raise DataValidationError(
+            [
+                DataIssue(str(data_dir / "leads"), None, c, "excluded column does not exist or is a key column")
+                for c in missing
+            ]
+        )
+    data_end = None if config.data_end is None else one_time(config.data_end, "--data-end")
+    built = examples_dataset(data_dir, config, data_end=data_end, leads_per_partition=leads_per_partition)
+    progress(f"taking scoring moments and labels in {built.partitions} partitions; the purged time split")
+    bounds, pieces = split_dataset(built, config)
+    pieces, touches, summaries = dask.persist(pieces, built.touches, built.summaries)
+    built = replace(built, touches=list(touches), summaries=list(summaries))
+    parts: list[PartitionSummary] = list(dask.compute(*built.summaries))
+    report = merge_reports([p.report for p in parts])
+    report.formats = {f"{data_dir}/{name}": "Parquet (Dask engine)" for name in read_tables(data_dir)}
+    notes += report.reading_lines() + report.notes + report.lines()
+    if config.strict and report.dropped:
+        raise DataValidationError(
+            [issue for bucket in report.examples.values() for issue in bucket]
+            or [DataIssue(str(data_dir), None, None, f"{report.dropped} rows break the contract")]
+        )
+    counts = dask.compute(*(dask.delayed(_train_labels)(p) for p in pieces))
+    positives, negatives = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    keep = keep_share(positives, negatives, max_train_examples)
+
+    progress("building point-in-time features partition by partition")
+    matrix = training_matrix(built, pieces, config, keep_negatives=keep, seed=config.seed)
+    rows = matrix.rows
+    window = rows["window"].to_numpy()
+    ids = rows["lead_id"]
+    split = Split(
+        "time",
+        canonical_order(ids, np.flatnonzero(window == "train")),
+        canonical_order(ids, np.flatnonzero(window == "calibration")),
+        canonical_order(ids, np.flatnonzero(window == "test")),
+        windows=bounds.windows(config.horizon_days),
+        weight=rows["weight"].to_numpy(dtype=np.float64),
+    )
+    w = split.windows
+    notes.append(
+        f"purged time split: train leads created {w['train_leads_created']}, calibration "
+        f"{w['calibration_leads_created']}, test {w['test_leads_created']} (each test lead followed for its "
+        f"first {bounds.follow_days} days); gaps of one horizon between the windows"
+    )
+    if keep < 1.0:
+        notes.append(
+            f"Dask engine: {negatives:,} negative train moments sampled at {keep:.4f} (each kept one weighs "
+            f"{1 / keep:.2f}); {positives:,} positive train moments, and every calibration and test moment, kept"
+        )
+    check_windows(
+        rows["lead_id"], rows["label"].to_numpy(), split, config, f"the end of the data is {built.data_end}; "
+    )
+
+    columns = built.lead_columns
+
+    def test_features(spec: FeatureSpec) -> np.ndarray:
+        made = dask.compute(
+            *(dask.delayed(_test_features)(p, t, spec, columns) for p, t in zip(pieces, built.touches, strict=True))
+        )
+        return np.concatenate(made) if made else np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+
+    created = [p.created_min for p in parts if p.created_min is not None]
+    latest = [p.created_max for p in parts if p.created_max is not None]
+    digest = hashlib.sha256("".join(p.digest for p in parts).encode()).hexdigest()
+    fingerprint: dict[str, object] = {
+        "leads": sum(p.leads for p in parts),
+        "touchpoints": sum(p.touchpoints for p in parts),
+        "outcomes": sum(p.outcomes for p in parts),
+        "wins": sum(p.wins for p in parts),
+        "leads_from": str(min(created)) if created else None,
+        "leads_to": str(max(latest)) if latest else None,
+        "data_end": str(built.data_end),
+        "sha256": digest,
+        "dropped_rows": report.dropped,
+    }
+    source = DataSource(
+        has_time=True,
+        flat=None,
+        excluded_columns=tuple(config.exclude_columns),
+        report=report,
+        lead_columns=columns,
+        fingerprint=fingerprint,
+        end_time=built.data_end,
+        n_leads=int(fingerprint["leads"]),  # type: ignore[call-overload]
+        weekly_new_leads=np.sum([p.weekly_new_leads for p in parts], axis=0),
+        test_features=test_features,
+        engine={
+            "engine": "dask",
+            "partitions": built.partitions,
+            "workers": len(client.scheduler_info().get("workers", {})),
+            "keep_negatives": keep,
+            "max_train_examples": max_train_examples,
+            "train_examples_before_sampling": matrix.before_sampling.get("train", 0),
+            "fit": "one process: LightGBM on the train window, negatives sampled when over max_train_examples",
+        },
+    )
+    prepared = Prepared(rows, split, matrix.spec, matrix.X, source)
+    return fit_and_register(config, prepared, progress, notes, started)
