@@ -1,26 +1,24 @@
 """Scale benchmark of the Dask engine: time per stage and peak memory per process.
 
-Run by hand:  .venv/bin/python benchmarks/scale.py --leads 1000000 [--engine dask] [--scheduler tcp://...]
+Run by hand:  .venv/bin/python benchmarks/scale.py --leads 1000000 [--engine dask|local] [--scheduler tcp://...]
+              [--data DIR]  (reuse demo data written by an earlier run: the same data for both engines)
 
 Stages (each timed; the peak resident memory of this process and of every Dask worker is read after each):
   demo-data   N demo leads written as folders of Parquet parts by the workers (engine dask) or one process
-  examples    the labelled scoring moments, partition by partition, and the purged time split (kept on the
-              workers, as a training run would keep them, for the next stage)
-  matrix      the features of the three windows (spec from the train window), train negatives sampled
-              (--keep-negatives), collected to this process
-  fit         LightGBM on the collected matrix (the local pipeline's candidate search is not run here)
-  score       every open lead scored by a champion trained locally on 20,000 demo leads, written as Parquet
-              parts
+  train       `leadscore train --promote`: examples, purged split, features, fit (with the candidate search,
+              calibration, baselines), MLflow run and registration; with --engine dask the sub-stages are
+              timed from its progress lines, and the test ROC AUC (every lead weighing one) is printed
+  score       every open lead as of the end of the data scored by the model just registered, written as
+              Parquet parts (dask) or one file (local)
 
-`train --engine dask` (the whole pipeline: selection, calibration, baselines, MLflow, registry) is not built
-yet: the fit stage measures the part that matters for memory, the collected matrix and one booster.
-With --engine local the same data go through the local engine's score command, for comparison.
+With --engine local the stages are the `leadscore` commands in a subprocess (peak memory of that process).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -51,35 +49,37 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--engine", choices=("dask", "local"), default="dask")
     parser.add_argument("--scheduler", default=None, help="A running scheduler (default: a LocalCluster).")
-    parser.add_argument("--keep-negatives", type=float, default=0.25, help="Share of train negatives kept.")
-    parser.add_argument("--workdir", type=Path, default=None, help="Where to write the data (default: a tmp dir).")
+    parser.add_argument("--data", type=Path, default=None, help="Demo data already written (skips demo-data).")
+    parser.add_argument("--workdir", type=Path, default=None, help="Where to write (default: a tmp dir).")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="leadscore-scale-"))
-    home = work / "home"
-    env = {**os.environ, "LEADSCORE_HOME": str(home), "LEADSCORE_LOG_LEVEL": "warning"}
+    home = work / f"home-{args.engine}"
+    env = {**os.environ, "LEADSCORE_HOME": str(home), "LEADSCORE_LOG_LEVEL": "warning", "COLUMNS": "200"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    print(f"work dir {work}; champion: 20,000 demo leads trained locally", flush=True)
-    subprocess.run([BIN / "leadscore", "demo-data", "--out", work / "small"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [BIN / "leadscore", "train", "--data", work / "small", "--promote"], env=env, check=True, capture_output=True
-    )
     os.environ.update(LEADSCORE_HOME=str(home))
+    data = args.data or work / "big"
+    print(f"work dir {work}; data {data}", flush=True)
     rows: list[tuple[str, float, str]] = []
 
     if args.engine == "local":
-        for name, command in (
-            ("demo-data", ["demo-data", "--out", str(work / "big"), "--leads", str(args.leads)]),
-            ("score", ["score", "--data", str(work / "big"), "--out", str(work / "scores.parquet"), "--no-reasons"]),
-        ):
+        commands = [
+            ("train", ["train", "--data", str(data), "--promote"]),
+            ("score", ["score", "--data", str(data), "--out", str(work / "scores.parquet"), "--no-reasons"]),
+        ]
+        if args.data is None:
+            commands.insert(0, ("demo-data", ["demo-data", "--out", str(data), "--leads", str(args.leads)]))
+        for name, command in commands:
             start = time.perf_counter()
             proc = subprocess.run(
                 ["/usr/bin/time", "-f", "%M", BIN / "leadscore", *command], env=env, capture_output=True, text=True
             )
             if proc.returncode != 0:
-                sys.exit(f"{name} failed:\n{proc.stderr[-2000:]}")
+                sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
             peak = int(proc.stderr.strip().splitlines()[-1]) / 1024**2
-            rows.append((name, time.perf_counter() - start, f"process {peak:.2f} GiB"))
-            print(f"{name}: {rows[-1][1]:.0f} s, {rows[-1][2]}", flush=True)
+            found = re.search(r"roc_auc \(all moments\)\s*[│|]\s*([0-9.]+)", proc.stdout)
+            label = f"{name} (test ROC AUC {found.group(1)})" if found else name
+            rows.append((label, time.perf_counter() - start, f"process {peak:.2f} GiB"))
+            print(f"{label}: {rows[-1][1]:.0f} s, {rows[-1][2]}", flush=True)
         report(args, rows)
         return
 
@@ -87,19 +87,12 @@ def main() -> None:
 
     from leadscore.settings import get_settings
     from models.registry import configure_tracking, load_champion
-    from training.dask_engine import (
-        dask_client,
-        examples_dataset,
-        score_dataset,
-        split_dataset,
-        training_matrix,
-        write_demo_data_dask,
-    )
-    from training.pipeline import TrainConfig, lightgbm_params
+    from training.dask_engine import dask_client, score_dataset, write_demo_data_dask
+    from training.dask_training import train_on_dask
+    from training.pipeline import TrainConfig
 
     settings = get_settings()
-    configure_tracking(settings.resolved_tracking_uri)
-    champion = load_champion(settings.model_name, settings.model_alias, settings.model_cache_dir)
+    settings.ensure_home()
     with dask_client(args.scheduler, say=print) as client:
 
         def stage(name: str, started: float) -> None:
@@ -108,58 +101,54 @@ def main() -> None:
             rows.append((name, time.perf_counter() - started, where))
             print(f"{name}: {rows[-1][1]:.0f} s; peak {where}", flush=True)
 
-        start = time.perf_counter()
-        counts = write_demo_data_dask(client, work / "big", args.leads)
-        stage(f"demo-data ({counts['leads']:,} leads, {counts['touchpoints']:,} touches)", start)
+        if args.data is None:
+            start = time.perf_counter()
+            counts = write_demo_data_dask(client, data, args.leads)
+            stage(f"demo-data ({counts['leads']:,} leads, {counts['touchpoints']:,} touches)", start)
 
-        config = TrainConfig(data=work / "big")
-        start = time.perf_counter()
-        import dataclasses
-
-        import dask
-
-        built = examples_dataset(work / "big", config)
-        n = len(built.pieces)
-        kept = dask.persist(*built.pieces, *built.touches)  # computed once, kept on the workers for the stages
-        built = dataclasses.replace(built, pieces=list(kept[:n]), touches=list(kept[n:]))
-        bounds, pieces = split_dataset(built, config)
-        pieces = list(dask.persist(*pieces))
-        stage(f"examples and split ({built.partitions} partitions)", start)
-
-        start = time.perf_counter()
-        matrix = training_matrix(built, pieces, config, keep_negatives=args.keep_negatives)
-        windows = matrix.rows["window"].value_counts().to_dict()
-        stage(f"matrix ({len(matrix.rows):,} rows {windows}, {matrix.X.nbytes / 1024**3:.2f} GiB)", start)
-
-        import lightgbm as lgb
-
-        start = time.perf_counter()
-        train = (matrix.rows["window"] == "train").to_numpy()
-        cal = (matrix.rows["window"] == "calibration").to_numpy()
-        y = matrix.rows["label"].to_numpy()
-        w = matrix.rows["weight"].to_numpy()
-        params = {**lightgbm_params(config, matrix.spec), "verbosity": -1}
-        booster = lgb.train(
-            params,
-            lgb.Dataset(matrix.X[train], y[train], weight=w[train]),
-            num_boost_round=config.num_boost_round,
-            valid_sets=[lgb.Dataset(matrix.X[cal], y[cal], weight=w[cal])],
-            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+        config = TrainConfig(
+            data=data,
+            promote=True,
+            experiment=settings.experiment,
+            model_name=settings.model_name,
+            seed=settings.seed,
+            tracking_uri=settings.resolved_tracking_uri,
+            registry_uri=settings.resolved_registry_uri,
+            artifact_location=settings.artifact_location,
+            cache_dir=settings.model_cache_dir,
         )
-        test = (matrix.rows["window"] == "test").to_numpy()
-        from sklearn.metrics import roc_auc_score
+        start = last = time.perf_counter()
+        steps: list[tuple[str, float]] = []
 
-        auc = roc_auc_score(y[test], booster.predict(matrix.X[test]), sample_weight=w[test])
-        stage(f"fit (LightGBM, {booster.best_iteration} rounds; test ROC AUC {auc:.4f}, each lead weighing one)", start)
+        def progress(message: str) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if steps:
+                steps[-1] = (steps[-1][0], now - last)
+            steps.append((message, 0.0))
+            last = now
+            print(f"  {now - start:7.1f} s  {message}", flush=True)
+
+        result = train_on_dask(client, config, progress)
+        steps[-1] = (steps[-1][0], time.perf_counter() - last)
+        engine = result.model.meta["engine"]
+        stage(
+            f"train (test ROC AUC {result.metrics['test_roc_auc']:.4f}; {engine['partitions']} partitions, "
+            f"train negatives kept {engine['keep_negatives']:.3f})",
+            start,
+        )
+        for message, seconds in steps:
+            print(f"    {seconds:7.1f} s  {message}")
 
         start = time.perf_counter()
-        as_of = bounds.end
+        configure_tracking(settings.resolved_tracking_uri)
+        champion = load_champion(settings.model_name, settings.model_alias, settings.model_cache_dir)
         summary = score_dataset(
             client,
-            work / "big",
+            data,
             work / "scores",
             champion.model,
-            pd.Timestamp(as_of),
+            pd.Timestamp(result.model.meta["windows"]["data_end"]),
             champion.model.default_cutoffs,
             reasons=False,
         )

@@ -274,6 +274,14 @@ def train(
             min=1000,
         ),
     ] = 4_000_000,
+    max_window_examples: Annotated[
+        int,
+        typer.Option(
+            help="--engine dask: a calibration or test window with more scoring moments than this keeps a uniform "
+            "sample of its leads (all their moments) of about this many.",
+            min=1000,
+        ),
+    ] = 3_000_000,
 ) -> None:
     """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version.
     With --engine dask the examples and features are built on a Dask cluster from a directory of Parquet
@@ -337,7 +345,13 @@ def train(
 
                 try:
                     with _dask(scheduler) as client:
-                        result = train_on_dask(client, config, progress, max_train_examples=max_train_examples)
+                        result = train_on_dask(
+                            client,
+                            config,
+                            progress,
+                            max_train_examples=max_train_examples,
+                            max_window_examples=max_window_examples,
+                        )
                 except ClusterUnavailable as err:
                     console.print(f"[red]error:[/red] {err}")
                     raise typer.Exit(2) from err

@@ -36,6 +36,15 @@ if TYPE_CHECKING:
 
 TABLES = ("leads", "touchpoints", "outcomes")
 PARTITION = "_partition"
+# a lead's place in the leads table as read (part file, then row): the local engine's order of leads, which
+# the training examples are put back in (training/dask_training.py) so that the fit sees the same rows in the
+# same order as on the local engine (LightGBM's bagging draws rows by position)
+ORDER = "_file_order"
+
+
+def _with_order(part: pd.DataFrame, partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+    number = 0 if partition_info is None else int(partition_info["number"])
+    return part.assign(**{ORDER: np.int64(number) * np.int64(2**32) + np.arange(len(part), dtype=np.int64)})
 
 
 class ClusterUnavailable(RuntimeError):
@@ -375,13 +384,16 @@ def _examples_and_touches(
 
     excluded = [c for c in getattr(config, "exclude_columns", ()) if c in leads.columns]
     data, _ = validated_partition(leads.drop(columns=excluded), touches, outcomes, min(now, end))
+    order = data.leads.pop(ORDER) if ORDER in data.leads.columns else pd.Series(np.arange(len(data.leads)))
     data.data_end = end
     data.excluded_columns = tuple(getattr(config, "exclude_columns", ()))
     summary = _summary(data, end)
     if not len(data.leads):
         examples = pd.DataFrame() if empty is None else empty
         return examples, data.touchpoints, list(data.leads.columns), summary
-    return make_examples(data, config), data.touchpoints, list(data.leads.columns), summary
+    examples = make_examples(data, config)
+    examples[ORDER] = examples["lead_id"].map(pd.Series(order.to_numpy(), index=data.leads["lead_id"]))
+    return examples, data.touchpoints, list(data.leads.columns), summary
 
 
 @dataclass(frozen=True)
@@ -400,7 +412,8 @@ class DaskExamples:
         """Every example in one frame (rows grouped by partition): for data that fit in memory."""
         import dask
 
-        return pd.concat(dask.compute(*self.pieces), ignore_index=True)
+        whole = pd.concat(dask.compute(*self.pieces), ignore_index=True)
+        return whole.drop(columns=[ORDER], errors="ignore")
 
 
 def examples_dataset(
@@ -423,6 +436,7 @@ def examples_dataset(
 
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     frames = read_tables(data_dir)
+    frames["leads"] = frames["leads"].map_partitions(_with_order, meta=_with_order(frames["leads"]._meta))
     n = partitions_for(frames, leads_per_partition)
     parts = co_partition(frames, n)
     touches = parts["touchpoints"].to_delayed() if "touchpoints" in parts else [None] * n
@@ -436,7 +450,7 @@ def examples_dataset(
     meta = _examples_meta(parts, config, now, data_end)
     make = dask.delayed(_examples_and_touches, pure=True, nout=4)
     made = [make(lp, tp, op, now, data_end, config, meta) for lp, tp, op in triples]
-    lead_columns = [c for c in meta.columns if c not in ("as_of", "moment", "label", "won_at")]
+    lead_columns = [c for c in meta.columns if c not in ("as_of", "moment", "label", "won_at", ORDER)]
     return DaskExamples([m[0] for m in made], data_end, n, [m[1] for m in made], lead_columns, [m[3] for m in made])
 
 
@@ -500,16 +514,35 @@ def _train_spec_counts(
     return spec_counts(leads, known)
 
 
+def lead_sample(lead_ids: pd.Series, share: float, seed: int) -> np.ndarray:
+    """A mask keeping about ``share`` of the leads, all rows of a lead together: its id's 64-bit hash (keyed
+    by ``seed``) below ``share`` of the range. The same ids, share and seed keep the same leads."""
+    hashed = pd.util.hash_array(lead_ids.astype(str).to_numpy(dtype=object), hash_key=f"{seed:016d}"[-16:])
+    return hashed < np.uint64(min(1.0, share) * float(2**64 - 1))
+
+
 def _window_features(
-    piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str], keep_negatives: float, seed: int
+    piece: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    spec: Any,
+    columns: list[str],
+    keep_negatives: float,
+    seed: int,
+    keep_leads: dict[str, float] | None = None,
+    lead_seed: int = 0,
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """A partition's examples in the windows (train negatives kept with probability ``keep_negatives``, their
-    weight divided by it), their features (float32, spec order) and the rows per window before sampling."""
+    weight divided by it; in a window of ``keep_leads``, only that share of its leads, with all their rows),
+    their features (float32, spec order) and the rows per window before sampling."""
     from features import build_features
 
     if not len(piece):
         return piece, np.zeros((0, len(spec.feature_names)), dtype=np.float32), {}
     before = {str(k): int(v) for k, v in piece["window"].value_counts().items()}
+    for window, share in (keep_leads or {}).items():
+        if share < 1.0:
+            inside = (piece["window"] == window).to_numpy()
+            piece = piece.loc[~inside | lead_sample(piece["lead_id"], share, lead_seed)].reset_index(drop=True)
     if keep_negatives < 1.0:
         rng = np.random.default_rng(seed)
         negative = (piece["window"] == "train").to_numpy() & (piece["label"] == 0).to_numpy()
@@ -531,14 +564,23 @@ class TrainingMatrix:
     spec: Any
     keep_negatives: float
     before_sampling: dict[str, int] = field(default_factory=dict)  # examples per window before sampling
+    keep_leads: dict[str, float] = field(default_factory=dict)  # window -> share of its leads kept
 
 
 def training_matrix(
-    built: DaskExamples, pieces: list[Any], config: Any, *, keep_negatives: float = 1.0, seed: int = 7
+    built: DaskExamples,
+    pieces: list[Any],
+    config: Any,
+    *,
+    keep_negatives: float = 1.0,
+    seed: int = 7,
+    keep_leads: dict[str, float] | None = None,
 ) -> TrainingMatrix:
     """Features of the windowed examples (``pieces`` from :func:`split_dataset`), built partition by
     partition, with the spec the local engine learns (train-window leads, touches up to the last train
-    moment), and collected to this process. ``keep_negatives`` below 1 keeps that share of the train window's
+    moment), and collected to this process. ``keep_leads`` (window -> share) keeps that share of a window's leads,
+    every row of a kept lead (a uniform sample of leads: no weight changes). ``keep_negatives`` below 1 keeps
+    that share of the train window's
     negative examples (partition ``k`` draws with seed ``seed + k``) and multiplies their weight by its
     inverse, so the weighted totals are unbiased; calibration and test rows are all kept.
 
@@ -567,14 +609,14 @@ def training_matrix(
     )
     made = dask.compute(
         *(
-            dask.delayed(_window_features)(p, t, spec, columns, keep_negatives, seed + k)
+            dask.delayed(_window_features)(p, t, spec, columns, keep_negatives, seed + k, keep_leads, seed)
             for k, (p, t) in enumerate(zip(pieces, built.touches, strict=True))
         )
     )
     rows = pd.concat([m[0] for m in made], ignore_index=True)
     X = np.concatenate([m[1] for m in made]) if made else np.zeros((0, len(spec.feature_names)), dtype=np.float32)
     before = {name: sum(m[2].get(name, 0) for m in made) for name in WINDOWS}
-    return TrainingMatrix(rows, X, spec, keep_negatives, before)
+    return TrainingMatrix(rows, X, spec, keep_negatives, before, dict(keep_leads or {}))
 
 
 def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

@@ -16,6 +16,10 @@ model's ``meta["engine"]``):
   needs every worker to hold its share of the matrix through the whole fit and gives up the candidate
   search, the early stopping on a lead-grouped half of the calibration window and the baselines, which
   the sampled matrix keeps on one machine (a 1M-lead run's matrix is about 1 GiB at the default cap).
+* **Lead sampling of the calibration and test windows.** A window with more than ``max_window_examples``
+  scoring moments keeps a uniform sample of its leads (by a keyed hash of the lead id), every moment of a
+  kept lead: no label enters the choice, so the calibration and the test figures (each lead weighing one)
+  stay unbiased, with intervals that count the leads kept.
 * **The leakage audit** reads the train window's moments as sampled (each lead's win rate is learnt from
   its kept moments; every won lead is kept).
 * **The fingerprint** sums the partitions' counts; its ``sha256`` is over the partitions' own digests in
@@ -44,7 +48,6 @@ from training.pipeline import (
     Split,
     TrainConfig,
     TrainResult,
-    canonical_order,
     check_windows,
     fit_and_register,
 )
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from training.dask_engine import PartitionSummary
 
 MAX_TRAIN_EXAMPLES = 4_000_000
+MAX_WINDOW_EXAMPLES = 3_000_000
 MIN_KEEP = 0.01
 
 
@@ -85,11 +89,18 @@ def keep_share(positives: int, negatives: int, max_train_examples: int) -> float
     return float(min(1.0, max(MIN_KEEP, (max_train_examples - positives) / negatives)))
 
 
-def _train_labels(piece: pd.DataFrame) -> tuple[int, int]:
+def _window_counts(piece: pd.DataFrame) -> tuple[int, int, int, int]:
+    """Train positives, train negatives, calibration and test moments of a partition."""
     if not len(piece):
-        return 0, 0
-    train = piece.loc[piece["window"] == "train", "label"]
-    return int((train == 1).sum()), int((train == 0).sum())
+        return 0, 0, 0, 0
+    window = piece["window"]
+    train = piece.loc[window == "train", "label"]
+    return (
+        int((train == 1).sum()),
+        int((train == 0).sum()),
+        int((window == "calibration").sum()),
+        int((window == "test").sum()),
+    )
 
 
 def _test_features(piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str]) -> np.ndarray:
@@ -107,6 +118,7 @@ def train_on_dask(
     progress: Progress = lambda _: None,
     *,
     max_train_examples: int = MAX_TRAIN_EXAMPLES,
+    max_window_examples: int = MAX_WINDOW_EXAMPLES,
     leads_per_partition: int = 100_000,
 ) -> TrainResult:
     """:func:`training.pipeline.train` with the examples, split and features built on the cluster of
@@ -120,7 +132,9 @@ def train_on_dask(
     """
     notes: list[str] = []
     try:
-        return _train_on_dask(client, config, progress, notes, max_train_examples, leads_per_partition)
+        return _train_on_dask(
+            client, config, progress, notes, max_train_examples, max_window_examples, leads_per_partition
+        )
     except NotEnoughData as err:
         err.notes = notes
         raise
@@ -132,11 +146,12 @@ def _train_on_dask(
     progress: Progress,
     notes: list[str],
     max_train_examples: int,
+    max_window_examples: int,
     leads_per_partition: int,
 ) -> TrainResult:
     import dask
 
-    from training.dask_engine import examples_dataset, read_tables, split_dataset, training_matrix
+    from training.dask_engine import ORDER, examples_dataset, read_tables, split_dataset, training_matrix
 
     started = time.perf_counter()
     if config.flat is not None:
@@ -169,20 +184,33 @@ def _train_on_dask(
             [issue for bucket in report.examples.values() for issue in bucket]
             or [DataIssue(str(data_dir), None, None, f"{report.dropped} rows break the contract")]
         )
-    counts = dask.compute(*(dask.delayed(_train_labels)(p) for p in pieces))
+    counts = dask.compute(*(dask.delayed(_window_counts)(p) for p in pieces))
     positives, negatives = sum(c[0] for c in counts), sum(c[1] for c in counts)
     keep = keep_share(positives, negatives, max_train_examples)
+    keep_leads = {}
+    for name, rows_in in (("calibration", sum(c[2] for c in counts)), ("test", sum(c[3] for c in counts))):
+        if rows_in > max_window_examples:
+            keep_leads[name] = max_window_examples / rows_in
+            notes.append(
+                f"Dask engine: the {name} window has {rows_in:,} scoring moments; a uniform sample of "
+                f"{keep_leads[name]:.1%} of its leads (all their moments) is used"
+            )
 
     progress("building point-in-time features partition by partition")
-    matrix = training_matrix(built, pieces, config, keep_negatives=keep, seed=config.seed)
+    matrix = training_matrix(built, pieces, config, keep_negatives=keep, seed=config.seed, keep_leads=keep_leads)
     rows = matrix.rows
     window = rows["window"].to_numpy()
-    ids = rows["lead_id"]
+    order = rows[ORDER].to_numpy()
+
+    def local_order(rows_in: np.ndarray) -> np.ndarray:
+        """Positions of a window in the local engine's order: its leads as read, each lead's moments in time."""
+        return rows_in[np.lexsort((rows_in, order[rows_in]))]
+
     split = Split(
         "time",
-        canonical_order(ids, np.flatnonzero(window == "train")),
-        canonical_order(ids, np.flatnonzero(window == "calibration")),
-        canonical_order(ids, np.flatnonzero(window == "test")),
+        local_order(np.flatnonzero(window == "train")),
+        local_order(np.flatnonzero(window == "calibration")),
+        local_order(np.flatnonzero(window == "test")),
         windows=bounds.windows(config.horizon_days),
         weight=rows["weight"].to_numpy(dtype=np.float64),
     )
@@ -241,6 +269,9 @@ def _train_on_dask(
             "keep_negatives": keep,
             "max_train_examples": max_train_examples,
             "train_examples_before_sampling": matrix.before_sampling.get("train", 0),
+            "max_window_examples": max_window_examples,
+            "calibration_leads_kept": keep_leads.get("calibration", 1.0),
+            "test_leads_kept": keep_leads.get("test", 1.0),
             "fit": "one process: LightGBM on the train window, negatives sampled when over max_train_examples",
         },
     )

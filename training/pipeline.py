@@ -327,7 +327,6 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         cal_share = config.calibration_fraction / (1 - config.test_fraction)
         train, cal = train_test_split(rest, test_size=cal_share, stratify=y[rest], random_state=config.seed)
         parts = (np.sort(train), np.sort(cal), np.sort(test))
-        parts = tuple(canonical_order(examples["lead_id"], p) for p in parts)  # type: ignore[assignment]
         return Split("stratified", *parts, windows={}, weight=_weights(examples, parts))
     only_creation = bool((examples["moment"] == "creation").all())
     bounds = time_windows(examples["created_at"].min(), data.end_time, config, only_creation)
@@ -344,18 +343,7 @@ def split_examples(examples: pd.DataFrame, data: CRMData, config: TrainConfig, n
         f"for its first {follow_days} days); gaps of one horizon between the windows ({gap_leads:,} leads created "
         "inside the gaps are in no window)"
     )
-    parts = tuple(canonical_order(examples["lead_id"], p) for p in parts)  # type: ignore[assignment]
     return Split("time", *parts, windows=windows, weight=_weights(examples, parts))
-
-
-def canonical_order(lead_ids: pd.Series | np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``rows`` (positions of examples, each lead's in time order) ordered by the 64-bit hash of their lead
-    id, then position: an order of leads that does not depend on how the data were read or partitioned, so
-    that the fit (LightGBM's bagging draws rows by position) sees the same rows in the same order on either
-    engine, and gives the same model."""
-    ids = np.asarray(lead_ids, dtype=object)[rows].astype(str).astype(object)
-    hashed = pd.util.hash_array(ids)
-    return rows[np.lexsort((rows, hashed))]
 
 
 def _weights(examples: pd.DataFrame, parts: tuple[np.ndarray, ...]) -> np.ndarray:

@@ -363,26 +363,79 @@ def test_training_on_the_cluster_gives_the_local_engines_model_and_logs_what_it_
 def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_the_test_window_whole(
     client: object, trained: TrainedWorld, tmp_path: Path
 ) -> None:
-    from training.dask_training import train_on_dask
+    """``leadscore train --engine dask --scheduler ADDRESS --max-train-examples 4000 --max-window-examples
+    1000``: the train window's negatives are sampled to about 4,000 moments (positives all kept); the
+    calibration and test windows keep a uniform sample of their leads, every moment of a kept lead."""
+    from mlflow.tracking import MlflowClient
 
-    config = replace(
-        trained.config,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_location=(tmp_path / "mlartifacts").as_uri(),
-        cache_dir=tmp_path / "cache",
-        promote=False,
-        tune=False,  # one candidate: the sampling is what is tested here
+    from tests.conftest import leadscore_in_process
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = leadscore_in_process(
+        tmp_path,
+        "train",
+        "--engine",
+        "dask",
+        "--scheduler",
+        client.scheduler.address,  # type: ignore[attr-defined]
+        "--data",
+        str(trained.data_dir),
+        "--max-train-examples",
+        "4000",
+        "--max-window-examples",
+        "1000",
+        "--no-tune",  # one candidate: the sampling is what is tested here
+        "--seed",
+        "42",
+        MLFLOW_TRACKING_URI=tracking,
     )
-    local = trained.result
-    before = int(local.model.meta["engine"].get("train_examples_before_sampling", 0)) or None
-    result = train_on_dask(client, config, max_train_examples=4_000, leads_per_partition=2_000)  # type: ignore[arg-type]
-    engine = result.model.meta["engine"]
-    assert 0.01 <= engine["keep_negatives"] < 1.0 and before is None
-    _, metrics, _, _ = _logged(config.tracking_uri, result.run_id)  # type: ignore[arg-type]
-    _, l_metrics, _, _ = _logged(trained.config.tracking_uri, local.run_id)  # type: ignore[arg-type]
-    assert engine["train_examples_before_sampling"] == l_metrics["train_examples"]
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Dask dashboard: http://127.0.0.1:" in said and "negative train moments sampled at" in said
+    assert "a uniform sample of" in said
+    run_id = said.split("run id: ")[1].split()[0]
+    params, metrics, _, _ = _logged(tracking, run_id)
+    _, l_metrics, _, _ = _logged(trained.config.tracking_uri, trained.result.run_id)  # type: ignore[arg-type]
+    keep = float(params["engine_keep_negatives"])
+    assert params["engine"] == "dask" and 0.01 <= keep < 1.0
+    assert int(params["engine_train_examples_before_sampling"]) == l_metrics["train_examples"]
     assert metrics["train_examples"] == pytest.approx(4_000, rel=0.1)  # positives all kept, negatives sampled
-    assert metrics["calibration_examples"] == l_metrics["calibration_examples"]
-    assert metrics["test_examples"] == l_metrics["test_examples"]
-    assert any("sampled at" in note for note in result.notes)
-    assert result.metrics["test_roc_auc"] == pytest.approx(local.metrics["test_roc_auc"], abs=0.02)
+    for window in ("calibration", "test"):
+        share = float(params[f"engine_{window}_leads_kept"])
+        assert share == pytest.approx(1000 / l_metrics[f"{window}_examples"])  # the cap over the moments there
+        assert metrics[f"{window}_leads"] == pytest.approx(share * l_metrics[f"{window}_leads"], rel=0.25)
+        assert f"the {window} window has {int(l_metrics[f'{window}_examples']):,} scoring moments" in said
+    # every moment of a kept test lead is kept: the kept leads' moments are the local engine's for them
+    from training.dask_engine import lead_sample
+
+    local_test = pd.read_parquet(
+        MlflowClient(tracking_uri=trained.config.tracking_uri).download_artifacts(
+            trained.result.run_id, "test_predictions.parquet", str(tmp_path)
+        )
+    )
+    kept = local_test[lead_sample(local_test["lead_id"], float(params["engine_test_leads_kept"]), 42)]
+    assert metrics["test_examples"] == len(kept) and metrics["test_leads"] == kept["lead_id"].nunique()
+    assert "model: leadscore version" in said
+
+
+def test_training_on_the_cluster_refuses_what_it_cannot_take_with_a_message(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    from tests.conftest import leadscore_in_process
+
+    address = client.scheduler.address  # type: ignore[attr-defined]
+    base = ("train", "--engine", "dask", "--scheduler", address)
+    outcomes = leadscore_in_process(tmp_path, *base, "--data", str(trained.data_dir), "--outcomes-file", "x.parquet")
+    assert outcomes.returncode == 2 and "--engine local" in outcomes.stdout + outcomes.stderr
+    flat = leadscore_in_process(tmp_path, *base, "--data", "export.csv", "--id-column", "Id")
+    assert flat.returncode == 2 and "flat-export options" in " ".join((flat.stdout + flat.stderr).split())
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "leads.csv").write_text("lead_id,created_at\nL1,2025-01-01\n")
+    (csv_dir / "outcomes.csv").write_text("lead_id,outcome,closed_at\n")
+    csv = leadscore_in_process(tmp_path, *base, "--data", str(csv_dir))
+    said = " ".join((csv.stdout + csv.stderr).split())
+    assert csv.returncode == 2 and "no leads/ folder of Parquet parts or leads.parquet" in said, said
+    missing = leadscore_in_process(tmp_path, *base, "--data", str(trained.data_dir), "--exclude-columns", "nope")
+    said = " ".join((missing.stdout + missing.stderr).split())
+    assert missing.returncode == 2 and "nope" in said and "excluded column does not exist" in said, said
