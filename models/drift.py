@@ -9,9 +9,9 @@ of shares over those bins:
 * **on arrival** (the verdict): each test lead once, at its creation moment. Serving counts each lead's first
   answer given within ``ARRIVAL_SECONDS`` of its creation (a CRM scoring leads as they arrive). Both sides
   are one row per lead at (nearly) the same age, so the comparison does not depend on when or how often the
-  CRM asks afterwards. Features that move with the clock alone (days since creation or since a touch, a
-  decayed engagement) are left out of it: within the hour they drift from their value at creation with no
-  change in the leads (see :func:`compare`).
+  CRM asks afterwards. Only the score and the lead attributes are compared (serving/monitoring.py): the
+  touch features move within the first hour with the clock alone (days since a touch, a decayed engagement)
+  or with the touches of a lead's first minutes (counts), with no change in the leads coming in.
 * **all answers** (for reading, not for the verdict): every test scoring moment counts one, as every answer
   served does. Features that count time (days since the last touch, touches in the last 7 days) and so the
   score depend on the CRM's schedule: a CRM that scores weekly, or at every touch, was measured at a score
@@ -263,8 +263,8 @@ def compare(
         counts: per column (``score`` and feature names), the answers counted in each of its bins.
         on_arrival: compare with the on-arrival shares (``counts`` are then leads' answers on arrival, one
             per lead; ``min_scores`` applies to them and the explanation says "leads scored on arrival").
-        leave_out: features not compared (on arrival: those that move with the clock alone, such as days
-            since creation or a decayed engagement, which differ between a lead at 0 and at 40 minutes).
+        leave_out: features not compared (on arrival: the touch features, which differ between a lead at 0
+            and at 40 minutes with nothing changed in the leads).
         min_scores: fewer answers than this give no verdict ("not enough data"): with few answers the PSI
             is large by chance alone (about (bins - 1) / answers).
         leads: distinct leads among the answers; ``min_leads``: fewer give no verdict either (one lead

@@ -13,8 +13,11 @@ from models.scoring_model import ScoringModel
 from serving.drift_store import ARRIVAL, LEADS, TOUCH_TYPES, UNSEEN, DriftStore
 from serving.schemas import AllAnswersDriftOut, DayVolumeOut, FeatureDriftOut, MonitoringOut
 
-# features that move with the clock alone (features/spec.py FeatureInfo.kind): left out of the on-arrival verdict
-CLOCK_KINDS = ("recency", "age", "decayed")
+# The on-arrival verdict compares the score and the lead attributes only (features/spec.py FeatureInfo.kind):
+# every touch feature moves within the first hour with the clock alone (days since a touch, the decayed
+# engagement) or with the touches a lead gets in its first minutes (counts, velocity), so a lead scored at 40
+# minutes differs from the same lead at its creation with nothing changed in the leads coming in.
+VERDICT_KINDS = ("attribute",)
 
 
 def monitoring_report(
@@ -77,9 +80,9 @@ def monitoring_report(
     arrival_counts = {k[len(ARRIVAL) :]: v for k, v in counts.items() if k.startswith(ARRIVAL)}
     arrivals = int(arrival_counts["score"].sum()) if "score" in arrival_counts else 0
     on_arrival = reference.arrival is not None
-    clock = frozenset(i.name for i in model.spec.feature_infos() if i.kind in CLOCK_KINDS)
+    touch = frozenset(i.name for i in model.spec.feature_infos() if i.kind not in VERDICT_KINDS)
     report = (
-        compare(reference, arrival_counts, min_scores, on_arrival=True, leave_out=clock) if on_arrival else everything
+        compare(reference, arrival_counts, min_scores, on_arrival=True, leave_out=touch) if on_arrival else everything
     )
     explanation = report.explanation
     if not on_arrival and not model.meta.get("scoring_moments", {}).get("at_creation", True):

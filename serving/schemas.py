@@ -402,8 +402,8 @@ class MonitoringOut(BaseModel):
     )
     score_level: Literal["stable", "warning", "drift"] | None
     features: list[FeatureDriftOut] = Field(
-        description="The verdict's PSI per feature, worst first (on arrival: without the features that move with "
-        "the clock alone, days since creation or a touch and the decayed engagement)."
+        description="The verdict's PSI per feature, worst first (on arrival: the lead attributes only; the touch "
+        "features are under all_answers)."
     )
     arrivals: int = Field(description="Leads scored on arrival in the window (the verdict's sample).")
     on_arrival: bool = Field(description="Whether the verdict is on arrival (false: on all answers, an older model).")

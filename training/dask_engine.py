@@ -323,10 +323,22 @@ def score_dataset(
 
 
 # ---- training examples ------------------------------------------------------------------------------------
-def _latest_valid(
-    leads: pd.DataFrame, touches: pd.DataFrame | None, outcomes: pd.DataFrame, now: pd.Timestamp
-) -> pd.Timestamp | None:
-    data, _ = validated_partition(leads, touches, outcomes, now)
+def _validated(
+    leads: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    outcomes: pd.DataFrame,
+    bound: pd.Timestamp,
+    excluded: tuple[str, ...],
+) -> CRMData:
+    """A partition's tables validated as the local engine validates them (rows dated after ``bound``
+    dropped), without the ``excluded`` lead columns."""
+    dropped = [c for c in excluded if c in leads.columns]
+    data, _ = validated_partition(leads.drop(columns=dropped), touches, outcomes, bound)
+    data.excluded_columns = tuple(excluded)
+    return data
+
+
+def _latest_valid(data: CRMData) -> pd.Timestamp | None:
     return data.latest_time() if len(data.leads) else None
 
 
@@ -369,31 +381,30 @@ def _summary(data: CRMData, end: pd.Timestamp) -> PartitionSummary:
     )
 
 
-def _examples_and_touches(
-    leads: pd.DataFrame,
-    touches: pd.DataFrame | None,
-    outcomes: pd.DataFrame,
-    now: pd.Timestamp,
-    end: pd.Timestamp,
-    config: Any,
-    empty: pd.DataFrame | None = None,
+def _examples_of(
+    data: CRMData, end: pd.Timestamp, config: Any, empty: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str], PartitionSummary]:
-    """A partition's examples, its validated touches, its lead columns and its summary. Rows dated after
-    ``end`` are dropped as the local engine drops them; ``config.exclude_columns`` are left out."""
+    """A validated partition's examples (with each lead's :data:`ORDER`), its touches, its lead columns and
+    its summary, labelled up to ``end``. ``data`` is not changed (it may be kept on a worker)."""
     from training.pipeline import make_examples
 
-    excluded = [c for c in getattr(config, "exclude_columns", ()) if c in leads.columns]
-    data, _ = validated_partition(leads.drop(columns=excluded), touches, outcomes, min(now, end))
-    order = data.leads.pop(ORDER) if ORDER in data.leads.columns else pd.Series(np.arange(len(data.leads)))
-    data.data_end = end
-    data.excluded_columns = tuple(getattr(config, "exclude_columns", ()))
-    summary = _summary(data, end)
-    if not len(data.leads):
+    leads = data.leads
+    order = leads[ORDER] if ORDER in leads.columns else pd.Series(np.arange(len(leads)))
+    own = CRMData(
+        leads=leads.drop(columns=[ORDER], errors="ignore"),
+        touchpoints=data.touchpoints,
+        outcomes=data.outcomes,
+        report=data.report,
+        data_end=end,
+        excluded_columns=data.excluded_columns,
+    )
+    summary = _summary(own, end)
+    if not len(own.leads):
         examples = pd.DataFrame() if empty is None else empty
-        return examples, data.touchpoints, list(data.leads.columns), summary
-    examples = make_examples(data, config)
-    examples[ORDER] = examples["lead_id"].map(pd.Series(order.to_numpy(), index=data.leads["lead_id"]))
-    return examples, data.touchpoints, list(data.leads.columns), summary
+        return examples, own.touchpoints, list(own.leads.columns), summary
+    examples = make_examples(own, config)
+    examples[ORDER] = examples["lead_id"].map(pd.Series(order.to_numpy(), index=own.leads["lead_id"]))
+    return examples, own.touchpoints, list(own.leads.columns), summary
 
 
 @dataclass(frozen=True)
@@ -436,20 +447,25 @@ def examples_dataset(
 
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     frames = read_tables(data_dir)
-    frames["leads"] = frames["leads"].map_partitions(_with_order, meta=_with_order(frames["leads"]._meta))
     n = partitions_for(frames, leads_per_partition)
+    frames["leads"] = frames["leads"].map_partitions(_with_order, meta=_with_order(frames["leads"]._meta))
+    meta = _examples_meta(frames, config, now)
     parts = co_partition(frames, n)
     touches = parts["touchpoints"].to_delayed() if "touchpoints" in parts else [None] * n
     triples = list(zip(parts["leads"].to_delayed(), touches, parts["outcomes"].to_delayed(), strict=True))
-    if data_end is None:
-        latest = dask.compute(*(dask.delayed(_latest_valid)(lp, tp, op, now) for lp, tp, op in triples))
+    excluded = tuple(getattr(config, "exclude_columns", ()))
+    bound = now if data_end is None else min(now, data_end)
+    validate = dask.delayed(_validated, pure=True)
+    validated = [validate(lp, tp, op, bound, excluded) for lp, tp, op in triples]
+    if data_end is None:  # the end is the latest valid time: validated once, kept on the workers, read twice
+        validated = list(dask.persist(*validated))
+        latest = dask.compute(*(dask.delayed(_latest_valid)(v) for v in validated))
         found = [t for t in latest if t is not None and not pd.isna(t)]
         if not found:
             raise DataValidationError([DataIssue(str(data_dir), None, None, "no valid lead is left")])
         data_end = max(found)
-    meta = _examples_meta(parts, config, now, data_end)
-    make = dask.delayed(_examples_and_touches, pure=True, nout=4)
-    made = [make(lp, tp, op, now, data_end, config, meta) for lp, tp, op in triples]
+    make = dask.delayed(_examples_of, pure=True, nout=4)
+    made = [make(v, data_end, config, meta) for v in validated]
     lead_columns = [c for c in meta.columns if c not in ("as_of", "moment", "label", "won_at", ORDER)]
     return DaskExamples([m[0] for m in made], data_end, n, [m[1] for m in made], lead_columns, [m[3] for m in made])
 
@@ -619,21 +635,16 @@ def training_matrix(
     return TrainingMatrix(rows, X, spec, keep_negatives, before, dict(keep_leads or {}))
 
 
-def _examples_meta(parts: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The examples' columns and types, from the local function on the first rows of the first partition that
-    has leads (a lead and its rows, so that every column comes out typed)."""
-    leads = parts["leads"].head(1, npartitions=-1).reset_index(drop=True)
-    ids = set(leads["lead_id"])
-    sample: dict[str, pd.DataFrame | None] = {"leads": leads}
-    for name in ("touchpoints", "outcomes"):
-        if name in parts:
-            frame = parts[name]
-            sample[name] = frame[frame["lead_id"].isin(list(ids))].compute().reset_index(drop=True)
-        else:
-            sample[name] = None
-    outcomes = sample["outcomes"]
-    assert outcomes is not None
-    return _examples_and_touches(leads, sample["touchpoints"], outcomes, now, end, config)[0].iloc[:0]
+def _examples_meta(frames: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp) -> pd.DataFrame:
+    """The examples' columns and types: the local function on the first leads of the first part file (no
+    shuffle), with no touch or outcome (they add no column)."""
+    leads = frames["leads"].head(1000, npartitions=-1).reset_index(drop=True)
+    touches = frames["touchpoints"]._meta if "touchpoints" in frames else None
+    data = _validated(leads, touches, frames["outcomes"]._meta, now, tuple(getattr(config, "exclude_columns", ())))
+    if not len(data.leads):
+        raise DataValidationError([DataIssue("leads", None, None, "none of the first 1,000 leads is valid")])
+    end = data.latest_time() + pd.Timedelta(days=3650)  # far enough for every kind of moment to be taken
+    return _examples_of(data, end, config)[0].iloc[:0]
 
 
 # ---- features, for checks and for the training examples -------------------------------------------------
