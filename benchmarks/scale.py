@@ -2,6 +2,7 @@
 
 Run by hand:  .venv/bin/python benchmarks/scale.py --leads 1000000 [--engine dask|local] [--scheduler tcp://...]
               [--data DIR]  (reuse demo data written by an earlier run: the same data for both engines)
+              [--max-train-examples N] [--max-window-examples N] [--no-tune]  (as `leadscore train`)
 
 Stages (each timed; the peak resident memory of this process and of every Dask worker is read after each):
   demo-data   N demo leads written as folders of Parquet parts by the workers (engine dask) or one process
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--scheduler", default=None, help="A running scheduler (default: a LocalCluster).")
     parser.add_argument("--data", type=Path, default=None, help="Demo data already written (skips demo-data).")
     parser.add_argument("--workdir", type=Path, default=None, help="Where to write (default: a tmp dir).")
+    parser.add_argument("--max-train-examples", type=int, default=4_000_000, help="As `train --max-train-examples`.")
+    parser.add_argument("--max-window-examples", type=int, default=3_000_000, help="As `train --max-window-examples`.")
+    parser.add_argument("--no-tune", action="store_true", help="One LightGBM candidate (as `train --no-tune`).")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="leadscore-scale-"))
     home = work / f"home-{args.engine}"
@@ -63,7 +67,7 @@ def main() -> None:
 
     if args.engine == "local":
         commands = [
-            ("train", ["train", "--data", str(data), "--promote"]),
+            ("train", ["train", "--data", str(data), "--promote", *(["--no-tune"] if args.no_tune else [])]),
             ("score", ["score", "--data", str(data), "--out", str(work / "scores.parquet"), "--no-reasons"]),
         ]
         if args.data is None:
@@ -116,6 +120,7 @@ def main() -> None:
             registry_uri=settings.resolved_registry_uri,
             artifact_location=settings.artifact_location,
             cache_dir=settings.model_cache_dir,
+            tune=not args.no_tune,
         )
         start = last = time.perf_counter()
         steps: list[tuple[str, float]] = []
@@ -129,7 +134,13 @@ def main() -> None:
             last = now
             print(f"  {now - start:7.1f} s  {message}", flush=True)
 
-        result = train_on_dask(client, config, progress)
+        result = train_on_dask(
+            client,
+            config,
+            progress,
+            max_train_examples=args.max_train_examples,
+            max_window_examples=args.max_window_examples,
+        )
         steps[-1] = (steps[-1][0], time.perf_counter() - last)
         engine = result.model.meta["engine"]
         stage(
