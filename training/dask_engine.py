@@ -546,6 +546,7 @@ def _window_features(
     seed: int,
     keep_leads: dict[str, float] | None = None,
     lead_seed: int = 0,
+    keep_positives: float = 1.0,
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """A partition's examples in the windows (train negatives kept with probability ``keep_negatives``, their
     weight divided by it; in a window of ``keep_leads``, only that share of its leads, with all their rows),
@@ -559,12 +560,14 @@ def _window_features(
         if share < 1.0:
             inside = (piece["window"] == window).to_numpy()
             piece = piece.loc[~inside | lead_sample(piece["lead_id"], share, lead_seed)].reset_index(drop=True)
-    if keep_negatives < 1.0:
+    if keep_negatives < 1.0 or keep_positives < 1.0:
         rng = np.random.default_rng(seed)
-        negative = (piece["window"] == "train").to_numpy() & (piece["label"] == 0).to_numpy()
-        kept = ~negative | (rng.random(len(piece)) < keep_negatives)
+        train = (piece["window"] == "train").to_numpy()
+        positive = train & (piece["label"] == 1).to_numpy()
+        rate = np.where(positive, keep_positives, np.where(train, keep_negatives, 1.0))
+        kept = rng.random(len(piece)) < rate
         piece = piece.loc[kept].copy()
-        piece.loc[negative[kept], "weight"] = piece.loc[negative[kept], "weight"] / keep_negatives
+        piece["weight"] = piece["weight"].to_numpy() / rate[kept]
         piece = piece.reset_index(drop=True)
     X = build_features(piece[columns], touches, piece["as_of"], spec).to_numpy(dtype=np.float32)
     return piece, X, before
@@ -591,6 +594,7 @@ def training_matrix(
     keep_negatives: float = 1.0,
     seed: int = 7,
     keep_leads: dict[str, float] | None = None,
+    keep_positives: float = 1.0,
 ) -> TrainingMatrix:
     """Features of the windowed examples (``pieces`` from :func:`split_dataset`), built partition by
     partition, with the spec the local engine learns (train-window leads, touches up to the last train
@@ -625,7 +629,9 @@ def training_matrix(
     )
     made = dask.compute(
         *(
-            dask.delayed(_window_features)(p, t, spec, columns, keep_negatives, seed + k, keep_leads, seed)
+            dask.delayed(_window_features)(
+                p, t, spec, columns, keep_negatives, seed + k, keep_leads, seed, keep_positives
+            )
             for k, (p, t) in enumerate(zip(pieces, built.touches, strict=True))
         )
     )

@@ -5,13 +5,15 @@ registration as the local engine (:func:`training.pipeline.fit_and_register`).
 What differs from the local engine, and is logged with the run (params ``engine``, ``engine_*``, and the
 model's ``meta["engine"]``):
 
-* **Negative sampling.** When the train window has more than ``max_train_examples`` scoring moments, its
-  negative (not won) moments are kept with probability ``keep = (max_train_examples - positives) /
-  negatives`` (at least 1%), each kept one weighing ``1 / keep`` more, so that weighted sums over the train
-  window (and the fit's loss) are unbiased estimates of the unsampled ones (Horvitz-Thompson weighting;
-  King and Zeng (2001), "Logistic Regression in Rare Events Data", Political Analysis 9(2)). Positives, and
-  every calibration and test moment, are all kept: the calibration is fitted, and the test metrics
-  computed, on unsampled windows, so probabilities and figures keep their meaning. We chose this over
+* **Sampling of the train window.** When it has more than ``max_train_examples`` scoring moments, every
+  positive (won) moment is kept and the negative ones are kept with probability ``(max_train_examples -
+  positives) / negatives``; when positives alone pass half the cap, half the cap is drawn from each class
+  (a class short of its half is kept whole); no share is under 1%. Each kept moment weighs ``1 / (its
+  class's share)`` more, so that weighted sums over the train window (and the fit's loss) are unbiased
+  estimates of the unsampled ones (Horvitz-Thompson weighting; King and Zeng (2001), "Logistic Regression
+  in Rare Events Data", Political Analysis 9(2)). The calibration and test windows are not sampled by
+  class: the calibration is fitted, and the test metrics computed, on windows whose classes are not
+  reweighted, so probabilities and figures keep their meaning. We chose this over
   LightGBM's Dask interface (``lightgbm.DaskLGBMClassifier``): it fits one model on the whole data but
   needs every worker to hold its share of the matrix through the whole fit and gives up the candidate
   search, the early stopping on a lead-grouped half of the calibration window and the baselines, which
@@ -81,12 +83,19 @@ def merge_reports(reports: list[ValidationReport], examples_per_reason: int = 5)
     return out
 
 
-def keep_share(positives: int, negatives: int, max_train_examples: int) -> float:
-    """The share of train negatives kept so that about ``max_train_examples`` train moments are fitted
-    (1.0 when they all fit; at least ``MIN_KEEP``)."""
-    if positives + negatives <= max_train_examples or negatives == 0:
-        return 1.0
-    return float(min(1.0, max(MIN_KEEP, (max_train_examples - positives) / negatives)))
+def keep_shares(positives: int, negatives: int, max_train_examples: int) -> tuple[float, float]:
+    """The shares of train positives and negatives kept so that about ``max_train_examples`` train moments
+    are fitted: all when they fit; else every positive and the negatives that fill the rest while positives
+    are at most half of it; else half positives, half negatives (a class that is short of its half is kept
+    whole). Never under ``MIN_KEEP``."""
+    total, half = positives + negatives, max_train_examples / 2
+    if total <= max_train_examples:
+        return 1.0, 1.0
+    if positives <= half:
+        return 1.0, float(max(MIN_KEEP, (max_train_examples - positives) / negatives))
+    if negatives <= half:
+        return float(max(MIN_KEEP, (max_train_examples - negatives) / positives)), 1.0
+    return float(max(MIN_KEEP, half / positives)), float(max(MIN_KEEP, half / negatives))
 
 
 def _window_counts(piece: pd.DataFrame) -> tuple[int, int, int, int]:
@@ -186,7 +195,7 @@ def _train_on_dask(
         )
     counts = dask.compute(*(dask.delayed(_window_counts)(p) for p in pieces))
     positives, negatives = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    keep = keep_share(positives, negatives, max_train_examples)
+    keep_positive, keep = keep_shares(positives, negatives, max_train_examples)
     keep_leads = {}
     for name, rows_in in (("calibration", sum(c[2] for c in counts)), ("test", sum(c[3] for c in counts))):
         if rows_in > max_window_examples:
@@ -197,7 +206,15 @@ def _train_on_dask(
             )
 
     progress("building point-in-time features partition by partition")
-    matrix = training_matrix(built, pieces, config, keep_negatives=keep, seed=config.seed, keep_leads=keep_leads)
+    matrix = training_matrix(
+        built,
+        pieces,
+        config,
+        keep_negatives=keep,
+        keep_positives=keep_positive,
+        seed=config.seed,
+        keep_leads=keep_leads,
+    )
     rows = matrix.rows
     window = rows["window"].to_numpy()
     order = rows[ORDER].to_numpy()
@@ -220,10 +237,11 @@ def _train_on_dask(
         f"{w['calibration_leads_created']}, test {w['test_leads_created']} (each test lead followed for its "
         f"first {bounds.follow_days} days); gaps of one horizon between the windows"
     )
-    if keep < 1.0:
+    if keep < 1.0 or keep_positive < 1.0:
         notes.append(
-            f"Dask engine: {negatives:,} negative train moments sampled at {keep:.4f} (each kept one weighs "
-            f"{1 / keep:.2f}); {positives:,} positive train moments, and every calibration and test moment, kept"
+            f"Dask engine: train moments sampled past --max-train-examples {max_train_examples:,}: "
+            f"{negatives:,} negative ones sampled at {keep:.4f} (each kept one weighs {1 / keep:.2f}), "
+            f"{positives:,} positive ones at {keep_positive:.4f} (weighing {1 / keep_positive:.2f})"
         )
     check_windows(
         rows["lead_id"], rows["label"].to_numpy(), split, config, f"the end of the data is {built.data_end}; "
@@ -267,6 +285,7 @@ def _train_on_dask(
             "partitions": built.partitions,
             "workers": len(client.scheduler_info().get("workers", {})),
             "keep_negatives": keep,
+            "keep_positives": keep_positive,
             "max_train_examples": max_train_examples,
             "train_examples_before_sampling": matrix.before_sampling.get("train", 0),
             "max_window_examples": max_window_examples,

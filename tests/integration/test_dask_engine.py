@@ -391,7 +391,7 @@ def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_
     )
     said = " ".join((run.stdout + run.stderr).split())
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "Dask dashboard: http://127.0.0.1:" in said and "negative train moments sampled at" in said
+    assert "Dask dashboard: http://127.0.0.1:" in said and "train moments sampled past --max-train-examples" in said
     assert "a uniform sample of" in said
     run_id = said.split("run id: ")[1].split()[0]
     params, metrics, _, _ = _logged(tracking, run_id)

@@ -1,0 +1,25 @@
+"""How the Dask engine's training run samples a train window past its cap, worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.dask_training import keep_shares
+
+
+def test_a_train_window_under_the_cap_is_kept_whole() -> None:
+    assert keep_shares(100, 900, 1_000) == (1.0, 1.0)
+
+
+def test_rare_positives_are_all_kept_and_negatives_fill_the_rest() -> None:
+    keep_positive, keep_negative = keep_shares(100, 1_900, 1_000)
+    assert keep_positive == 1.0 and keep_negative == pytest.approx(900 / 1_900)  # 100 + 0.4737 * 1900 = 1000
+
+
+def test_common_positives_take_half_the_cap_each_class() -> None:
+    assert keep_shares(800, 5_000, 1_000) == pytest.approx((500 / 800, 500 / 5_000))
+    assert keep_shares(800, 300, 1_000) == pytest.approx(((1_000 - 300) / 800, 1.0))  # negatives short of half
+
+
+def test_no_share_is_under_one_percent() -> None:
+    assert keep_shares(10, 1_000_000_000, 1_000) == (1.0, 0.01)
