@@ -184,13 +184,18 @@ def test_same_data_and_seed_give_the_same_model_and_another_seed_another(trained
 
 def test_promotion_keeps_a_better_champion_unless_forced(trained: TrainedWorld, tmp_path: Path) -> None:
     home = tmp_path
-    first = train(make_config(home, trained.data_dir, promote=True))
+    # one candidate each (tune=False): the gate is what is tested, and a weak model must stay weak
+    first = train(make_config(home, trained.data_dir, promote=True, tune=False))
     assert first.promoted and "no champion" in first.promotion_message
     weak = train(
-        make_config(home, trained.data_dir, promote=True, num_boost_round=1, early_stopping_rounds=1, num_leaves=2)
+        make_config(
+            home, trained.data_dir, promote=True, tune=False, num_boost_round=1, early_stopping_rounds=1, num_leaves=2
+        )
     )
     assert not weak.promoted and "kept champion version 1" in weak.promotion_message
-    forced = train(make_config(home, trained.data_dir, promote=True, force=True, num_boost_round=1, num_leaves=2))
+    forced = train(
+        make_config(home, trained.data_dir, promote=True, force=True, tune=False, num_boost_round=1, num_leaves=2)
+    )
     assert forced.promoted and "--force" in forced.promotion_message
     configure_tracking(f"sqlite:///{home / 'mlflow.db'}")
     assert str(MlflowClient().get_model_version_by_alias("leadscore", "champion").version) == forced.model_version
