@@ -50,7 +50,10 @@ def leadscore_in_process(home: Path, *args: str, **env: str) -> CliRun:
 
     from leadscore.cli import app
 
-    result = CliRunner().invoke(app, list(args), env={"LEADSCORE_HOME": str(home), "COLUMNS": "200", **env})
+    # as clean_env does for a subprocess: MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into this
+    # process's environment, so an earlier in-process run would otherwise point this one at its store
+    unset: dict[str, str | None] = {"MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
+    result = CliRunner().invoke(app, list(args), env={**unset, "LEADSCORE_HOME": str(home), "COLUMNS": "200", **env})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"leadscore {' '.join(args)} raised {result.exception!r}") from result.exception
     return CliRun(result.exit_code, result.stdout, result.stderr)
