@@ -45,6 +45,12 @@ FLOOR = 1e-4
 QUANTILES = np.linspace(0.1, 0.9, 9)
 SCORE = "score"  # the name the score's bins go by, next to the features'
 ARRIVAL_SECONDS = 3600  # an answer given this soon after the lead's creation is its answer "on arrival"
+# The on-arrival verdict compares the score and the features of these kinds only (features/spec.py
+# FeatureInfo.kind: the lead attributes): every touch feature moves within the first hour with the clock alone
+# (days since a touch, the decayed engagement) or with the touches a lead gets in its first minutes (counts,
+# velocity), so a lead scored at 40 minutes differs from the same lead at its creation with nothing changed in
+# the leads coming in.
+VERDICT_KINDS = ("attribute",)
 
 
 def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, floor: float = FLOOR) -> float:

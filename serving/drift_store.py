@@ -4,9 +4,10 @@ per day and model version (one row per bin: a day of heavy traffic is a few thou
 Columns counted (``column`` of the ``drift_counts`` table):
 
 - ``score`` and every feature: the bins of the model's :class:`models.drift.DriftReference` (scores);
-- ``arrival:score`` and ``arrival:<feature>``: the same bins, counting only each lead's answer on arrival:
+- ``arrival:score`` and ``arrival:<attribute feature>``: the same bins, counting only each lead's answer on arrival:
   its first answer given within ``ARRIVAL_SECONDS`` of its creation (``as_of - created_at``), once a day per
-  server process, the verdict's counts (see models/drift.py);
+  server process, the verdict's counts (the score and the features of kind ``VERDICT_KINDS``, see
+  models/drift.py);
 - ``unseen:<attribute>``: bin 0 a known category, bin 1 a category the model never saw (scores with the
   attribute present; missing values are not counted);
 - ``touch_types``: bin 0 touches of a type the model knows, bin 1 of a type it does not (touches, from the
@@ -25,7 +26,7 @@ import pandas as pd
 from sqlalchemy import BigInteger, Column, Engine, Integer, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from models.drift import ARRIVAL_SECONDS, DriftReference
+from models.drift import ARRIVAL_SECONDS, VERDICT_KINDS, DriftReference
 from serving.store import metadata
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class DriftCounter:
     def __init__(self) -> None:
         self._model: ScoringModel | None = None
         self._reference: DriftReference | None = None
+        self._verdict: frozenset[str] = frozenset()  # the columns counted on arrival: score and attribute features
         self._known: dict[tuple[str, object], bool | None] = {}  # (attribute, value) -> known? (None: missing)
         self._leads: tuple[str, set[str]] = ("", set())  # the day, and the leads answered that day
         self._arrived: tuple[str, set[str]] = ("", set())  # the day, and the leads counted on arrival that day
@@ -64,6 +66,9 @@ class DriftCounter:
         """The model's reference (read once per model; None for a model trained before references)."""
         if self._model is not model:
             self._model, self._reference = model, DriftReference.from_dict(model.meta.get("drift_reference"))
+            self._verdict = frozenset(
+                ["score", *(i.name for i in model.spec.feature_infos() if i.kind in VERDICT_KINDS)]
+            )
         return self._reference
 
     def count(
@@ -112,7 +117,7 @@ class DriftCounter:
             for b, n in enumerate(bins.counts(values).astype(np.int64).tolist()):
                 if n:
                     out[d, version, column, b] += n
-            if on_arrival:
+            if on_arrival and column in self._verdict:
                 for b, n in enumerate(bins.counts(np.asarray(values)[arrival]).astype(np.int64).tolist()):
                     if n:
                         out[d, version, ARRIVAL + column, b] += n

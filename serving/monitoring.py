@@ -8,16 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from models.drift import DRIFT_PSI, WARNING_PSI, DriftReference, DriftReport, compare
+from models.drift import DRIFT_PSI, VERDICT_KINDS, WARNING_PSI, DriftReference, DriftReport, compare
 from models.scoring_model import ScoringModel
 from serving.drift_store import ARRIVAL, LEADS, TOUCH_TYPES, UNSEEN, DriftStore
 from serving.schemas import AllAnswersDriftOut, DayVolumeOut, FeatureDriftOut, MonitoringOut
-
-# The on-arrival verdict compares the score and the lead attributes only (features/spec.py FeatureInfo.kind):
-# every touch feature moves within the first hour with the clock alone (days since a touch, the decayed
-# engagement) or with the touches a lead gets in its first minutes (counts, velocity), so a lead scored at 40
-# minutes differs from the same lead at its creation with nothing changed in the leads coming in.
-VERDICT_KINDS = ("attribute",)
 
 
 def monitoring_report(

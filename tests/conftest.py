@@ -24,8 +24,37 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_MLFLOW_TEMPLATE: list[Path] = []  # an empty MLflow SQLite store with its schema, made once per session
+
+
+def seed_mlflow_store(home: Path) -> None:
+    """Give ``home`` an empty MLflow SQLite store (``mlflow.db``) unless it has one: MLflow builds a new store's
+    schema by running all its migrations (about 2 s per store), so tests copy one built once per session by
+    MLflow itself. A store MLflow creates on first use is still exercised by the demo command test (and by
+    every clean-clone CI run)."""
+    target = home / "mlflow.db"
+    if target.exists():
+        return
+    if not _MLFLOW_TEMPLATE:
+        import atexit
+        import shutil
+        import tempfile
+
+        from mlflow import MlflowClient
+
+        folder = Path(tempfile.mkdtemp(prefix="leadscore-mlflow-template-"))
+        atexit.register(shutil.rmtree, folder, True)
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        _MLFLOW_TEMPLATE.append(folder / "mlflow.db")
+    import shutil
+
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MLFLOW_TEMPLATE[0], target)
+
+
 def leadscore(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the console script as a user does, with ``LEADSCORE_HOME`` set to ``home``."""
+    seed_mlflow_store(home)
     return subprocess.run(
         [sys.executable, "-m", "leadscore", *args],
         capture_output=True,
@@ -50,6 +79,7 @@ def leadscore_in_process(home: Path, *args: str, **env: str) -> CliRun:
 
     from leadscore.cli import app
 
+    seed_mlflow_store(home)
     # as clean_env does for a subprocess: MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into this
     # process's environment, so an earlier in-process run would otherwise point this one at its store
     unset: dict[str, str | None] = {"MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None}
@@ -74,6 +104,7 @@ class TrainedWorld:
 
 
 def make_config(home: Path, data_dir: Path, **overrides: object) -> TrainConfig:
+    seed_mlflow_store(home)
     base = dict(
         data=data_dir,
         tracking_uri=f"sqlite:///{home / 'mlflow.db'}",

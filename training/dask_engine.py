@@ -570,7 +570,22 @@ def _window_features(
         piece["weight"] = piece["weight"].to_numpy() / rate[kept]
         piece = piece.reset_index(drop=True)
     X = build_features(piece[columns], touches, piece["as_of"], spec).to_numpy(dtype=np.float32)
-    return piece, X, before
+    return _shared_values(piece), X, before
+
+
+def _shared_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each object column's equal values held by one Python object (the same values, types
+    and missing markers, None or NaN, as before). A lead's moments repeat its id and attributes: one string
+    object per row costs about 60 bytes, a shared one 8 (a pointer), in the worker, in transit (pickle keeps
+    one copy of an object it meets twice) and in the process that collects the windows."""
+    out = frame.copy(deep=False)
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            first: dict[Any, Any] = {}
+            values = np.empty(len(frame), dtype=object)
+            values[:] = [first.setdefault(v, v) if isinstance(v, str) else v for v in frame[column].tolist()]
+            out[column] = values
+    return out
 
 
 @dataclass(frozen=True)
@@ -627,17 +642,26 @@ def training_matrix(
     spec = spec_from_counts(
         total, exclude_columns=tuple(getattr(config, "exclude_columns", ())), half_life_days=config.half_life_days
     )
-    made = dask.compute(
-        *(
-            dask.delayed(_window_features)(
-                p, t, spec, columns, keep_negatives, seed + k, keep_leads, seed, keep_positives
+    made = list(
+        dask.compute(
+            *(
+                dask.delayed(_window_features)(
+                    p, t, spec, columns, keep_negatives, seed + k, keep_leads, seed, keep_positives
+                )
+                for k, (p, t) in enumerate(zip(pieces, built.touches, strict=True))
             )
-            for k, (p, t) in enumerate(zip(pieces, built.touches, strict=True))
         )
     )
-    rows = pd.concat([m[0] for m in made], ignore_index=True)
-    X = np.concatenate([m[1] for m in made]) if made else np.zeros((0, len(spec.feature_names)), dtype=np.float32)
     before = {name: sum(m[2].get(name, 0) for m in made) for name in WINDOWS}
+    rows = pd.concat([m[0] for m in made], ignore_index=True)
+    # the features into one array, each partition's released once copied (one matrix and a part at a time)
+    X = np.empty((len(rows), len(spec.feature_names)), dtype=np.float32)
+    at = 0
+    for k in range(len(made)):
+        part = made[k][1]
+        X[at : at + len(part)] = part
+        at += len(part)
+        made[k] = None
     return TrainingMatrix(rows, X, spec, keep_negatives, before, dict(keep_leads or {}))
 
 

@@ -112,13 +112,22 @@ def _window_counts(piece: pd.DataFrame) -> tuple[int, int, int, int]:
     )
 
 
-def _test_features(piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str]) -> np.ndarray:
+def _test_features(
+    piece: pd.DataFrame, touches: pd.DataFrame | None, spec: Any, columns: list[str], share: float, lead_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A partition's test-window features under ``spec`` (another model's), of the leads the training matrix
+    kept (``share`` of them, as :func:`training.dask_engine._window_features` samples), with each row's
+    lead :data:`ORDER` (the caller puts them in the training matrix's order)."""
     from features import build_features
+    from training.dask_engine import ORDER, lead_sample
 
     test = piece.loc[piece["window"] == "test"] if len(piece) else piece
+    if len(test) and share < 1.0:
+        test = test.loc[lead_sample(test["lead_id"], share, lead_seed)]
     if not len(test):
-        return np.zeros((0, len(spec.feature_names)), dtype=np.float32)
-    return build_features(test[columns], touches, test["as_of"], spec).to_numpy(dtype=np.float32)
+        return np.zeros((0, len(spec.feature_names)), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    X = build_features(test[columns], touches, test["as_of"], spec).to_numpy(dtype=np.float32)
+    return X, test[ORDER].to_numpy(dtype=np.int64)
 
 
 def train_on_dask(
@@ -215,19 +224,26 @@ def _train_on_dask(
         seed=config.seed,
         keep_leads=keep_leads,
     )
-    rows = matrix.rows
-    window = rows["window"].to_numpy()
-    order = rows[ORDER].to_numpy()
+    window = matrix.rows["window"].to_numpy()
+    order = matrix.rows[ORDER].to_numpy()
 
     def local_order(rows_in: np.ndarray) -> np.ndarray:
         """Positions of a window in the local engine's order: its leads as read, each lead's moments in time."""
         return rows_in[np.lexsort((rows_in, order[rows_in]))]
 
+    # each window's rows in the local engine's order, the windows one after the other: the fit then takes
+    # each window's features as a view, not a copy (training.pipeline.window_rows)
+    ordered = [local_order(np.flatnonzero(window == name)) for name in ("train", "calibration", "test")]
+    permutation = np.concatenate(ordered)
+    rows = matrix.rows.iloc[permutation].reset_index(drop=True)
+    X = np.take(matrix.X, permutation, axis=0)
+    matrix = replace(matrix, rows=rows.iloc[:0], X=X[:0])  # the collected frames are no longer held twice
+    ends = np.cumsum([0, *(len(o) for o in ordered)])
     split = Split(
         "time",
-        local_order(np.flatnonzero(window == "train")),
-        local_order(np.flatnonzero(window == "calibration")),
-        local_order(np.flatnonzero(window == "test")),
+        np.arange(ends[0], ends[1]),
+        np.arange(ends[1], ends[2]),
+        np.arange(ends[2], ends[3]),
         windows=bounds.windows(config.horizon_days),
         weight=rows["weight"].to_numpy(dtype=np.float64),
     )
@@ -250,10 +266,21 @@ def _train_on_dask(
     columns = built.lead_columns
 
     def test_features(spec: FeatureSpec) -> np.ndarray:
+        """The test window's features under another model's spec (the champion's, for the promotion gate),
+        row for row as ``split.test``: the same sampled leads, in the local engine's order."""
+        share = keep_leads.get("test", 1.0)
         made = dask.compute(
-            *(dask.delayed(_test_features)(p, t, spec, columns) for p, t in zip(pieces, built.touches, strict=True))
+            *(
+                dask.delayed(_test_features)(p, t, spec, columns, share, config.seed)
+                for p, t in zip(pieces, built.touches, strict=True)
+            )
         )
-        return np.concatenate(made) if made else np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+        if not made:
+            return np.zeros((0, len(spec.feature_names)), dtype=np.float32)
+        X_test = np.concatenate([m[0] for m in made])
+        # the partitions' rows in partition order, a lead's moments in time: a stable sort by lead order gives
+        # the local engine's order, as local_order does for the training matrix
+        return X_test[np.argsort(np.concatenate([m[1] for m in made]), kind="stable")]
 
     created = [p.created_min for p in parts if p.created_min is not None]
     latest = [p.created_max for p in parts if p.created_max is not None]
@@ -294,5 +321,5 @@ def _train_on_dask(
             "fit": "one process: LightGBM on the train window, negatives sampled when over max_train_examples",
         },
     )
-    prepared = Prepared(rows, split, matrix.spec, matrix.X, source)
+    prepared = Prepared(rows, split, matrix.spec, X, source)
     return fit_and_register(config, prepared, progress, notes, started)

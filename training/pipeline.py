@@ -741,6 +741,16 @@ def _prepare_local(config: TrainConfig, progress: Progress, notes: list[str]) ->
     return Prepared(examples, split, spec, X_all, local_source(data, examples, split))
 
 
+def window_rows(X_all: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X_all[rows]``: a view when ``rows`` are consecutive positions in order (as the Dask engine lays its
+    windows out; read-only, so that nothing fitted on it can change ``X_all``), else a copy."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+        view = X_all[int(rows[0]) : int(rows[-1]) + 1]
+        view.flags.writeable = False
+        return view
+    return X_all[rows]
+
+
 def fit_and_register(
     config: TrainConfig, prepared: Prepared, progress: Progress, notes: list[str], started: float
 ) -> TrainResult:
@@ -755,9 +765,9 @@ def fit_and_register(
     y_all, w_all = examples["label"].to_numpy(), split.weight
     train_rows = examples.iloc[split.train]
     tr, ca, te = split.train, split.calibration, split.test
-    X, y, w = X_all[tr], y_all[tr], w_all[tr]
-    X_cal, y_cal, w_cal = X_all[ca], y_all[ca], w_all[ca]
-    X_test, y_test, w_test = X_all[te], y_all[te], w_all[te]
+    X, y, w = window_rows(X_all, tr), y_all[tr], w_all[tr]
+    X_cal, y_cal, w_cal = window_rows(X_all, ca), y_all[ca], w_all[ca]
+    X_test, y_test, w_test = window_rows(X_all, te), y_all[te], w_all[te]
 
     progress(f"fitting the candidate models on {len(y):,} scoring moments of {len(set(train_rows['lead_id'])):,} leads")
     stopping = stopping_half(examples["lead_id"].to_numpy()[ca], config.seed)

@@ -309,3 +309,8 @@ def test_an_answer_counts_on_arrival_once_per_lead_within_an_hour_of_creation(se
     old = [f"old{i}" for i in range(200_000)]
     assert arrivals(old, [86_400.0] * len(old), day + timedelta(days=1)) == (0, 200_000, 200_000)
     assert arrivals(["f", "g"], [60, 60], day + timedelta(days=1)) == (2, 2, 0)  # leads no longer counted; arrivals are
+    # only the verdict's columns are counted on arrival: the score and the lead attributes, no touch feature
+    out = counter.count(day, "1", model, ["h"], [{}], np.array([0.5]), np.zeros((1, n)), np.array([5.0]))
+    on_arrival = {c[len(ARRIVAL) :] for (_, _, c, _) in out if c.startswith(ARRIVAL)}
+    attributes = {i.name for i in model.spec.feature_infos() if i.kind == "attribute"}
+    assert attributes and on_arrival == {"score", *attributes}

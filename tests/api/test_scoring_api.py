@@ -508,8 +508,8 @@ def test_no_model_is_503(tmp_path: Path) -> None:
 
 
 def test_reload_under_load_has_zero_failures_and_refuses_a_broken_model(tmp_path: Path, demo_dir: Path) -> None:
-    first = train(make_config(tmp_path, demo_dir, promote=True))
-    second = train(make_config(tmp_path, demo_dir, num_leaves=4, seed=7))
+    first = train(make_config(tmp_path, demo_dir, promote=True, tune=False))
+    second = train(make_config(tmp_path, demo_dir, num_leaves=4, seed=7, tune=False))
     srv = start_server(tmp_path)
     statuses: list[int] = []
     versions: list[str] = []

@@ -24,7 +24,7 @@ from training.pipeline import TrainResult, train
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[tuple[Server, TrainResult]]:
     home = tmp_path_factory.mktemp("thresholds")
-    result = train(make_config(home, demo_dir, promote=True))
+    result = train(make_config(home, demo_dir, promote=True, tune=False))  # the workflow, not the model
     srv = start_server(home)
     yield srv, result
     stop_server(srv)
@@ -252,7 +252,7 @@ def test_a_new_champion_keeps_the_share_of_leads_handed_over_and_opens_a_proposa
     post(srv, f"/v1/threshold/proposals/{made['version']}/approve", "sales")
     old_share = get(srv, "/v1/threshold/analysis?cutoff=0.1", "sales").json()["share_qualified"]["value"]
     stale_proposal = propose(srv, "marketing", 0.15)
-    newer = train(make_config(srv.home, demo_dir, num_leaves=5, seed=3))
+    newer = train(make_config(srv.home, demo_dir, num_leaves=5, seed=3, tune=False))
     lagging = start_server(srv.home)  # a second worker that has not seen the promotion yet
     configure_tracking(f"sqlite:///{srv.home / 'mlflow.db'}")
     set_alias("leadscore", "champion", newer.model_version)

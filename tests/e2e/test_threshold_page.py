@@ -27,7 +27,7 @@ from training.pipeline import train
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("page")
-    train(make_config(home, demo_dir, promote=True))
+    train(make_config(home, demo_dir, promote=True, tune=False))
     srv = start_server(home)
     yield srv
     stop_server(srv)

@@ -12,7 +12,7 @@ import pytest
 
 from features import build_features
 from features.spec import infer_spec
-from tests.conftest import TrainedWorld
+from tests.conftest import TrainedWorld, seed_mlflow_store
 from training.dask_engine import (
     DaskExamples,
     co_partition,
@@ -331,6 +331,7 @@ def test_training_on_the_cluster_gives_the_local_engines_model_and_logs_what_it_
     artifact the local run logs (plus the engine's own)."""
     from training.dask_training import train_on_dask
 
+    seed_mlflow_store(tmp_path)
     config = replace(
         trained.config,
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -371,8 +372,7 @@ def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_
     from tests.conftest import leadscore_in_process
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = leadscore_in_process(
-        tmp_path,
+    command = [
         "train",
         "--engine",
         "dask",
@@ -387,8 +387,9 @@ def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_
         "--no-tune",  # one candidate: the sampling is what is tested here
         "--seed",
         "42",
-        MLFLOW_TRACKING_URI=tracking,
-    )
+        "--promote",
+    ]
+    run = leadscore_in_process(tmp_path, *command, MLFLOW_TRACKING_URI=tracking)
     said = " ".join((run.stdout + run.stderr).split())
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Dask dashboard: http://127.0.0.1:" in said and "train moments sampled past --max-train-examples" in said
@@ -415,7 +416,36 @@ def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_
     )
     kept = local_test[lead_sample(local_test["lead_id"], float(params["engine_test_leads_kept"]), 42)]
     assert metrics["test_examples"] == len(kept) and metrics["test_leads"] == kept["lead_id"].nunique()
-    assert "model: leadscore version" in said
+    assert "promoted version 1 to champion (there was no champion)" in said
+
+
+def test_the_promotion_gate_scores_the_champion_on_the_sampled_test_window_row_for_row(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    """Two identical Dask runs with ``--promote`` over five partitions, the test window sampled by lead: the
+    second run's gate scores the champion (the same model) on the same test moments, in the order of their
+    labels, so the champion's test ROC AUC is the one the first run logged, to the digit."""
+    from training.dask_training import train_on_dask
+
+    seed_mlflow_store(tmp_path)
+    config = replace(
+        trained.config,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=(tmp_path / "mlartifacts").as_uri(),
+        cache_dir=tmp_path / "cache",
+        promote=True,
+        tune=False,
+    )
+    caps = {"max_train_examples": 4_000, "max_window_examples": 1_000, "leads_per_partition": 2_000}
+    first = train_on_dask(client, config, **caps)  # type: ignore[arg-type]
+    assert first.promoted and first.model.meta["engine"]["test_leads_kept"] < 1.0
+    assert first.model.meta["engine"]["partitions"] == 5
+    second = train_on_dask(client, config, **caps)  # type: ignore[arg-type]
+    auc = f"{first.metrics['test_roc_auc']:.4f}"
+    assert second.metrics["test_roc_auc"] == first.metrics["test_roc_auc"]
+    assert second.promotion_message.startswith(
+        f"promoted version 2 to champion: test ROC AUC {auc} >= champion version 1's {auc} on the same test window"
+    ), second.promotion_message
 
 
 def test_training_on_the_cluster_refuses_what_it_cannot_take_with_a_message(

@@ -257,7 +257,7 @@ def test_a_score_the_database_refuses_is_dropped_and_counted_and_the_log_goes_on
 
 
 def test_mlflow_tracking_and_registry_on_postgres(postgres_url: str, demo_dir: Path, tmp_path: Path) -> None:
-    config = make_config(tmp_path, demo_dir, promote=True)
+    config = make_config(tmp_path, demo_dir, promote=True, tune=False)
     config.tracking_uri = postgres_url
     result = train(config)
     configure_tracking(postgres_url)

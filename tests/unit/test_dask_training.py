@@ -23,3 +23,20 @@ def test_common_positives_take_half_the_cap_each_class() -> None:
 
 def test_no_share_is_under_one_percent() -> None:
     assert keep_shares(10, 1_000_000_000, 1_000) == (1.0, 0.01)
+
+
+def test_a_window_of_consecutive_rows_is_a_read_only_view_and_any_other_a_copy() -> None:
+    import numpy as np
+
+    from training.pipeline import window_rows
+
+    X = np.arange(20, dtype=np.float32).reshape(10, 2)
+    view = window_rows(X, np.arange(3, 7))
+    assert np.shares_memory(view, X) and view.tolist() == X[3:7].tolist()
+    with pytest.raises(ValueError):
+        view[0, 0] = -1.0  # nothing fitted on a window can change the matrix
+    assert X[3, 0] == 6.0
+    for rows in (np.array([3, 5, 6]), np.array([4, 3]), np.array([2, 2, 3])):
+        copy = window_rows(X, rows)
+        assert not np.shares_memory(copy, X) and copy.tolist() == X[rows].tolist()
+    assert window_rows(X, np.array([], dtype=np.int64)).shape == (0, 2)
