@@ -269,11 +269,11 @@ def train(
     max_train_examples: Annotated[
         int,
         typer.Option(
-            help="--engine dask: over this many train-window scoring moments, negatives are sampled (and weighted "
-            "up) to about this many.",
+            help="--engine dask: over this many train-window scoring moments, the window is sampled by class (every "
+            "positive kept unless they alone pass half of it) to about this many, each kept moment weighted up.",
             min=1000,
         ),
-    ] = 4_000_000,
+    ] = 1_000_000,
     max_window_examples: Annotated[
         int,
         typer.Option(
@@ -281,7 +281,7 @@ def train(
             "sample of its leads (all their moments) of about this many.",
             min=1000,
         ),
-    ] = 3_000_000,
+    ] = 1_000_000,
 ) -> None:
     """Train, evaluate against the baselines, audit for leakage, log to MLflow and register a model version.
     With --engine dask the examples and features are built on a Dask cluster from a directory of Parquet

@@ -60,8 +60,11 @@ if TYPE_CHECKING:
     from features.spec import FeatureSpec
     from training.dask_engine import PartitionSummary
 
-MAX_TRAIN_EXAMPLES = 4_000_000
-MAX_WINDOW_EXAMPLES = 3_000_000
+# The fit runs in one process on the three windows' matrix: at these caps (about 3M scoring moments in all)
+# that process stays under 8 GiB at 10M leads (benchmarks/scale.py, README); at 1M demo leads no window is
+# sampled, so the model is the local engine's.
+MAX_TRAIN_EXAMPLES = 1_000_000
+MAX_WINDOW_EXAMPLES = 1_000_000
 MIN_KEEP = 0.01
 
 
