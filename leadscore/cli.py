@@ -469,6 +469,27 @@ def score(
     from training.data import DataValidationError, load_crm_data
     from training.score import open_leads, score_chunks, write_scores
 
+    local_only = {
+        "--id-column": id_column,
+        "--time-column": time_column,
+        "--label-column": label_column,
+        "--exclude-columns": exclude_columns,
+        "--strict": strict or None,
+        "--delimiter": delimiter,
+        "--encoding": encoding,
+        "--sheet": sheet,
+        "--decimal": decimal,
+        "--date-format": date_format,
+        "--dayfirst": dayfirst,
+        "--timezone": None if timezone == "UTC" else timezone,
+    }
+    given = [name for name, value in local_only.items() if value is not None]
+    if _engine(engine) == "dask" and given:
+        raise typer.BadParameter(
+            f"the Dask engine scores a data directory of Parquet tables as they are: {', '.join(given)} "
+            "only apply with the local engine (leave out --engine dask)",
+            param_hint="--engine",
+        )
     settings = get_settings()
     configure_tracking(settings.resolved_tracking_uri, settings.resolved_registry_uri)
     if _engine(engine) == "local" and out.suffix not in (".csv", ".parquet"):

@@ -97,26 +97,22 @@ def dask_client(
 
 
 # ---- data: partitioned Parquet in, co-partitioned frames --------------------------------------------------
-def table_path(data_dir: Path, name: str, required: bool = True) -> Path | None:
-    """``data_dir/name/`` (a folder of Parquet parts) or ``data_dir/name.parquet``."""
-    for path in (data_dir / name, data_dir / f"{name}.parquet"):
-        if path.exists():
-            return path
-    if required:
-        raise DataValidationError(
-            [DataIssue(str(data_dir), None, None, f"no {name}/ folder of Parquet parts or {name}.parquet")]
-        )
-    return None
-
-
 def read_tables(data_dir: Path) -> dict[str, dd.DataFrame]:
     """The data directory's tables as Dask frames (touchpoints only when present).
 
+    Each table's part files are checked first, from their footers only: each must be readable Parquet with
+    the columns and types of the table's first part (Dask takes a table's schema from one part, and its
+    shuffle cannot join parts of different types), and a folder must hold at least one part.
+
     Raises:
-        DataValidationError: ``data_dir`` is not a directory, or leads or outcomes are missing. The Dask engine
-            reads Parquet (a single file or a folder of parts); other formats go through the local engine.
+        DataValidationError: ``data_dir`` is not a directory; leads or outcomes are missing; a table is there
+            twice (``leads/`` and ``leads.parquet``) or in another format (the Dask engine reads Parquet, a
+            single file or a folder of parts; other formats go through the local engine); a part file is
+            unreadable or its columns or types differ from the first part's (the file and column are named).
     """
     import dask.dataframe as dd
+
+    from training.data import find_table
 
     if not data_dir.is_dir():
         raise DataValidationError(
@@ -124,10 +120,69 @@ def read_tables(data_dir: Path) -> dict[str, dd.DataFrame]:
         )
     frames = {}
     for name in TABLES:
-        path = table_path(data_dir, name, required=name != "touchpoints")
-        if path is not None:
-            frames[name] = dd.read_parquet(str(path))
+        path = find_table(data_dir, name, required=False)
+        if path is None and name != "touchpoints":
+            raise DataValidationError(
+                [DataIssue(str(data_dir), None, None, f"no {name}/ folder of Parquet parts or {name}.parquet")]
+            )
+        if path is None:
+            continue
+        if not path.is_dir() and path.suffix.lower() != ".parquet":
+            raise DataValidationError(
+                [
+                    DataIssue(
+                        str(path),
+                        None,
+                        None,
+                        "the Dask engine reads Parquet tables (a file or a folder of part files); this table goes "
+                        "through the local engine (leave out --engine dask)",
+                    )
+                ]
+            )
+        check_parts(path)
+        frames[name] = dd.read_parquet(str(path))
     return frames
+
+
+def check_parts(path: Path) -> None:
+    """Refuse a table whose Parquet part files Dask cannot read as one: none, unreadable, or columns and types
+    unlike the first part's. Reads the footers only.
+
+    Raises:
+        DataValidationError: naming the part file and the column.
+    """
+    import pyarrow.parquet as pq
+
+    parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not parts:
+        raise DataValidationError([DataIssue(str(path), None, None, "a folder with no .parquet part files")])
+    first: tuple[Path, dict[str, str]] | None = None
+    for part in parts:
+        try:
+            schema = pq.read_schema(part)
+        except (OSError, ValueError) as err:
+            raise DataValidationError(
+                [DataIssue(str(part), None, None, f"not a readable Parquet file ({err})")]
+            ) from err
+        types = {str(f.name): str(f.type) for f in schema if not str(f.name).startswith("__index_level_")}
+        if first is None:
+            first = (part, types)
+            continue
+        where, expected = first
+        unlike = "; the Dask engine needs one schema in all part files of a table (the local engine reads them)"
+        for column in [c for c in expected if c not in types] + [c for c in types if c not in expected]:
+            here, there = ("missing", "present") if column not in types else ("present", "missing")
+            reason = f"column {here} in this part but {there} in {where.name}{unlike}"
+            raise DataValidationError([DataIssue(str(part), None, column, reason)])
+        for column, kind in types.items():
+            if kind != expected[column]:
+                raise DataValidationError(
+                    [
+                        DataIssue(
+                            str(part), None, column, f"type {kind} here but {expected[column]} in {where.name}{unlike}"
+                        )
+                    ]
+                )
 
 
 def partition_of(lead_ids: pd.Series, n: int) -> np.ndarray:
@@ -170,6 +225,7 @@ class PartitionReport:
     rows_read: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    validation: ValidationReport | None = None  # the partition's own report (merged across partitions)
 
 
 def _as_local(frame: pd.DataFrame) -> pd.DataFrame:
@@ -203,7 +259,10 @@ def validated_partition(
         report=report,
     )
     summary = PartitionReport(
-        rows_read=dict(report.rows_read), dropped={"rows": int(report.dropped)}, lines=list(report.lines())
+        rows_read=dict(report.rows_read),
+        dropped={"rows": int(report.dropped)},
+        lines=list(report.lines()),
+        validation=report,
     )
     return data, summary
 
@@ -243,7 +302,7 @@ def score_partition(
         "not_created": not_created,
         "rows_read": report.rows_read,
         "dropped": report.dropped["rows"],
-        "lines": report.lines,
+        "validation": report.validation,
     }
 
 
@@ -282,6 +341,8 @@ def score_dataset(
     frames = read_tables(data_dir)
     n = partitions_for(frames, leads_per_partition)
     parts = co_partition(frames, n)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataValidationError([DataIssue(str(out_dir), None, None, "--out is a file: give a folder for the parts")])
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(out_dir.iterdir()):
         raise DataValidationError([DataIssue(str(out_dir), None, None, "the output folder is not empty")])
@@ -307,9 +368,10 @@ def score_dataset(
         )
     ]
     counts = dask.compute(*tasks)
-    notes: list[str] = []
-    for c in counts:
-        notes.extend(line for line in c["lines"] if line not in notes)
+    from training.dask_training import merge_reports
+
+    # one line per file and reason, counted over every partition (each partition's own count is partial)
+    notes = merge_reports([c["validation"] for c in counts if c["validation"] is not None]).lines()
     return DaskScoreSummary(
         scored=sum(c["scored"] for c in counts),
         qualified=sum(c["qualified"] for c in counts),
@@ -454,7 +516,7 @@ def examples_dataset(
     touches = parts["touchpoints"].to_delayed() if "touchpoints" in parts else [None] * n
     triples = list(zip(parts["leads"].to_delayed(), touches, parts["outcomes"].to_delayed(), strict=True))
     excluded = tuple(getattr(config, "exclude_columns", ()))
-    bound = now if data_end is None else min(now, data_end)
+    bound = now if data_end is None else data_end  # as the local engine: a given export time is the bound
     validate = dask.delayed(_validated, pure=True)
     validated = [validate(lp, tp, op, bound, excluded) for lp, tp, op in triples]
     if data_end is None:  # the end is the latest valid time: validated once, kept on the workers, read twice

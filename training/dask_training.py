@@ -22,8 +22,11 @@ model's ``meta["engine"]``):
   scoring moments keeps a uniform sample of its leads (by a keyed hash of the lead id), every moment of a
   kept lead: no label enters the choice, so the calibration and the test figures (each lead weighing one)
   stay unbiased, with intervals that count the leads kept.
-* **The leakage audit** reads the train window's moments as sampled (each lead's win rate is learnt from
-  its kept moments; every won lead is kept).
+* **The creation-time baseline** is fitted, when the train window was sampled, on the kept creation
+  moments weighted by 1 / their class's share kept (a lead's first kept moment is often not its creation).
+* **The leakage audit** reads the train window's moments as sampled: it learns from the leads with a kept
+  moment, and a won lead whose won moments were all left out counts as not won there (its calibration-window
+  figures, which the verdict compares, are not sampled by class).
 * **The fingerprint** sums the partitions' counts; its ``sha256`` is over the partitions' own digests in
   partition order (the same data in the same number of partitions give the same value; it is not the
   local engine's hash of the same data).
@@ -321,7 +324,8 @@ def _train_on_dask(
             "max_window_examples": max_window_examples,
             "calibration_leads_kept": keep_leads.get("calibration", 1.0),
             "test_leads_kept": keep_leads.get("test", 1.0),
-            "fit": "one process: LightGBM on the train window, negatives sampled when over max_train_examples",
+            "fit": "one process: LightGBM on the train window, sampled by class past max_train_examples (each kept "
+            "moment weighted by 1 / its class's share kept)",
         },
     )
     prepared = Prepared(rows, split, matrix.spec, X, source)

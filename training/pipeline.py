@@ -784,7 +784,12 @@ def fit_and_register(
     p_logreg = logreg.predict_proba(X_test)[:, 1]
     rules = RulesBaseline(spec).fit(X[keep], y[keep], X_cal, y_cal, w[keep], w_cal)
     p_rules = rules.predict_proba(X_test)
-    p_creation = creation_logistic(examples, split, X_all, y_all, spec, config.seed)
+    positives, negatives = (source.engine.get(k, 1.0) for k in ("keep_positives", "keep_negatives"))
+    class_keep = (
+        float(positives) if isinstance(positives, int | float) else 1.0,
+        float(negatives) if isinstance(negatives, int | float) else 1.0,
+    )
+    p_creation = creation_logistic(examples, split, X_all, y_all, spec, config.seed, class_keep)
 
     progress("evaluating on the test window")
     first_test = np.isin(te, first_moments(examples, te))
@@ -915,13 +920,30 @@ def audit_attributes(examples: pd.DataFrame, split: Split, lead_columns: list[st
 
 
 def creation_logistic(
-    examples: pd.DataFrame, split: Split, X_all: np.ndarray, y_all: np.ndarray, spec: FeatureSpec, seed: int
+    examples: pd.DataFrame,
+    split: Split,
+    X_all: np.ndarray,
+    y_all: np.ndarray,
+    spec: FeatureSpec,
+    seed: int,
+    class_keep: tuple[float, float] = (1.0, 1.0),
 ) -> np.ndarray:
     """The creation-time baseline: a logistic regression fitted on one example per training lead, its first
     scoring moment (at creation), and applied once per test lead at creation: every moment of a test lead
-    gets the probability its lead had at creation."""
+    gets the probability its lead had at creation.
+
+    ``class_keep``: the shares of positive and negative train moments kept when the train window was sampled
+    by class (the Dask engine past ``--max-train-examples``). A lead's first kept moment is then often not its
+    creation, so the fit takes the kept creation moments, each weighted by 1 / its class's share kept (the
+    inverse-probability weights of the sampled fit), which estimate the fit on every training lead."""
     fit_rows = first_moments(examples, split.train)
-    model = logistic_baseline(spec, seed).fit(X_all[fit_rows], y_all[fit_rows])
+    weight: dict[str, np.ndarray] = {}
+    if min(class_keep) < 1.0 and "moment" in examples.columns:
+        creation = split.train[examples["moment"].to_numpy()[split.train] == "creation"]
+        if len(np.unique(y_all[creation])) == 2:
+            fit_rows = creation
+            weight["lr__sample_weight"] = np.where(y_all[creation] == 1, 1.0 / class_keep[0], 1.0 / class_keep[1])
+    model = logistic_baseline(spec, seed).fit(X_all[fit_rows], y_all[fit_rows], **weight)
     test_first = first_moments(examples, split.test)
     p_first = pd.Series(model.predict_proba(X_all[test_first])[:, 1], index=examples["lead_id"].to_numpy()[test_first])
     return p_first.reindex(examples["lead_id"].to_numpy()[split.test]).to_numpy(dtype=np.float64)
