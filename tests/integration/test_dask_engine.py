@@ -205,6 +205,24 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
         )  # type: ignore[arg-type]
 
 
+def test_a_given_data_end_after_the_clock_keeps_the_rows_before_it_as_the_local_engine_does(
+    client: object, trained: TrainedWorld
+) -> None:
+    """--data-end is the export time: rows dated up to it are kept even when the clock is earlier (the Dask
+    engine used to drop rows after the clock, min(now, data end), where the local engine keeps them)."""
+    import dask
+
+    data = load_crm_data(trained.data_dir)
+    clock = data.leads["created_at"].quantile(0.9)
+    end = data.leads["created_at"].max()
+    local = load_crm_data(trained.data_dir, data_end=end, now=clock)
+    built = examples_dataset(trained.data_dir, trained.config, data_end=end, now=clock, leads_per_partition=2_000)
+    parts = dask.compute(*built.summaries)
+    assert sum(p.leads for p in parts) == len(local.leads) == len(data.leads)
+    assert sum(p.touchpoints for p in parts) == len(local.touchpoints)  # type: ignore[arg-type]
+    assert sum(p.report.dropped for p in parts) == local.report.dropped
+
+
 def test_the_dask_engine_names_what_it_cannot_read(tmp_path: Path) -> None:
     """Part files Dask cannot read as one table are refused before any work, naming the file and column (a
     shuffle over parts of different types used to stop with a P2P traceback naming nothing)."""
