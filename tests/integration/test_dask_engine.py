@@ -28,7 +28,7 @@ from training.dask_engine import (
 )
 from training.data import CRMData, load_crm_data
 from training.demo_data import generate_demo_data
-from training.pipeline import Split, TimeWindows
+from training.pipeline import Split, TimeWindows, TrainConfig
 from training.score import open_leads, score_chunks
 
 pytestmark = pytest.mark.slow
@@ -38,6 +38,18 @@ pytestmark = pytest.mark.slow
 def client() -> Iterator[object]:
     with dask_client(workers=2) as c:
         yield c
+
+
+def fresh_config(trained: TrainedWorld, home: Path, **overrides: object) -> TrainConfig:
+    """The trained world's training config with its own MLflow store and model cache under ``home``."""
+    seed_mlflow_store(home)
+    return replace(
+        trained.config,
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifact_location=(home / "mlartifacts").as_uri(),
+        cache_dir=home / "cache",
+        **overrides,  # type: ignore[arg-type]
+    )
 
 
 @dataclass
@@ -435,14 +447,7 @@ def test_training_on_the_cluster_gives_the_local_engines_model_and_logs_what_it_
     artifact the local run logs (plus the engine's own)."""
     from training.dask_training import train_on_dask
 
-    seed_mlflow_store(tmp_path)
-    config = replace(
-        trained.config,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_location=(tmp_path / "mlartifacts").as_uri(),
-        cache_dir=tmp_path / "cache",
-        promote=False,
-    )
+    config = fresh_config(trained, tmp_path, promote=False)
     result = train_on_dask(client, config, leads_per_partition=2_000)  # type: ignore[arg-type]
     local = trained.result
     assert result.split_kind == "time" and result.model.meta["engine"]["keep_negatives"] == 1.0
@@ -531,15 +536,7 @@ def test_the_promotion_gate_scores_the_champion_on_the_sampled_test_window_row_f
     labels, so the champion's test ROC AUC is the one the first run logged, to the digit."""
     from training.dask_training import train_on_dask
 
-    seed_mlflow_store(tmp_path)
-    config = replace(
-        trained.config,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_location=(tmp_path / "mlartifacts").as_uri(),
-        cache_dir=tmp_path / "cache",
-        promote=True,
-        tune=False,
-    )
+    config = fresh_config(trained, tmp_path, promote=True, tune=False)
     caps = {"max_train_examples": 4_000, "max_window_examples": 1_000, "leads_per_partition": 2_000}
     first = train_on_dask(client, config, **caps)  # type: ignore[arg-type]
     assert first.promoted and first.model.meta["engine"]["test_leads_kept"] < 1.0
@@ -562,15 +559,7 @@ def test_the_creation_time_baseline_stays_calibrated_when_the_train_window_is_sa
     fitted as before on each lead's first kept moment, unweighted: 0.133, 0.083)."""
     from training.dask_training import train_on_dask
 
-    seed_mlflow_store(tmp_path)
-    config = replace(
-        trained.config,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_location=(tmp_path / "mlartifacts").as_uri(),
-        cache_dir=tmp_path / "cache",
-        promote=False,
-        tune=False,
-    )
+    config = fresh_config(trained, tmp_path, promote=False, tune=False)
     result = train_on_dask(
         client,  # type: ignore[arg-type]
         config,
