@@ -218,14 +218,22 @@ def partitions_for(frames: dict[str, dd.DataFrame], leads_per_partition: int) ->
 
 
 # ---- one partition, by the single-machine functions -------------------------------------------------------
-@dataclass
-class PartitionReport:
-    """What validating one partition dropped and noted (summed over partitions by :func:`merge_reports`)."""
-
-    rows_read: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
-    lines: list[str] = field(default_factory=list)
-    validation: ValidationReport | None = None  # the partition's own report (merged across partitions)
+def merge_reports(reports: list[ValidationReport], examples_per_reason: int = 5) -> ValidationReport:
+    """The partitions' validation reports as one: counts and rows read summed, the first examples of each
+    reason kept, notes and readings once each."""
+    out = ValidationReport()
+    for report in reports:
+        out.counts.update(report.counts)
+        for key, issues in report.examples.items():
+            bucket = out.examples.setdefault(key, [])
+            bucket.extend(issues[: max(0, examples_per_reason - len(bucket))])
+        for name, n in report.rows_read.items():
+            out.rows_read[name] = out.rows_read.get(name, 0) + n
+        out.notes.extend(n for n in report.notes if n not in out.notes)
+        out.formats.update(report.formats)
+        out.time_readings.update(report.time_readings)
+        out.end_bound = report.end_bound
+    return out
 
 
 def _as_local(frame: pd.DataFrame) -> pd.DataFrame:
@@ -241,7 +249,7 @@ def _as_local(frame: pd.DataFrame) -> pd.DataFrame:
 
 def validated_partition(
     leads: pd.DataFrame, touches: pd.DataFrame | None, outcomes: pd.DataFrame, now: pd.Timestamp
-) -> tuple[CRMData, PartitionReport]:
+) -> tuple[CRMData, ValidationReport]:
     """One partition's tables through the local engine's validation (same rules, same drops)."""
     from training.data import _type_attributes, validate_leads, validate_outcomes, validate_touchpoints
 
@@ -258,13 +266,7 @@ def validated_partition(
         outcomes=valid_outcomes,
         report=report,
     )
-    summary = PartitionReport(
-        rows_read=dict(report.rows_read),
-        dropped={"rows": int(report.dropped)},
-        lines=list(report.lines()),
-        validation=report,
-    )
-    return data, summary
+    return data, report
 
 
 def score_partition(
@@ -301,8 +303,8 @@ def score_partition(
         "closed": closed,
         "not_created": not_created,
         "rows_read": report.rows_read,
-        "dropped": report.dropped["rows"],
-        "validation": report.validation,
+        "dropped": report.dropped,
+        "validation": report,
     }
 
 
@@ -368,10 +370,8 @@ def score_dataset(
         )
     ]
     counts = dask.compute(*tasks)
-    from training.dask_training import merge_reports
-
     # one line per file and reason, counted over every partition (each partition's own count is partial)
-    notes = merge_reports([c["validation"] for c in counts if c["validation"] is not None]).lines()
+    notes = merge_reports([c["validation"] for c in counts]).lines()
     return DaskScoreSummary(
         scored=sum(c["scored"] for c in counts),
         qualified=sum(c["qualified"] for c in counts),

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from training.data import DataIssue, DataValidationError, ValidationReport, one_time
+from training.data import DataIssue, DataValidationError, one_time
 from training.pipeline import (
     DataSource,
     NotEnoughData,
@@ -69,24 +69,6 @@ if TYPE_CHECKING:
 MAX_TRAIN_EXAMPLES = 1_000_000
 MAX_WINDOW_EXAMPLES = 1_000_000
 MIN_KEEP = 0.01
-
-
-def merge_reports(reports: list[ValidationReport], examples_per_reason: int = 5) -> ValidationReport:
-    """The partitions' validation reports as one: counts and rows read summed, the first examples of each
-    reason kept, notes and readings once each."""
-    out = ValidationReport()
-    for report in reports:
-        out.counts.update(report.counts)
-        for key, issues in report.examples.items():
-            bucket = out.examples.setdefault(key, [])
-            bucket.extend(issues[: max(0, examples_per_reason - len(bucket))])
-        for name, n in report.rows_read.items():
-            out.rows_read[name] = out.rows_read.get(name, 0) + n
-        out.notes.extend(n for n in report.notes if n not in out.notes)
-        out.formats.update(report.formats)
-        out.time_readings.update(report.time_readings)
-        out.end_bound = report.end_bound
-    return out
 
 
 def keep_shares(positives: int, negatives: int, max_train_examples: int) -> tuple[float, float]:
@@ -175,7 +157,14 @@ def _train_on_dask(
 ) -> TrainResult:
     import dask
 
-    from training.dask_engine import ORDER, examples_dataset, read_tables, split_dataset, training_matrix
+    from training.dask_engine import (
+        ORDER,
+        examples_dataset,
+        merge_reports,
+        read_tables,
+        split_dataset,
+        training_matrix,
+    )
 
     started = time.perf_counter()
     if config.flat is not None:
