@@ -29,6 +29,8 @@ USER leadscore
 
 # MLFLOW_TRACKING_URI (MLflow server or PostgreSQL) and LEADSCORE_DATABASE_URL come from the environment.
 EXPOSE 8000
+# The server's /healthz by default; a Dask scheduler or worker container from this image sets
+# LEADSCORE_HEALTH_URL to its own /health (README, "Past one machine: Dask").
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"
+    CMD ["leadscore", "healthcheck"]
 CMD ["leadscore", "serve", "--host", "0.0.0.0"]

@@ -19,6 +19,17 @@ class Settings(BaseSettings):
         None, description="MLflow tracking URI; MLFLOW_TRACKING_URI wins, else SQLite under home."
     )
     registry_uri: str | None = Field(None, description="MLflow registry URI; defaults to the tracking URI.")
+    artifacts_uri: str | None = Field(
+        None,
+        description="Where new MLflow experiments keep artifacts (s3://..., gs://..., file:///shared/...): set it "
+        "when the tracking store is a database and training runs where its disk is not kept (a container, a "
+        "Kubernetes job). Unset: an MLflow server's own store, else mlartifacts under home.",
+    )
+    health_url: str = Field(
+        "http://127.0.0.1:8000/healthz",
+        description="What `leadscore healthcheck` (the image's HEALTHCHECK) probes: the server's /healthz; for a "
+        "Dask scheduler container http://127.0.0.1:8787/health, for a worker its --dashboard-address's /health.",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the key and threshold store; SQLite under home by default."
     )
@@ -103,8 +114,14 @@ class Settings(BaseSettings):
         return env or self.registry_uri or self.resolved_tracking_uri
 
     @property
-    def artifact_location(self) -> str:
-        """Where new experiments keep artifacts when tracking is embedded."""
+    def artifact_location(self) -> str | None:
+        """Where a new MLflow experiment keeps its runs' artifacts (an experiment keeps the place it was created
+        with): ``artifacts_uri`` when set; else, with an MLflow tracking server (``http(s)://``), None, so that
+        the server's own artifact store is used; else ``mlartifacts`` under home."""
+        if self.artifacts_uri:
+            return self.artifacts_uri
+        if self.resolved_tracking_uri.lower().startswith(("http://", "https://")):
+            return None
         return (self.home / "mlartifacts").resolve().as_uri()
 
     @property

@@ -370,6 +370,11 @@ def score_dataset(
         )
     ]
     counts = dask.compute(*tasks)
+    if not any(c["scored"] for c in counts):  # no open lead: one part with no row, so readers see the columns
+        from training.score import empty_scores
+
+        empty = empty_scores(model, as_of, cutoffs, reasons, provenance)
+        empty.to_parquet(out_dir / "part-00000.parquet", index=False)
     # one line per file and reason, counted over every partition (each partition's own count is partial)
     notes = merge_reports([c["validation"] for c in counts]).lines()
     return DaskScoreSummary(
@@ -614,10 +619,16 @@ def _window_features(
     weight divided by it; in a window of ``keep_leads``, only that share of its leads, with all their rows),
     their features (float32, spec order) and the rows per window before sampling."""
     from features import build_features
+    from training.pipeline import LEAD_WON
 
     if not len(piece):
         return piece, np.zeros((0, len(spec.feature_names)), dtype=np.float32), {}
     before = {str(k): int(v) for k, v in piece["window"].value_counts().items()}
+    before["train_leads"] = int(piece.loc[piece["window"] == "train", "lead_id"].nunique())
+    if keep_negatives < 1.0 or keep_positives < 1.0:
+        # whether each lead was won in its window, before its moments are sampled by class: the leakage audit
+        # counts a won lead as won even when none of its won moments is kept
+        piece = piece.assign(**{LEAD_WON: piece.groupby(["lead_id", "window"])["label"].transform("max")})
     for window, share in (keep_leads or {}).items():
         if share < 1.0:
             inside = (piece["window"] == window).to_numpy()
@@ -714,7 +725,7 @@ def training_matrix(
             )
         )
     )
-    before = {name: sum(m[2].get(name, 0) for m in made) for name in WINDOWS}
+    before = {name: sum(m[2].get(name, 0) for m in made) for name in (*WINDOWS, "train_leads")}
     rows = pd.concat([m[0] for m in made], ignore_index=True)
     # the features into one array, each partition's released once copied (one matrix and a part at a time)
     X = np.empty((len(rows), len(spec.feature_names)), dtype=np.float32)
@@ -728,15 +739,24 @@ def training_matrix(
 
 
 def _examples_meta(frames: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp) -> pd.DataFrame:
-    """The examples' columns and types: the local function on the first leads of the first part file (no
-    shuffle), with no touch or outcome (they add no column)."""
-    leads = frames["leads"].head(1000, npartitions=-1).reset_index(drop=True)
+    """The examples' columns and types: the local function on the first valid leads (at most 1,000) of the
+    first part file that has any (no shuffle; part files are read one by one until then), with no touch or
+    outcome (they add no column).
+
+    Raises:
+        DataValidationError: no part file has a valid lead.
+    """
     touches = frames["touchpoints"]._meta if "touchpoints" in frames else None
-    data = _validated(leads, touches, frames["outcomes"]._meta, now, tuple(getattr(config, "exclude_columns", ())))
-    if not len(data.leads):
-        raise DataValidationError([DataIssue("leads", None, None, "none of the first 1,000 leads is valid")])
-    end = data.latest_time() + pd.Timedelta(days=3650)  # far enough for every kind of moment to be taken
-    return _examples_of(data, end, config)[0].iloc[:0]
+    excluded = tuple(getattr(config, "exclude_columns", ()))
+    leads_parts = frames["leads"]
+    for i in range(leads_parts.npartitions):
+        leads = leads_parts.partitions[i].compute().reset_index(drop=True)
+        data = _validated(leads, touches, frames["outcomes"]._meta, now, excluded)
+        if len(data.leads):
+            data.leads = data.leads.iloc[:1000]
+            end = data.latest_time() + pd.Timedelta(days=3650)  # far enough for every kind of moment to be taken
+            return _examples_of(data, end, config)[0].iloc[:0]
+    raise DataValidationError([DataIssue("leads", None, None, "no valid lead is left (no part file has one)")])
 
 
 # ---- features, for checks and for the training examples -------------------------------------------------

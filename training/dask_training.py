@@ -24,9 +24,11 @@ model's ``meta["engine"]``):
   stay unbiased, with intervals that count the leads kept.
 * **The creation-time baseline** is fitted, when the train window was sampled, on the kept creation
   moments weighted by 1 / their class's share kept (a lead's first kept moment is often not its creation).
-* **The leakage audit** reads the train window's moments as sampled: it learns from the leads with a kept
-  moment, and a won lead whose won moments were all left out counts as not won there (its calibration-window
-  figures, which the verdict compares, are not sampled by class).
+* **The leakage audit** learns from the train leads with a kept moment; each counts as won when it was won
+  at any of its moments before sampling (column :data:`training.pipeline.LEAD_WON`), so a won lead whose won
+  moments were all left out is still won. Leads are kept more often when won, which shifts the mix of
+  classes but not the audit's figures within a class (fill rates per class, AUCs); the calibration window
+  it scores is not sampled by class. ``engine_train_leads_before_sampling`` gives the train leads before.
 * **The fingerprint** sums the partitions' counts; its ``sha256`` is over the partitions' own digests in
   partition order (the same data in the same number of partitions give the same value; it is not the
   local engine's hash of the same data).
@@ -310,6 +312,7 @@ def _train_on_dask(
             "keep_positives": keep_positive,
             "max_train_examples": max_train_examples,
             "train_examples_before_sampling": matrix.before_sampling.get("train", 0),
+            "train_leads_before_sampling": matrix.before_sampling.get("train_leads", 0),
             "max_window_examples": max_window_examples,
             "calibration_leads_kept": keep_leads.get("calibration", 1.0),
             "test_leads_kept": keep_leads.get("test", 1.0),

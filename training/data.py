@@ -386,7 +386,9 @@ class _Checker:
         else:
             distinct = raw.dropna().unique()
             numbers = raw.map(dict(zip(distinct, map(money_number, distinct), strict=True))).astype(float)
-        unread = numbers.isna().to_numpy() & ~_blank(raw) & ~raw.map(category_key).isna().to_numpy()
+        unread = numbers.isna().to_numpy() & ~_blank(raw)  # then: not a placeholder either
+        if unread.any():
+            unread[unread] = ~raw[unread].map(category_key).isna().to_numpy()
         numbers = numbers.where(np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan)))
         if unread.any():
             first = int(np.flatnonzero(unread)[0])
@@ -476,6 +478,12 @@ def same_day_close(
 
 
 def _blank(series: pd.Series) -> np.ndarray:
+    """Missing, or text that is empty once stripped. A time, number or boolean column holds no text: only
+    its missing values are blank (formatting each value as text to compare it with "" took most of the
+    validation of a Parquet table's times)."""
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):  # bool included
+        return series.isna().to_numpy()
     return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
 
 
@@ -568,7 +576,9 @@ def validate_outcomes(
         check.flag(unknown, "outcome", "other unknown outcome values (see --won-values / --lost-values)")
     outcome = pd.Series(np.where(is_won, "won", "lost"), index=frame.index)
     if leads is not None:
-        created = ids.map(leads.set_index("lead_id")["created_at"])
+        lookup = leads.set_index("lead_id")["created_at"]
+        # no valid lead (a partition of the Dask engine): pandas cannot map through an empty time series
+        created = ids.map(lookup) if len(lookup) else pd.Series(pd.NaT, index=ids.index, dtype=lookup.dtype)
         check.flag(created.isna().to_numpy(), "lead_id", "outcome for an unknown lead")
         closed = same_day_close(closed, pd.to_datetime(created, utc=True), report, name, "closed_at")
         check.flag(

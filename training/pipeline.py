@@ -47,6 +47,9 @@ from training.leakage import LeakageAudit, audit_leakage
 from training.moments import MomentConfig, flat_moments, scoring_moments
 
 Progress = Callable[[str], None]
+# an example's column, when a window's moments were sampled by class (the Dask engine): 1 when its lead was won
+# within the horizon of any of its moments in the window before sampling (read by the leakage audit)
+LEAD_WON = "_lead_won"
 POSITIVE_TOUCHES = (
     "demo_request",
     "demo",
@@ -905,14 +908,16 @@ def feature_importance(model: ScoringModel, X_test: np.ndarray, w_test: np.ndarr
 
 def audit_attributes(examples: pd.DataFrame, split: Split, lead_columns: list[str], seed: int) -> LeakageAudit:
     """The leakage audit of the lead attributes: one row per training lead (win rates learnt there) scored
-    on the calibration leads; a lead counts as won when it was won within the horizon of any of its moments."""
+    on the calibration leads; a lead counts as won when it was won within the horizon of any of its moments
+    (of its moments in the window before any sampling, when ``examples`` has a :data:`LEAD_WON` column)."""
     columns = [c for c in lead_columns if c not in ("lead_id", "created_at")]
+    label = LEAD_WON if LEAD_WON in examples.columns else "label"
 
     def per_lead(rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         part = examples.iloc[rows]
-        won = part.groupby("lead_id", sort=False)["label"].max()
+        won = part.groupby("lead_id", sort=False)[label].max()
         firsts = part.drop_duplicates("lead_id").set_index("lead_id")
-        return firsts.loc[won.index, columns].reset_index(drop=True), won.to_numpy()
+        return firsts.loc[won.index, columns].reset_index(drop=True), won.to_numpy(dtype=np.int64)
 
     fit, won = per_lead(split.train)
     held_out, held_won = per_lead(split.calibration)

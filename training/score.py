@@ -75,17 +75,7 @@ def score_chunks(
             touches = touches_by_lead.iloc[idx]
         X = build_features(part[lead_cols], touches, as_of, model.spec).to_numpy(dtype=np.float64)
         p = model.predict_proba(X)
-        out = pd.DataFrame(
-            {
-                "lead_id": part["lead_id"].to_numpy(),
-                "as_of": as_of,
-                "probability": p,
-                "score": model.score(p),
-                "grade": cutoffs.grade(p),
-                "qualified": p >= cutoffs.qualified,
-                **(provenance or {}),
-            }
-        )
+        out = _scores(part["lead_id"].to_numpy(), as_of, p, model, cutoffs, provenance)
         if reasons:
             attrs: list[dict[str, Any]] = part.drop(columns=["lead_id", "created_at"]).to_dict("records")  # type: ignore[assignment]
             explained = model.explain(X, attrs)
@@ -98,6 +88,42 @@ def score_chunks(
                 for e in explained
             ]
         yield out
+
+
+def _scores(
+    lead_ids: np.ndarray,
+    as_of: pd.Timestamp,
+    p: np.ndarray,
+    model: ScoringModel,
+    cutoffs: GradeCutoffs,
+    provenance: dict[str, str | int] | None,
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "lead_id": lead_ids,
+            "as_of": as_of,
+            "probability": p,
+            "score": model.score(p),
+            "grade": cutoffs.grade(p),
+            "qualified": p >= cutoffs.qualified,
+            **(provenance or {}),
+        }
+    )
+
+
+def empty_scores(
+    model: ScoringModel,
+    as_of: pd.Timestamp,
+    cutoffs: GradeCutoffs,
+    reasons: bool = True,
+    provenance: dict[str, str | int] | None = None,
+) -> pd.DataFrame:
+    """No row, with the columns and types of :func:`score_chunks`' frames (built as they are, then emptied):
+    a scores file written from it when every lead is closed has the columns of a full one."""
+    out = _scores(np.array(["-"], dtype=object), as_of, np.array([0.5]), model, cutoffs, provenance)
+    if reasons:
+        out["fit"], out["engagement"], out["reasons"] = [0], [0], ["[]"]
+    return out.iloc[:0]
 
 
 def write_scores(

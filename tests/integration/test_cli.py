@@ -212,3 +212,34 @@ def test_outcomes_import_refuses_the_lead_ids_the_api_refuses(tmp_path: Path) ->
     assert ResultsStore(make_engine(f"sqlite:///{tmp_path / 'leadscore.db'}")).latest_outcomes()[
         "lead_id"
     ].tolist() == ["ok1"]
+
+
+def test_healthcheck_is_healthy_only_on_a_200_from_the_url_set(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK: a real HTTP server answering 200 on one path and 503 on another; a closed port."""
+    import http.server
+    import socket
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        healthy = cli(tmp_path, "healthcheck", LEADSCORE_HEALTH_URL=f"{base}/health")
+        assert healthy.returncode == 0 and f"healthy: {base}/health" in healthy.stderr
+        failing = cli(tmp_path, "healthcheck", LEADSCORE_HEALTH_URL=f"{base}/healthz")
+        assert failing.returncode == 1 and "503" in failing.stderr
+    finally:
+        server.shutdown()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{free.getsockname()[1]}/healthz"
+    refused = cli(tmp_path, "healthcheck", LEADSCORE_HEALTH_URL=closed)
+    assert refused.returncode == 1 and f"unhealthy: {closed}" in refused.stderr

@@ -177,6 +177,37 @@ def test_batch_scores_equal_the_local_engines(client: object, trained: TrainedWo
     np.testing.assert_array_equal(dask_scores["probability"].to_numpy(), local["probability"].to_numpy())
     assert dask_scores["grade"].tolist() == local["grade"].tolist()
 
+    # no open lead (scored before any was created): one part with no row and a full part's columns and types
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.score import empty_scores
+
+    provenance: dict[str, str | int] = {"model_version": "7", "threshold_version": 0}
+    none_open = score_dataset(
+        client,  # type: ignore[arg-type]
+        trained.data_dir,
+        tmp_path / "none",
+        model,
+        pd.Timestamp("2000-01-01", tz="UTC"),
+        cutoffs,
+        reasons=False,
+        provenance=provenance,
+        leads_per_partition=2_000,
+    )
+    assert none_open.scored == 0 and none_open.skipped_not_yet_created == len(data.leads)
+    assert [f.name for f in (tmp_path / "none").iterdir()] == ["part-00000.parquet"]
+    assert pd.read_parquet(tmp_path / "none").empty
+    full_part = next((tmp_path / "scores").glob("part-*.parquet"))
+    assert pq.read_schema(tmp_path / "none" / "part-00000.parquet") == pq.read_schema(full_part)
+    with_reasons = next(score_chunks(model, leads.iloc[:5], data.touchpoints, as_of, cutoffs, provenance=provenance))
+    empty = empty_scores(model, as_of, cutoffs, reasons=True, provenance=provenance)
+    assert empty.empty and list(empty.columns) == list(with_reasons.columns)
+    assert (
+        pa.Table.from_pandas(with_reasons, preserve_index=False).schema
+        == pa.Table.from_pandas(empty, preserve_index=False).schema
+    )
+
 
 def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitions(
     client: object, trained: TrainedWorld, tmp_path: Path
@@ -233,6 +264,33 @@ def test_a_given_data_end_after_the_clock_keeps_the_rows_before_it_as_the_local_
     assert sum(p.leads for p in parts) == len(local.leads) == len(data.leads)
     assert sum(p.touchpoints for p in parts) == len(local.touchpoints)  # type: ignore[arg-type]
     assert sum(p.report.dropped for p in parts) == local.report.dropped
+
+
+def test_the_examples_columns_come_from_the_first_part_with_a_valid_lead(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    """The first part file's leads are all invalid (created after the clock): the Dask engine takes the
+    examples' columns from the next part and builds the local engine's examples (it used to stop with "none
+    of the first 1,000 leads is valid", where the local engine trains)."""
+    from training.pipeline import make_examples
+
+    data = tmp_path / "data"
+    shutil.copytree(trained.data_dir, data)
+    leads = pd.read_parquet(data / "leads.parquet")
+    (data / "leads.parquet").unlink()
+    (data / "leads").mkdir()
+    late = leads.iloc[:50].copy()
+    late["created_at"] = late["created_at"] + pd.Timedelta(days=80 * 365)  # the same type, after the clock
+    late.to_parquet(data / "leads" / "part-00000.parquet", index=False)
+    leads.iloc[50:].to_parquet(data / "leads" / "part-00001.parquet", index=False)
+    built = examples_dataset(data, trained.config, leads_per_partition=2_000).compute()
+    local = make_examples(load_crm_data(data), trained.config)
+    assert len(local) > 0 and len(built) == len(local)
+    assert list(built.columns) == list(local.columns)
+    key = ["lead_id", "as_of"]
+    pd.testing.assert_frame_equal(
+        built.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True)
+    )
 
 
 def test_the_dask_engine_names_what_it_cannot_read(tmp_path: Path) -> None:
@@ -423,6 +481,20 @@ def test_the_training_matrix_equals_the_local_engines_and_sampling_keeps_the_wei
     assert abs(estimate - total) < 0.05 * total
     assert (sampled.rows["window"] != "train").sum() == (whole.rows["window"] != "train").sum()
 
+    # sampled hard in both classes, a won lead whose won moments were all left out is still won for the
+    # leakage audit: each kept train moment carries its lead's label over all its moments before sampling
+    from training.pipeline import LEAD_WON
+
+    both = training_matrix(built, pieces, config, keep_negatives=0.2, keep_positives=0.2, seed=3)
+    won_before = whole.rows.loc[all_train].groupby("lead_id")["label"].max()
+    kept_train = both.rows.loc[both.rows["window"] == "train"]
+    carried = kept_train.groupby("lead_id")[LEAD_WON].max()
+    assert carried.to_dict() == won_before.loc[carried.index].to_dict()
+    seen_won = kept_train.groupby("lead_id")["label"].max()
+    assert (seen_won < carried).sum() > 0  # some won leads kept no won moment: counted by label, they were lost
+    assert both.before_sampling["train_leads"] == whole.rows.loc[all_train, "lead_id"].nunique()
+    assert LEAD_WON not in whole.rows.columns  # unsampled: the local engine's columns
+
 
 def _logged(tracking_uri: str, run_id: str) -> tuple[dict[str, str], dict[str, float], set[str], dict[str, str]]:
     from mlflow.tracking import MlflowClient
@@ -509,6 +581,7 @@ def test_training_on_the_cluster_samples_train_negatives_past_the_cap_and_keeps_
     keep = float(params["engine_keep_negatives"])
     assert params["engine"] == "dask" and 0.01 <= keep < 1.0
     assert int(params["engine_train_examples_before_sampling"]) == l_metrics["train_examples"]
+    assert int(params["engine_train_leads_before_sampling"]) == l_metrics["train_leads"]
     assert metrics["train_examples"] == pytest.approx(4_000, rel=0.1)  # positives all kept, negatives sampled
     for window in ("calibration", "test"):
         share = float(params[f"engine_{window}_leads_kept"])

@@ -224,3 +224,22 @@ def test_csv_and_parquet_read_the_same_attributes_alike(tmp_path: Path) -> None:
         build_features(csv.leads, csv.touchpoints, as_of, spec),
         build_features(parquet.leads, parquet.touchpoints, as_of, spec),
     )
+
+
+def test_outcomes_of_a_table_with_no_valid_lead_are_each_an_unknown_lead() -> None:
+    """A Dask partition whose leads were all dropped still has their outcomes: each is dropped and counted as
+    for an unknown lead (pandas cannot map ids through an empty time series: this used to be a TypeError)."""
+    from training.data import ValidationReport, validate_outcomes
+
+    no_leads = pd.DataFrame({"lead_id": pd.Series([], dtype=object), "created_at": pd.Series([], dtype="M8[ns, UTC]")})
+    outcomes = pd.DataFrame(
+        {
+            "lead_id": ["a", "b"],
+            "outcome": ["won", "lost"],
+            "closed_at": pd.to_datetime(["2026-01-05", "2026-01-06"], utc=True),
+        }
+    )
+    report = ValidationReport()
+    kept = validate_outcomes(outcomes, "outcomes", no_leads, report, False)
+    assert kept.empty and report.dropped == 2
+    assert any("outcome for an unknown lead" in line and "2" in line for line in report.lines())

@@ -146,7 +146,9 @@ def test_runs_as_non_root_and_exposes_8000_with_a_healthcheck() -> None:
     assert users and users[-1] not in ("root", "0")
     assert instructions("EXPOSE") == ["8000"]
     (health,) = instructions("HEALTHCHECK")
-    assert "/healthz" in health and "8000" in health
+    argv = json.loads(health.split(" CMD ", 1)[1])
+    assert argv == ["leadscore", "healthcheck"]  # a real command (tests/integration/test_cli.py runs it)
+    assert get_settings().health_url == "http://127.0.0.1:8000/healthz"  # the server the image runs by default
     (base,) = instructions("FROM")
     assert base.startswith("python:") and "slim" in base
 

@@ -200,3 +200,27 @@ def test_labels_must_be_one_per_lead_and_zero_or_one() -> None:
         audit_leakage(make_leads(), np.array(WON) * 2)
     with pytest.raises(ValueError, match="lacks column"):
         audit_leakage(make_leads(), WON, evaluation=(make_leads()[["owner_notes"]], WON))
+
+
+def test_the_training_audit_counts_a_lead_as_won_by_its_moments_before_sampling() -> None:
+    """Six leads with two train moments each; lead b's won moment was sampled out (the Dask engine's class
+    sampling). With the carried per-lead label b is a won lead of the audit, as the local engine counts it."""
+    from training.pipeline import LEAD_WON, Split, audit_attributes
+
+    train = pd.DataFrame(
+        {
+            "lead_id": ["a", "a", "b", "c", "c", "d", "d", "e", "e", "f", "f"],
+            "label": [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0],  # b's second (won) moment is not here
+            "source": ["x"] * 11,
+        }
+    )
+    calibration = pd.DataFrame({"lead_id": ["g", "h", "i", "j"], "label": [1, 0, 1, 0], "source": ["x"] * 4})
+    examples = pd.concat([train, calibration], ignore_index=True)
+    split = Split("time", np.arange(11), np.arange(11, 15), np.arange(0), windows={}, weight=np.ones(15))
+    as_sampled = audit_attributes(examples, split, ["lead_id", "created_at", "source"], seed=0)
+    # leads and won leads of both windows: train a and d, calibration g and i
+    assert (as_sampled.leads, as_sampled.won_leads) == (10, 4)
+    examples[LEAD_WON] = examples.groupby("lead_id")["label"].transform("max")
+    examples.loc[examples["lead_id"] == "b", LEAD_WON] = 1
+    carried = audit_attributes(examples, split, ["lead_id", "created_at", "source"], seed=0)
+    assert (carried.leads, carried.won_leads) == (10, 5)  # b too

@@ -17,6 +17,21 @@ def test_state_lives_under_home_by_default(monkeypatch: pytest.MonkeyPatch, tmp_
     assert not (tmp_path / "state").exists()  # nothing is created until a command asks
 
 
+def test_artifacts_go_where_set_else_to_a_tracking_server_else_under_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "LEADSCORE_TRACKING_URI", "LEADSCORE_ARTIFACTS_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LEADSCORE_HOME", str(tmp_path / "state"))
+    assert get_settings().artifact_location == (tmp_path / "state" / "mlartifacts").as_uri()
+    monkeypatch.setenv("LEADSCORE_TRACKING_URI", "postgresql+psycopg://mlflow@db/mlflow")
+    assert get_settings().artifact_location == (tmp_path / "state" / "mlartifacts").as_uri()  # a database: here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.internal")
+    assert get_settings().artifact_location is None  # the tracking server's own artifact store
+    monkeypatch.setenv("LEADSCORE_ARTIFACTS_URI", "s3://models/leadscore")
+    assert get_settings().artifact_location == "s3://models/leadscore"
+
+
 def test_mlflow_tracking_uri_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEADSCORE_TRACKING_URI", "sqlite:///ours.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
