@@ -1,3 +1,3 @@
-from leadscore.cli import app
+from leadscore.cli import main
 
-app()
+main()

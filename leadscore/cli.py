@@ -468,7 +468,7 @@ def score(
     from leadscore.settings import get_settings
     from models.registry import NoChampionModel, configure_tracking, load_model_uri
     from training.data import DataValidationError, load_crm_data
-    from training.score import open_leads, score_chunks, write_scores
+    from training.score import empty_scores, open_leads, score_chunks, write_scores
 
     local_only = {
         "--id-column": id_column,
@@ -526,7 +526,10 @@ def score(
             loaded.model, leads, dataset.touchpoints, when, force.cutoffs, reasons=reasons, provenance=provenance
         )
         logged = _ScoresLogged(settings, leads, dataset.touchpoints)
-        rows, qualified = write_scores(logged.passing(chunks), out, on_chunk=lambda n: bar.advance(task, n))
+        empty = empty_scores(loaded.model, when, force.cutoffs, reasons, provenance)
+        rows, qualified = write_scores(
+            logged.passing(chunks), out, on_chunk=lambda n: bar.advance(task, n), empty=empty
+        )
     console.print(
         f"scored {rows:,} open leads as of {when.isoformat()} with {loaded.name} version {loaded.version}: "
         f"{qualified:,} qualified; left out {closed:,} already closed and {not_created:,} not yet created"
@@ -713,18 +716,19 @@ def serve(
 
 @app.command()
 def healthcheck() -> None:
-    """Exit 0 when LEADSCORE_HEALTH_URL (default: this host's server, /healthz) answers 200 within 4 s, else
-    1: the image's HEALTHCHECK, for the server and, with the URL set to their /health, Dask processes."""
-    import urllib.error
+    """Exit 0 when LEADSCORE_HEALTH_URL (default: this host's server at LEADSCORE_PORT, /healthz) answers 200
+    within 4 s, else 1: the image's HEALTHCHECK, for the server and, with the URL set to their /health, Dask
+    processes."""
+    import http.client
     import urllib.request
 
     from leadscore.settings import get_settings
 
-    url = get_settings().health_url
+    url = get_settings().resolved_health_url
     try:
         with urllib.request.urlopen(url, timeout=4) as answer:
             healthy = answer.status == 200
-    except (OSError, ValueError) as err:  # refused, timed out, HTTP error, a malformed URL
+    except (OSError, ValueError, http.client.HTTPException) as err:  # refused, timed out, an HTTP error, not HTTP
         console.print(f"unhealthy: {url}: {err}")
         raise typer.Exit(1) from err
     if not healthy:
@@ -1178,5 +1182,15 @@ def threshold_history() -> None:
         _print_policy(p)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console script: the commands, with a setting that does not hold (``LEADSCORE_*``) said in one line
+    per setting, exit code 2, instead of a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except ValidationError as err:
+        for error in err.errors():
+            name = "LEADSCORE_" + "_".join(str(part) for part in error["loc"]).upper()
+            console.print(f"[red]error:[/red] setting {name}: {error['msg']}")
+        raise SystemExit(2) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,10 +25,11 @@ class Settings(BaseSettings):
         "when the tracking store is a database and training runs where its disk is not kept (a container, a "
         "Kubernetes job). Unset: an MLflow server's own store, else mlartifacts under home.",
     )
-    health_url: str = Field(
-        "http://127.0.0.1:8000/healthz",
-        description="What `leadscore healthcheck` (the image's HEALTHCHECK) probes: the server's /healthz; for a "
-        "Dask scheduler container http://127.0.0.1:8787/health, for a worker its --dashboard-address's /health.",
+    health_url: str | None = Field(
+        None,
+        description="What `leadscore healthcheck` (the image's HEALTHCHECK) probes; unset: this host's server, "
+        "http://127.0.0.1:PORT/healthz. For a Dask scheduler container http://127.0.0.1:8787/health, for a "
+        "worker its --dashboard-address's /health.",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the key and threshold store; SQLite under home by default."
@@ -116,13 +117,31 @@ class Settings(BaseSettings):
     @property
     def artifact_location(self) -> str | None:
         """Where a new MLflow experiment keeps its runs' artifacts (an experiment keeps the place it was created
-        with): ``artifacts_uri`` when set; else, with an MLflow tracking server (``http(s)://``), None, so that
-        the server's own artifact store is used; else ``mlartifacts`` under home."""
+        with): ``artifacts_uri`` when set; else, with an MLflow tracking server (``http(s)://``, ``databricks``),
+        None, so that the server's own artifact store is used; else ``mlartifacts`` under home."""
         if self.artifacts_uri:
             return self.artifacts_uri
-        if self.resolved_tracking_uri.lower().startswith(("http://", "https://")):
+        if self.resolved_tracking_uri.lower().startswith(("http://", "https://", "databricks")):
             return None
         return (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def resolved_health_url(self) -> str:
+        return self.health_url or f"http://127.0.0.1:{self.port}/healthz"
+
+    @field_validator("artifacts_uri")
+    @classmethod
+    def _artifacts_uri(cls, value: str | None) -> str | None:
+        """Blank is unset; else a URI with a scheme (s3://, gs://, file:///...) or an absolute path (taken as
+        file://): a relative path would land wherever the command happens to run."""
+        value = None if value is None else value.strip()
+        if not value:
+            return None
+        if "://" in value:
+            return value
+        if Path(value).is_absolute():
+            return Path(value).as_uri()
+        raise ValueError(f"{value!r}: give a URI (s3://bucket/path, file:///path) or an absolute path")
 
     @property
     def resolved_database_url(self) -> str:

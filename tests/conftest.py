@@ -18,8 +18,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process: without the MLFLOW_* URIs that mlflow.set_*_uri export."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    """The environment for a child process: without the MLFLOW_* URIs that mlflow.set_*_uri export, nor a
+    developer's own artifact store."""
+    dropped = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "LEADSCORE_ARTIFACTS_URI")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(extra)
     return env
 

@@ -298,6 +298,7 @@ def score_partition(
         scores.to_parquet(Path(out_dir) / f"part-{index:05d}.parquet", index=False)
         scored, qualified = len(scores), int(scores["qualified"].sum())
     return {
+        "leads": len(data.leads),
         "scored": scored,
         "qualified": qualified,
         "closed": closed,
@@ -336,6 +337,11 @@ def score_dataset(
     cluster; the scores are written as a folder of Parquet parts (``out_dir``, created; must be empty).
 
     Returns the counts (scored, qualified, left out as closed or not yet created, rows dropped by validation).
+    With no open lead, one part with no row and the columns of a full one is written.
+
+    Raises:
+        DataValidationError: the tables cannot be read (see :func:`read_tables`), ``out_dir`` is a file or not
+            empty, or no lead is valid (as the local engine).
     """
     import dask
 
@@ -370,13 +376,18 @@ def score_dataset(
         )
     ]
     counts = dask.compute(*tasks)
+    merged = merge_reports([c["validation"] for c in counts])
+    if not any(c["leads"] for c in counts):  # as the local engine: an export with no valid lead is an error
+        read = ", ".join(f"{name}: {rows:,} rows read" for name, rows in merged.rows_read.items())
+        lines = "".join(f"; {line}" for line in merged.lines())
+        raise DataValidationError([DataIssue(str(data_dir), None, None, f"no valid lead is left ({read}){lines}")])
     if not any(c["scored"] for c in counts):  # no open lead: one part with no row, so readers see the columns
         from training.score import empty_scores
 
         empty = empty_scores(model, as_of, cutoffs, reasons, provenance)
         empty.to_parquet(out_dir / "part-00000.parquet", index=False)
     # one line per file and reason, counted over every partition (each partition's own count is partial)
-    notes = merge_reports([c["validation"] for c in counts]).lines()
+    notes = merged.lines()
     return DaskScoreSummary(
         scored=sum(c["scored"] for c in counts),
         qualified=sum(c["qualified"] for c in counts),
@@ -516,12 +527,12 @@ def examples_dataset(
     frames = read_tables(data_dir)
     n = partitions_for(frames, leads_per_partition)
     frames["leads"] = frames["leads"].map_partitions(_with_order, meta=_with_order(frames["leads"]._meta))
-    meta = _examples_meta(frames, config, now)
+    bound = now if data_end is None else data_end  # as the local engine: a given export time is the bound
+    meta = _examples_meta(frames, config, bound)
     parts = co_partition(frames, n)
     touches = parts["touchpoints"].to_delayed() if "touchpoints" in parts else [None] * n
     triples = list(zip(parts["leads"].to_delayed(), touches, parts["outcomes"].to_delayed(), strict=True))
     excluded = tuple(getattr(config, "exclude_columns", ()))
-    bound = now if data_end is None else data_end  # as the local engine: a given export time is the bound
     validate = dask.delayed(_validated, pure=True)
     validated = [validate(lp, tp, op, bound, excluded) for lp, tp, op in triples]
     if data_end is None:  # the end is the latest valid time: validated once, kept on the workers, read twice
@@ -738,10 +749,11 @@ def training_matrix(
     return TrainingMatrix(rows, X, spec, keep_negatives, before, dict(keep_leads or {}))
 
 
-def _examples_meta(frames: dict[str, dd.DataFrame], config: Any, now: pd.Timestamp) -> pd.DataFrame:
-    """The examples' columns and types: the local function on the first valid leads (at most 1,000) of the
-    first part file that has any (no shuffle; part files are read one by one until then), with no touch or
-    outcome (they add no column).
+def _examples_meta(frames: dict[str, dd.DataFrame], config: Any, bound: pd.Timestamp) -> pd.DataFrame:
+    """The examples' columns and types: the local function on at most 1,000 valid leads (rows dated after
+    ``bound`` are invalid, as in the run), with no touch or outcome (they add no column). The first 1,000 rows
+    of the first part file are tried first; only when none is valid are whole part files read, one by one,
+    until one has a valid lead (no shuffle either way).
 
     Raises:
         DataValidationError: no part file has a valid lead.
@@ -749,9 +761,14 @@ def _examples_meta(frames: dict[str, dd.DataFrame], config: Any, now: pd.Timesta
     touches = frames["touchpoints"]._meta if "touchpoints" in frames else None
     excluded = tuple(getattr(config, "exclude_columns", ()))
     leads_parts = frames["leads"]
-    for i in range(leads_parts.npartitions):
-        leads = leads_parts.partitions[i].compute().reset_index(drop=True)
-        data = _validated(leads, touches, frames["outcomes"]._meta, now, excluded)
+
+    def candidates() -> Iterator[pd.DataFrame]:
+        yield leads_parts.head(1000, npartitions=-1)
+        for i in range(leads_parts.npartitions):
+            yield leads_parts.partitions[i].compute()
+
+    for leads in candidates():
+        data = _validated(leads.reset_index(drop=True), touches, frames["outcomes"]._meta, bound, excluded)
         if len(data.leads):
             data.leads = data.leads.iloc[:1000]
             end = data.latest_time() + pd.Timedelta(days=3650)  # far enough for every kind of moment to be taken

@@ -26,9 +26,11 @@ model's ``meta["engine"]``):
   moments weighted by 1 / their class's share kept (a lead's first kept moment is often not its creation).
 * **The leakage audit** learns from the train leads with a kept moment; each counts as won when it was won
   at any of its moments before sampling (column :data:`training.pipeline.LEAD_WON`), so a won lead whose won
-  moments were all left out is still won. Leads are kept more often when won, which shifts the mix of
-  classes but not the audit's figures within a class (fill rates per class, AUCs); the calibration window
-  it scores is not sampled by class. ``engine_train_leads_before_sampling`` gives the train leads before.
+  moments were all left out is still won. A lead is kept when any of its moments is drawn, so the kept
+  leads lean towards the won ones and, within a class, towards leads with more moments: figures within a
+  class move a little (on 5,000 demo leads sampled to 1,000 moments, the lost leads' moments per lead went
+  from 4.1 to about 5.3 and a fill rate from 0.70 to 0.68). The calibration window it scores is not sampled
+  by class. ``engine_train_leads_before_sampling`` gives the train leads before.
 * **The fingerprint** sums the partitions' counts; its ``sha256`` is over the partitions' own digests in
   partition order (the same data in the same number of partitions give the same value; it is not the
   local engine's hash of the same data).

@@ -18,6 +18,7 @@ from models.scoring_model import GradeCutoffs, ScoringModel
 from training.data import CRMData
 
 CHUNK_LEADS = 50_000
+SCORE_COLUMNS = ("lead_id", "as_of", "probability", "score", "grade", "qualified")
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,14 @@ def empty_scores(
 
 
 def write_scores(
-    chunks: Iterator[pd.DataFrame], out: Path, on_chunk: Callable[[int], None] = lambda _: None
+    chunks: Iterator[pd.DataFrame],
+    out: Path,
+    on_chunk: Callable[[int], None] = lambda _: None,
+    empty: pd.DataFrame | None = None,
 ) -> tuple[int, int]:
-    """Stream chunks to CSV or Parquet (by extension); returns (rows, qualified)."""
+    """Stream chunks to CSV or Parquet (by extension); returns (rows, qualified). With no chunk, ``empty``
+    (:func:`empty_scores`: no row, the columns of a full file) is written, else a CSV header of the first
+    columns: the file is there, with its columns, when no lead is open."""
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = qualified = 0
     writer: pq.ParquetWriter | None = None
@@ -148,6 +154,10 @@ def write_scores(
     finally:
         if writer is not None:
             writer.close()
-    if rows == 0 and out.suffix != ".parquet":
-        out.write_text("lead_id,as_of,probability,score,grade,qualified\n")
+    if rows == 0:
+        frame = empty if empty is not None else pd.DataFrame(columns=SCORE_COLUMNS)
+        if out.suffix == ".parquet":
+            frame.to_parquet(out, index=False)
+        else:
+            frame.to_csv(out, index=False)
     return rows, qualified

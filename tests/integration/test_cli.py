@@ -85,6 +85,15 @@ def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: T
     assert bad.returncode == 2 and "csv or .parquet" in bad.stderr
     bad = cli(trained.home, "score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", "soon")
     assert bad.returncode == 2 and "not a timestamp" in bad.stderr
+    # no lead open yet: the file is written, with no row and the columns and types of a full one
+    for suffix in (".parquet", ".csv"):
+        none = tmp_path / f"none{suffix}"
+        run = cli(trained.home, "score", "--data", str(trained.data_dir), "--out", str(none), "--as-of", "2000-01-01")
+        assert run.returncode == 0 and none.exists(), run.stderr
+        empty = pd.read_parquet(none) if suffix == ".parquet" else pd.read_csv(none)
+        assert empty.empty and list(empty.columns) == [*scores.columns, "fit", "engagement", "reasons"]
+    full_types = pd.read_parquet(out).dtypes.to_dict()
+    assert {c: t for c, t in pd.read_parquet(tmp_path / "none.parquet").dtypes.items() if c in full_types} == full_types
 
 
 def test_train_on_the_real_export_without_leaky_columns(tmp_path: Path) -> None:
@@ -243,3 +252,33 @@ def test_healthcheck_is_healthy_only_on_a_200_from_the_url_set(tmp_path: Path) -
         closed = f"http://127.0.0.1:{free.getsockname()[1]}/healthz"
     refused = cli(tmp_path, "healthcheck", LEADSCORE_HEALTH_URL=closed)
     assert refused.returncode == 1 and f"unhealthy: {closed}" in refused.stderr
+    # something that is not HTTP on the port (a Dask comm port): unhealthy, said in one line
+    not_http = socket.socket()
+    not_http.bind(("127.0.0.1", 0))
+    not_http.listen()
+
+    def answer_garbage() -> None:
+        conn, _ = not_http.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x00\x01 not http\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    garbage = f"http://127.0.0.1:{not_http.getsockname()[1]}/health"
+    try:
+        run = cli(tmp_path, "healthcheck", LEADSCORE_HEALTH_URL=garbage)
+    finally:
+        not_http.close()
+    assert run.returncode == 1 and f"unhealthy: {garbage}" in run.stderr
+
+
+def test_a_setting_that_does_not_hold_is_one_line_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    env = clean_env(LEADSCORE_HOME=str(tmp_path), LEADSCORE_ARTIFACTS_URI="arts", COLUMNS="200")
+    run = subprocess.run([sys.executable, "-m", "leadscore", "keys", "list"], capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "setting LEADSCORE_ARTIFACTS_URI: Value error, 'arts': give a URI" in " ".join(run.stderr.split())

@@ -238,9 +238,23 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
         leads_per_partition=2_000,
     )
     assert summary.partitions == n and summary.dropped_rows == 2
-    assert len(summary.notes) == 1 and "dropped 2 row(s)" in summary.notes[0], summary.notes
+    # every lead invalid: an error as on the local engine, not an empty result
     from training.data import DataValidationError
 
+    every = leads.copy()
+    every["created_at"] = every["created_at"] + pd.Timedelta(days=80 * 365)
+    every.to_parquet(data / "leads.parquet")
+    with pytest.raises(DataValidationError, match="no valid lead is left"):
+        score_dataset(
+            client,  # type: ignore[arg-type]
+            data,
+            tmp_path / "none",
+            model,
+            pd.Timestamp("2026-04-01", tz="UTC"),
+            model.default_cutoffs,
+            leads_per_partition=2_000,
+        )
+    assert len(summary.notes) == 1 and "dropped 2 row(s)" in summary.notes[0], summary.notes
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(DataValidationError, match="--out is a file: give a folder for the parts"):
         score_dataset(
@@ -264,6 +278,10 @@ def test_a_given_data_end_after_the_clock_keeps_the_rows_before_it_as_the_local_
     assert sum(p.leads for p in parts) == len(local.leads) == len(data.leads)
     assert sum(p.touchpoints for p in parts) == len(local.touchpoints)  # type: ignore[arg-type]
     assert sum(p.report.dropped for p in parts) == local.report.dropped
+    # every lead created after the clock, the export time given after them: both engines keep every lead
+    before_all = data.leads["created_at"].min() - pd.Timedelta(days=1)
+    built = examples_dataset(trained.data_dir, trained.config, data_end=end, now=before_all, leads_per_partition=2_000)
+    assert sum(p.leads for p in dask.compute(*built.summaries)) == len(data.leads)
 
 
 def test_the_examples_columns_come_from_the_first_part_with_a_valid_lead(

@@ -148,7 +148,7 @@ def test_runs_as_non_root_and_exposes_8000_with_a_healthcheck() -> None:
     (health,) = instructions("HEALTHCHECK")
     argv = json.loads(health.split(" CMD ", 1)[1])
     assert argv == ["leadscore", "healthcheck"]  # a real command (tests/integration/test_cli.py runs it)
-    assert get_settings().health_url == "http://127.0.0.1:8000/healthz"  # the server the image runs by default
+    assert get_settings().resolved_health_url == "http://127.0.0.1:8000/healthz"  # the image's server, by default
     (base,) = instructions("FROM")
     assert base.startswith("python:") and "slim" in base
 
@@ -158,10 +158,11 @@ def test_command_is_a_real_entry_point() -> None:
     argv = json.loads(cmd)
     assert argv[:2] == ["leadscore", "serve"] and "0.0.0.0" in argv
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    module, func = scripts["leadscore"].split(":")
-    app = getattr(importlib.import_module(module), func)
-    names = {c.name or c.callback.__name__ for c in app.registered_commands}
-    assert "serve" in names
+    module_name, func = scripts["leadscore"].split(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, func))  # the console script (leadscore.cli:main runs leadscore.cli:app)
+    names = {c.name or c.callback.__name__ for c in module.app.registered_commands}
+    assert {"serve", "healthcheck"} <= names  # the image's CMD and its HEALTHCHECK
 
 
 def test_the_image_sets_only_settings_the_code_reads_and_no_secret_or_address(monkeypatch: pytest.MonkeyPatch) -> None:

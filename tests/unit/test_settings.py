@@ -8,7 +8,8 @@ from leadscore.settings import get_settings
 
 
 def test_state_lives_under_home_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "LEADSCORE_TRACKING_URI", "LEADSCORE_ARTIFACTS_URI", "LEADSCORE_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LEADSCORE_HOME", str(tmp_path / "state"))
     s = get_settings()
     assert s.resolved_tracking_uri == f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
@@ -28,8 +29,27 @@ def test_artifacts_go_where_set_else_to_a_tracking_server_else_under_home(
     assert get_settings().artifact_location == (tmp_path / "state" / "mlartifacts").as_uri()  # a database: here
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.internal")
     assert get_settings().artifact_location is None  # the tracking server's own artifact store
-    monkeypatch.setenv("LEADSCORE_ARTIFACTS_URI", "s3://models/leadscore")
+    monkeypatch.setenv("LEADSCORE_ARTIFACTS_URI", " s3://models/leadscore ")
     assert get_settings().artifact_location == "s3://models/leadscore"
+    monkeypatch.setenv("LEADSCORE_ARTIFACTS_URI", "/shared/mlartifacts")
+    assert get_settings().artifact_location == "file:///shared/mlartifacts"
+    monkeypatch.setenv("LEADSCORE_ARTIFACTS_URI", "  ")
+    assert get_settings().artifact_location is None  # blank is unset: the tracking server's store again
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+    assert get_settings().artifact_location is None
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("LEADSCORE_ARTIFACTS_URI", "arts")
+    with pytest.raises(ValidationError, match="give a URI"):
+        get_settings()  # a relative path would land wherever the command runs
+
+
+def test_the_health_url_follows_the_port_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEADSCORE_HEALTH_URL", raising=False)
+    monkeypatch.setenv("LEADSCORE_PORT", "9000")
+    assert get_settings().resolved_health_url == "http://127.0.0.1:9000/healthz"
+    monkeypatch.setenv("LEADSCORE_HEALTH_URL", "http://127.0.0.1:8787/health")
+    assert get_settings().resolved_health_url == "http://127.0.0.1:8787/health"
 
 
 def test_mlflow_tracking_uri_wins(monkeypatch: pytest.MonkeyPatch) -> None:
