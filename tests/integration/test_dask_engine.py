@@ -16,6 +16,7 @@ from features.spec import infer_spec
 from tests.conftest import TrainedWorld, seed_mlflow_store
 from training.dask_engine import (
     DaskExamples,
+    DaskScoreSummary,
     co_partition,
     dask_client,
     examples_dataset,
@@ -227,39 +228,33 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
     late["created_at"] = pd.Timestamp("2099-01-01", tz="UTC")
     pd.concat([leads, late], ignore_index=True).to_parquet(data / "leads.parquet")
     model = trained.result.model
-    summary = score_dataset(
-        client,  # type: ignore[arg-type]
-        data,
-        tmp_path / "scores",
-        model,
-        pd.Timestamp("2026-04-01", tz="UTC"),
-        model.default_cutoffs,
-        reasons=False,
-        leads_per_partition=2_000,
-    )
+
+    def score_into(out: Path) -> DaskScoreSummary:
+        return score_dataset(
+            client,  # type: ignore[arg-type]
+            data,
+            out,
+            model,
+            pd.Timestamp("2026-04-01", tz="UTC"),
+            model.default_cutoffs,
+            reasons=False,
+            leads_per_partition=2_000,
+        )
+
+    summary = score_into(tmp_path / "scores")
     assert summary.partitions == n and summary.dropped_rows == 2
-    # every lead invalid: an error as on the local engine, not an empty result
+    assert len(summary.notes) == 1 and "dropped 2 row(s)" in summary.notes[0], summary.notes
     from training.data import DataValidationError
 
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DataValidationError, match="--out is a file: give a folder for the parts"):
+        score_into(tmp_path / "a-file")
+    # every lead invalid: an error as on the local engine, not an empty result
     every = leads.copy()
     every["created_at"] = every["created_at"] + pd.Timedelta(days=80 * 365)
     every.to_parquet(data / "leads.parquet")
     with pytest.raises(DataValidationError, match="no valid lead is left"):
-        score_dataset(
-            client,  # type: ignore[arg-type]
-            data,
-            tmp_path / "none",
-            model,
-            pd.Timestamp("2026-04-01", tz="UTC"),
-            model.default_cutoffs,
-            leads_per_partition=2_000,
-        )
-    assert len(summary.notes) == 1 and "dropped 2 row(s)" in summary.notes[0], summary.notes
-    (tmp_path / "a-file").write_text("x")
-    with pytest.raises(DataValidationError, match="--out is a file: give a folder for the parts"):
-        score_dataset(
-            client, data, tmp_path / "a-file", model, pd.Timestamp("2026-04-01", tz="UTC"), model.default_cutoffs
-        )  # type: ignore[arg-type]
+        score_into(tmp_path / "none")
 
 
 def test_a_given_data_end_after_the_clock_keeps_the_rows_before_it_as_the_local_engine_does(
