@@ -201,19 +201,30 @@ def attribute_number(value: object) -> float:
     return _text_number(str(value))
 
 
-def reads_as_numbers(values: Iterable[object]) -> bool:
-    """Whether an attribute column of ``values`` is numeric: at least one value is a number (or a text that
-    spells one) and every other value is missing, a placeholder or a boolean (read as 1/0). A column of
-    booleans alone, or with any other text, is categorical."""
+def number_evidence(values: Iterable[object]) -> tuple[bool, bool]:
+    """What ``values`` show about their column's reading: ``(numbers, other)``, whether any value is a number
+    (or a text that spells one), and whether any is neither a number, a boolean, missing nor a placeholder.
+    The scan stops at the first other value (``numbers`` then says only what came before it; it no longer
+    matters). The evidence of parts of a column combines by ``or`` into the whole column's reading, which
+    is numeric when ``numbers and not other`` (:func:`reads_as_numbers`); used to decide one column's reading
+    across partitions."""
     numbers = False
     for value in values:
         key = category_key(value)
         if key is None or key in BOOLEAN_KEYS:
             continue
         if _parse_number(key) is None:
-            return False
+            return numbers, True
         numbers = True
-    return numbers
+    return numbers, False
+
+
+def reads_as_numbers(values: Iterable[object]) -> bool:
+    """Whether an attribute column of ``values`` is numeric: at least one value is a number (or a text that
+    spells one) and every other value is missing, a placeholder or a boolean (read as 1/0). A column of
+    booleans alone, or with any other text, is categorical."""
+    numbers, other = number_evidence(values)
+    return numbers and not other
 
 
 def factorize_values(values: pd.Series | np.ndarray | Sequence[object]) -> tuple[np.ndarray, list[object]]:

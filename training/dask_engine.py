@@ -17,7 +17,7 @@ single-threaded worker process per core, sharing 80% of the machine's memory. Th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,9 +248,16 @@ def _as_local(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def validated_partition(
-    leads: pd.DataFrame, touches: pd.DataFrame | None, outcomes: pd.DataFrame, now: pd.Timestamp
+    leads: pd.DataFrame,
+    touches: pd.DataFrame | None,
+    outcomes: pd.DataFrame,
+    now: pd.Timestamp,
+    *,
+    typed: bool = True,
 ) -> tuple[CRMData, ValidationReport]:
-    """One partition's tables through the local engine's validation (same rules, same drops)."""
+    """One partition's tables through the local engine's validation (same rules, same drops). With
+    ``typed=False`` the leads' attribute columns are left as read (for a caller that types them with the
+    whole table's evidence, :func:`training.data.attribute_evidence`)."""
     from training.data import _type_attributes, validate_leads, validate_outcomes, validate_touchpoints
 
     report = ValidationReport(end_bound=now)
@@ -261,7 +268,7 @@ def validated_partition(
     )
     valid_outcomes = validate_outcomes(clean(outcomes), "outcomes", valid_leads, report, False)
     data = CRMData(
-        leads=_type_attributes(valid_leads, "leads") if len(valid_leads) else valid_leads,
+        leads=_type_attributes(valid_leads, "leads") if typed and len(valid_leads) else valid_leads,
         touchpoints=valid_touches,
         outcomes=valid_outcomes,
         report=report,
@@ -409,15 +416,33 @@ def _validated(
     excluded: tuple[str, ...],
 ) -> CRMData:
     """A partition's tables validated as the local engine validates them (rows dated after ``bound``
-    dropped), without the ``excluded`` lead columns."""
+    dropped), without the ``excluded`` lead columns; the attribute columns as read (typed by
+    :func:`_examples_of`, with the evidence of every partition)."""
     dropped = [c for c in excluded if c in leads.columns]
-    data, _ = validated_partition(leads.drop(columns=dropped), touches, outcomes, bound)
+    data, _ = validated_partition(leads.drop(columns=dropped), touches, outcomes, bound, typed=False)
     data.excluded_columns = tuple(excluded)
     return data
 
 
-def _latest_valid(data: CRMData) -> pd.Timestamp | None:
-    return data.latest_time() if len(data.leads) else None
+def _latest_and_evidence(data: CRMData) -> tuple[pd.Timestamp | None, dict[str, tuple[bool, bool]]]:
+    """A validated partition's latest valid time (None without a valid lead) and its attribute columns'
+    evidence (:func:`training.data.attribute_evidence`)."""
+    from training.data import attribute_evidence
+
+    if not len(data.leads):
+        return None, {}
+    return data.latest_time(), attribute_evidence(data.leads)
+
+
+def numeric_columns(evidence: Iterable[dict[str, tuple[bool, bool]]]) -> dict[str, bool]:
+    """Whether each text attribute column is numeric, from its evidence in every partition: some partition
+    holds a number and none a value that is not one (what the local engine decides on the whole column)."""
+    merged: dict[str, tuple[bool, bool]] = {}
+    for part in evidence:
+        for column, (numbers, other) in part.items():
+            seen = merged.get(column, (False, False))
+            merged[column] = (seen[0] or numbers, seen[1] or other)
+    return {column: numbers and not other for column, (numbers, other) in merged.items()}
 
 
 @dataclass(frozen=True)
@@ -460,13 +485,20 @@ def _summary(data: CRMData, end: pd.Timestamp) -> PartitionSummary:
 
 
 def _examples_of(
-    data: CRMData, end: pd.Timestamp, config: Any, empty: pd.DataFrame | None = None
+    data: CRMData,
+    end: pd.Timestamp,
+    config: Any,
+    empty: pd.DataFrame | None = None,
+    numeric: dict[str, bool] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str], PartitionSummary]:
     """A validated partition's examples (with each lead's :data:`ORDER`), its touches, its lead columns and
-    its summary, labelled up to ``end``. ``data`` is not changed (it may be kept on a worker)."""
+    its summary, labelled up to ``end``; its attribute columns typed as ``numeric`` says (the whole table's
+    reading, :func:`numeric_columns`) or else by its own values. ``data`` is not changed (it may be kept on a
+    worker)."""
+    from training.data import _type_attributes
     from training.pipeline import make_examples
 
-    leads = data.leads
+    leads = _type_attributes(data.leads, "leads", numeric) if len(data.leads) else data.leads
     order = leads[ORDER] if ORDER in leads.columns else pd.Series(np.arange(len(leads)))
     own = CRMData(
         leads=leads.drop(columns=[ORDER], errors="ignore"),
@@ -534,18 +566,27 @@ def examples_dataset(
     triples = list(zip(parts["leads"].to_delayed(), touches, parts["outcomes"].to_delayed(), strict=True))
     excluded = tuple(getattr(config, "exclude_columns", ()))
     validate = dask.delayed(_validated, pure=True)
-    validated = [validate(lp, tp, op, bound, excluded) for lp, tp, op in triples]
-    if data_end is None:  # the end is the latest valid time: validated once, kept on the workers, read twice
-        validated = list(dask.persist(*validated))
-        latest = dask.compute(*(dask.delayed(_latest_valid)(v) for v in validated))
-        found = [t for t in latest if t is not None and not pd.isna(t)]
-        if not found:
+    # validated once and kept on the workers: read for the end of the data and each column's reading (a
+    # text column is numeric only when it is in every partition, as on the whole table), then for examples
+    validated = list(dask.persist(*(validate(lp, tp, op, bound, excluded) for lp, tp, op in triples)))
+    found = dask.compute(*(dask.delayed(_latest_and_evidence)(v) for v in validated))
+    numeric = numeric_columns(evidence for _, evidence in found)
+    meta = _typed_meta(meta, numeric)
+    if data_end is None:  # the end is the latest valid time
+        latest = [t for t, _ in found if t is not None and not pd.isna(t)]
+        if not latest:
             raise DataValidationError([DataIssue(str(data_dir), None, None, "no valid lead is left")])
-        data_end = max(found)
+        data_end = max(latest)
     make = dask.delayed(_examples_of, pure=True, nout=4)
-    made = [make(v, data_end, config, meta) for v in validated]
+    made = [make(v, data_end, config, meta, numeric) for v in validated]
     lead_columns = [c for c in meta.columns if c not in ("as_of", "moment", "label", "won_at", ORDER)]
     return DaskExamples([m[0] for m in made], data_end, n, [m[1] for m in made], lead_columns, [m[3] for m in made])
+
+
+def _typed_meta(meta: pd.DataFrame, numeric: dict[str, bool]) -> pd.DataFrame:
+    """The examples' empty frame with each text attribute column's type as ``numeric`` decides (float64 for
+    numbers, object for category keys)."""
+    return meta.astype({c: np.float64 if n else object for c, n in numeric.items() if c in meta.columns})
 
 
 WINDOWS = ("train", "calibration", "test")

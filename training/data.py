@@ -13,6 +13,7 @@ import hashlib
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.spec import attribute_number, category_key, factorize_values, reads_as_numbers
+from features.spec import attribute_number, category_key, factorize_values, number_evidence, reads_as_numbers
 from training.reading import EXCEL_EXTENSIONS, TEXT_EXTENSIONS, ReadOptions, UnreadableFile
 from training.reading import read_table as read_any_table
 from training.timestamps import AmbiguousDates, TimeOptions, parse_times
@@ -915,7 +916,27 @@ def flat_label_won(label: pd.Series, options: FlatExportOptions, report: Validat
     return won
 
 
-def _type_attributes(leads: pd.DataFrame, name: str = "leads") -> pd.DataFrame:
+def _text_attribute(leads: pd.DataFrame, col: str) -> bool:
+    """Whether ``col`` is an attribute column that :func:`_type_attributes` reads (text, not numbers or
+    booleans already)."""
+    series = leads[col]
+    return col not in ("lead_id", "created_at") and not (
+        pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+    )
+
+
+def attribute_evidence(leads: pd.DataFrame) -> dict[str, tuple[bool, bool]]:
+    """Per text attribute column of ``leads``, its :func:`~features.spec.number_evidence` ``(numbers,
+    other)``. Parts of one table (partitions) combine by ``or``; the result given to :func:`_type_attributes`
+    as ``numeric`` (``numbers and not other``) reads each column as one reading of the whole table would."""
+    return {
+        col: number_evidence(factorize_values(leads[col])[1]) for col in leads.columns if _text_attribute(leads, col)
+    }
+
+
+def _type_attributes(
+    leads: pd.DataFrame, name: str = "leads", numeric: Mapping[str, bool] | None = None
+) -> pd.DataFrame:
     """Read each attribute column once, by the one reading the features use (:mod:`features.spec`).
 
     A text column whose values all spell numbers (booleans, blanks and placeholders such as ``Select`` may
@@ -923,16 +944,15 @@ def _type_attributes(leads: pd.DataFrame, name: str = "leads") -> pd.DataFrame:
     :func:`~features.spec.attribute_number`; any other text column holds its values' category keys
     (:func:`~features.spec.category_key`: " Software " -> "software", "TRUE" -> "true", ``Select`` -> None).
     Numeric and boolean columns (Parquet) are left as they are: the features read them the same way.
+    ``numeric`` (column -> whether it is numeric) overrides what ``leads`` alone show, for a part of a table
+    (one partition) read as the whole table is (:func:`attribute_evidence`).
     """
     out = leads.copy()
     for col in out.columns:
-        if col in ("lead_id", "created_at"):
+        if not _text_attribute(out, col):
             continue
-        series = out[col]
-        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            continue
-        codes, distinct = factorize_values(series)
-        if reads_as_numbers(distinct):
+        codes, distinct = factorize_values(out[col])
+        if numeric[col] if numeric is not None and col in numeric else reads_as_numbers(distinct):
             numbers = np.array([attribute_number(v) for v in distinct] + [np.nan], dtype=np.float64)
             out[col] = pd.Series(numbers[codes], index=out.index)
         else:

@@ -306,6 +306,39 @@ def test_the_examples_columns_come_from_the_first_part_with_a_valid_lead(
     )
 
 
+def test_a_text_column_is_read_one_way_in_every_partition_as_on_the_whole_table(
+    client: object, trained: TrainedWorld, tmp_path: Path
+) -> None:
+    """Each partition used to decide alone whether a text column is numbers: ``employees`` (numbers, one lead
+    "lots") was numbers in four partitions and category keys in the fifth, and ``seats`` (numbers in one
+    partition, blank elsewhere) was numbers there and missing category keys elsewhere, so the collected rows
+    mixed floats and text and the leakage audit differed from the local engine's. Both engines now read
+    ``employees`` as category keys and ``seats`` as numbers, in every row."""
+    from training.pipeline import make_examples
+
+    data = tmp_path / "data"
+    shutil.copytree(trained.data_dir, data)
+    leads = pd.read_parquet(data / "leads.parquet")
+    n = -(-len(leads) // 2_000)
+    part = partition_of(leads["lead_id"], n)
+    leads["employees"] = [str(10 + i % 90) for i in range(len(leads))]
+    leads.loc[leads.index[np.flatnonzero(part == 1)[0]], "employees"] = "lots"
+    in_zero = part == 0
+    leads["seats"] = np.where(in_zero, [f" {i % 7}.50 " for i in range(len(leads))], "")
+    leads.to_parquet(data / "leads.parquet", index=False)
+
+    built = examples_dataset(data, trained.config, leads_per_partition=2_000)
+    assert built.partitions == n > 2
+    got = built.compute()
+    local = make_examples(load_crm_data(data), trained.config)
+    assert local["employees"].dtype == object and local["seats"].dtype == np.float64
+    assert set(local["employees"].map(type)) == {str} and local["seats"].notna().any()
+    key = ["lead_id", "as_of"]
+    pd.testing.assert_frame_equal(
+        got.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True)
+    )
+
+
 def test_the_dask_engine_names_what_it_cannot_read(tmp_path: Path) -> None:
     """Part files Dask cannot read as one table are refused before any work, naming the file and column (a
     shuffle over parts of different types used to stop with a P2P traceback naming nothing)."""

@@ -22,7 +22,14 @@ from features import (
 )
 from features.build import datetimes_to_ns, to_utc_ns
 from features.kernel import NEVER_DAYS
-from features.spec import attribute_number, category_key, factorize_values, normalize_label, reads_as_numbers
+from features.spec import (
+    attribute_number,
+    category_key,
+    factorize_values,
+    normalize_label,
+    number_evidence,
+    reads_as_numbers,
+)
 from tests.factories import T0, days, frame, make_lead, make_touch, records_from_frames
 from training.demo_data import generate_demo_data
 
@@ -326,6 +333,16 @@ def test_reading_a_key_again_gives_it_back(value: object) -> None:
 )
 def test_reads_as_numbers(values: list[object], numeric: bool) -> None:
     assert reads_as_numbers(values) is numeric
+
+
+def test_the_evidence_of_a_columns_parts_gives_the_whole_columns_reading() -> None:
+    """Parts of one column (partitions) decide its reading together: (numbers, other) of each part, or-ed."""
+    parts = [["12", None], ["Select", "true"], ["3", "lots"]]
+    assert [number_evidence(p) for p in parts] == [(True, False), (False, False), (True, True)]
+    assert reads_as_numbers(parts[0]) and not reads_as_numbers(parts[1])  # each part alone: one of each
+    whole = [v for p in parts for v in p]
+    assert not reads_as_numbers(whole)  # "lots" makes the whole column categorical
+    assert reads_as_numbers(parts[0] + parts[1])  # a part of blanks and booleans alone takes the numbers
 
 
 @pytest.mark.parametrize(
