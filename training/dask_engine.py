@@ -262,11 +262,14 @@ def validated_partition(
 
     report = ValidationReport(end_bound=now)
     clean = _as_local  # the frames as the local engine reads them
-    valid_leads = validate_leads(clean(leads), "leads", report, False)
+    # a partition's rows are not the files' lines: dropped rows are named by their lead
+    valid_leads = validate_leads(clean(leads), "leads", report, False, by_lead=True)
     valid_touches = (
-        None if touches is None else validate_touchpoints(clean(touches), "touchpoints", valid_leads, report, False)
+        None
+        if touches is None
+        else validate_touchpoints(clean(touches), "touchpoints", valid_leads, report, False, by_lead=True)
     )
-    valid_outcomes = validate_outcomes(clean(outcomes), "outcomes", valid_leads, report, False)
+    valid_outcomes = validate_outcomes(clean(outcomes), "outcomes", valid_leads, report, False, by_lead=True)
     data = CRMData(
         leads=_type_attributes(valid_leads, "leads") if typed and len(valid_leads) else valid_leads,
         touchpoints=valid_touches,

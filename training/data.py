@@ -104,11 +104,14 @@ class DataIssue:
     row: int | None
     column: str | None
     reason: str
+    lead_id: str | None = None  # the row's lead, where a line number means nothing (a Dask partition)
 
     def __str__(self) -> str:
         where = self.file
         if self.row is not None:
             where += f", line {self.row}"
+        elif self.lead_id is not None:
+            where += f", lead {self.lead_id!r}"
         if self.column is not None:
             where += f", column '{self.column}'"
         return f"{where}: {self.reason}"
@@ -313,13 +316,30 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 class _Checker:
     """Collects the bad rows of one file; the file's line numbers count the header as line 1."""
 
-    def __init__(self, frame: pd.DataFrame, name: str, report: ValidationReport, strict: bool) -> None:
+    def __init__(
+        self, frame: pd.DataFrame, name: str, report: ValidationReport, strict: bool, by_lead: bool = False
+    ) -> None:
         self.frame = frame
         self.name = name
         self.report = report
         self.strict = strict
+        self.by_lead = by_lead  # rows named by their lead id, not a line (a partition's lines are not the file's)
         self.bad = np.zeros(len(frame), dtype=bool)
         self.issues: list[DataIssue] = []
+
+    def issue(self, position: int, column: str | None, reason: str) -> DataIssue:
+        """The issue of the row at ``position``: its line (the header is line 1), or its lead id when
+        ``by_lead`` (None when the id is blank)."""
+        if not self.by_lead:
+            return DataIssue(self.name, position + 2, column, reason)
+        lead = self.frame["lead_id"].iloc[position] if "lead_id" in self.frame.columns else None
+        text = None if lead is None or pd.isna(lead) or not str(lead).strip() else str(lead).strip()
+        return DataIssue(self.name, None, column, reason, lead_id=text)
+
+    def where(self, position: int) -> str:
+        """The row at ``position`` in words: "line 7" or "lead 'L1'"."""
+        issue = self.issue(position, None, "")
+        return f"line {issue.row}" if issue.row is not None else f"lead {issue.lead_id!r}"
 
     def require_columns(self, columns: tuple[str, ...]) -> None:
         missing = [c for c in columns if c not in self.frame.columns]
@@ -339,9 +359,8 @@ class _Checker:
         if not mask.any():
             return
         positions = np.flatnonzero(mask)
-        issue = DataIssue(self.name, int(positions[0]) + 2, column, reason)
-        self.report.add(issue, int(mask.sum()))
-        self.issues += [DataIssue(self.name, int(p) + 2, column, reason) for p in positions[:EXAMPLES_PER_REASON]]
+        self.report.add(self.issue(int(positions[0]), column, reason), int(mask.sum()))
+        self.issues += [self.issue(int(p), column, reason) for p in positions[:EXAMPLES_PER_REASON]]
         self.bad |= mask
 
     def parse_time(self, column: str, *, optional: bool = False, shown: str | None = None) -> pd.Series:
@@ -395,7 +414,7 @@ class _Checker:
             first = int(np.flatnonzero(unread)[0])
             self.report.notes.append(
                 f"{self.name}, column '{column}': {int(unread.sum()):,} value(s) are not numbers and are read as "
-                f"missing (first: line {first + 2}, {str(raw.iloc[first])!r}); the rows are kept"
+                f"missing (first: {self.where(first)}, {str(raw.iloc[first])!r}); the rows are kept"
             )
         return numbers
 
@@ -488,9 +507,12 @@ def _blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
 
 
-def validate_leads(frame: pd.DataFrame, name: str, report: ValidationReport, strict: bool) -> pd.DataFrame:
-    """Leads need a non-blank unique ``lead_id`` and a parseable ``created_at``."""
-    check = _Checker(frame, name, report, strict)
+def validate_leads(
+    frame: pd.DataFrame, name: str, report: ValidationReport, strict: bool, *, by_lead: bool = False
+) -> pd.DataFrame:
+    """Leads need a non-blank unique ``lead_id`` and a parseable ``created_at``. ``by_lead``: the examples
+    of dropped rows name their lead, not a line (for a part of a table whose lines are not the file's)."""
+    check = _Checker(frame, name, report, strict, by_lead)
     check.require_columns(("lead_id", "created_at"))
     ids = check.lead_ids()
     created = check.parse_time("created_at")
@@ -501,7 +523,13 @@ def validate_leads(frame: pd.DataFrame, name: str, report: ValidationReport, str
 
 
 def validate_touchpoints(
-    frame: pd.DataFrame, name: str, leads: pd.DataFrame, report: ValidationReport, strict: bool
+    frame: pd.DataFrame,
+    name: str,
+    leads: pd.DataFrame,
+    report: ValidationReport,
+    strict: bool,
+    *,
+    by_lead: bool = False,
 ) -> pd.DataFrame:
     """Touches need a known lead, a parseable ``occurred_at`` and a ``touch_type``; ``value`` is numeric.
 
@@ -509,8 +537,9 @@ def validate_touchpoints(
     two touches). With a ``touch_id`` column, a row repeating the id of an earlier good row is a re-sent
     touch: dropped and counted (rows with a blank id are all kept). Without one, re-sent rows cannot be told
     from distinct touches: all count, and the rows equal to another in every column are noted in the report.
+    ``by_lead`` as :func:`validate_leads`.
     """
-    check = _Checker(frame, name, report, strict)
+    check = _Checker(frame, name, report, strict, by_lead)
     check.require_columns(("lead_id", "occurred_at", "touch_type"))
     occurred = check.parse_time("occurred_at")
     check.flag(_blank(frame["touch_type"]), "touch_type", "missing touch_type")
@@ -543,16 +572,23 @@ def validate_touchpoints(
 
 
 def validate_outcomes(
-    frame: pd.DataFrame, name: str, leads: pd.DataFrame | None, report: ValidationReport, strict: bool
+    frame: pd.DataFrame,
+    name: str,
+    leads: pd.DataFrame | None,
+    report: ValidationReport,
+    strict: bool,
+    *,
+    by_lead: bool = False,
 ) -> pd.DataFrame:
     """Outcomes are won or lost (:data:`WON_VALUES` / :data:`LOST_VALUES` and the ``--won-values`` /
     ``--lost-values`` of ``report.inputs``, stored as ``won``/``lost``) for a known lead, closed no earlier
     than the lead was created. Values that are neither are counted by value.
 
     With ``leads`` None (outcomes imported on their own, ``leadscore outcomes import``), any lead id is taken
-    and every row is kept in file order: a lead's later row is a correction of its earlier one.
+    and every row is kept in file order: a lead's later row is a correction of its earlier one. ``by_lead``
+    as :func:`validate_leads`.
     """
-    check = _Checker(frame, name, report, strict)
+    check = _Checker(frame, name, report, strict, by_lead)
     check.require_columns(("lead_id", "outcome", "closed_at"))
     ids = check.lead_ids()
     if leads is None:  # taken as POST /v1/outcomes takes them: ids of 1 to 200 characters, no control character
@@ -798,15 +834,20 @@ def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded
     touches_path = find_table(path, "touchpoints", required=False)
     assert leads_path is not None and outcomes_path is not None
     raw_leads = _exclude(read_table(leads_path, report), leads_path.name, excluded, ("lead_id", "created_at"))
-    leads = validate_leads(raw_leads, leads_path.name, report, strict)
+    # a folder of part files has no lines of its own: its dropped rows are named by their lead
+    leads = validate_leads(raw_leads, leads_path.name, report, strict, by_lead=leads_path.is_dir())
     if len(leads) == 0:
         return CRMData(leads=leads, touchpoints=None, outcomes=leads.iloc[:0], report=report)
     touchpoints = None
     if touches_path is not None:
-        touchpoints = validate_touchpoints(read_table(touches_path, report), touches_path.name, leads, report, strict)
+        touchpoints = validate_touchpoints(
+            read_table(touches_path, report), touches_path.name, leads, report, strict, by_lead=touches_path.is_dir()
+        )
     else:
         report.notes.append("no touchpoints file: models learn from lead attributes alone")
-    outcomes = validate_outcomes(read_table(outcomes_path, report), outcomes_path.name, leads, report, strict)
+    outcomes = validate_outcomes(
+        read_table(outcomes_path, report), outcomes_path.name, leads, report, strict, by_lead=outcomes_path.is_dir()
+    )
     leads = _type_attributes(leads, leads_path.name)
     return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report, excluded_columns=excluded)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -214,7 +215,8 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
     client: object, trained: TrainedWorld, tmp_path: Path
 ) -> None:
     """Two leads created after the clock, in two different partitions: the summary says so in one line with
-    the count 2 (each partition used to print its own line with its own partial count)."""
+    the count 2 (each partition used to print its own line with its own partial count), and its example names
+    the lead (it used to give the row's line in its partition, which is no line of any file)."""
     data = tmp_path / "data"
     shutil.copytree(trained.data_dir, data)
     leads = pd.read_parquet(data / "leads.parquet")
@@ -244,6 +246,9 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
     summary = score_into(tmp_path / "scores")
     assert summary.partitions == n and summary.dropped_rows == 2
     assert len(summary.notes) == 1 and "dropped 2 row(s)" in summary.notes[0], summary.notes
+    # a partition's row numbers are not the file's lines: the example names its lead instead
+    assert re.search(r"\(first: leads, lead 'future-\d+', column 'created_at'", summary.notes[0]), summary.notes
+    assert "line" not in summary.notes[0]
     from training.data import DataValidationError
 
     (tmp_path / "a-file").write_text("x")

@@ -243,3 +243,45 @@ def test_outcomes_of_a_table_with_no_valid_lead_are_each_an_unknown_lead() -> No
     kept = validate_outcomes(outcomes, "outcomes", no_leads, report, False)
     assert kept.empty and report.dropped == 2
     assert any("outcome for an unknown lead" in line and "2" in line for line in report.lines())
+
+
+def test_a_part_of_a_table_names_dropped_rows_by_their_lead_not_a_line() -> None:
+    """A Dask partition's rows are not any file's lines: with ``by_lead`` each example names the row's lead
+    (and the note on an unread number too); the same rows read as a file are named by line."""
+    from training.data import ValidationReport, validate_leads, validate_touchpoints
+
+    leads = pd.DataFrame({"lead_id": ["L1", "L2"], "created_at": ["2026-01-01", "2026-01-02"]})
+    touches = pd.DataFrame(
+        {
+            "lead_id": ["L2", "L1", "L9"],
+            "occurred_at": ["2026-01-03", "not a date", "2026-01-03"],
+            "touch_type": ["call", "call", "call"],
+            "value": ["lots", "1", "2"],
+        }
+    )
+    for by_lead, first, unknown, note in (
+        (True, "lead 'L1'", "lead 'L9'", "lead 'L2'"),
+        (False, "line 3", "line 4", "line 2"),
+    ):
+        report = ValidationReport()
+        kept_leads = validate_leads(leads, "leads", report, False, by_lead=by_lead)
+        kept = validate_touchpoints(touches, "touchpoints", kept_leads, report, False, by_lead=by_lead)
+        assert list(kept["lead_id"]) == ["L2"] and report.dropped == 2
+        lines = report.lines()
+        assert any(f"(first: touchpoints, {first}, column 'occurred_at'" in line for line in lines), lines
+        assert any(f"(first: touchpoints, {unknown}, column 'lead_id'" in line for line in lines), lines
+        assert any(f"(first: {note}, 'lots')" in n for n in report.notes), report.notes
+
+
+def test_a_folder_of_parts_names_dropped_rows_by_their_lead(tmp_path: Path) -> None:
+    """The local engine reads a folder of part files as one table, whose row numbers are no file's lines."""
+    leads, touches, outcomes = good_rows()
+    data_dir = write_dir(tmp_path, None, touches, outcomes, fmt="parquet")
+    (data_dir / "leads").mkdir()
+    pd.DataFrame(leads).to_parquet(data_dir / "leads" / "part-0.parquet", index=False)
+    bad = pd.DataFrame([make_lead(lead_id="L3", created_at="yesterday-ish")])
+    bad.to_parquet(data_dir / "leads" / "part-1.parquet", index=False)
+    data = load_crm_data(data_dir)
+    assert sorted(data.leads["lead_id"]) == ["L1", "L2"] and data.report.dropped == 1
+    (line,) = data.report.lines()
+    assert "(first: leads, lead 'L3', column 'created_at'" in line, line
