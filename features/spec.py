@@ -308,6 +308,12 @@ class FeatureSpec:
         )
 
     @functools.cached_property
+    def attribute_types(self) -> dict[str, bool]:
+        """Per attribute column the features read, whether it is numeric: the reading a table to be scored
+        is typed by (``training.data.load_crm_data(attribute_types=...)``), whatever its own values show."""
+        return {**{c: True for c in self.numeric_attributes}, **{c: False for c in self.categorical_attributes}}
+
+    @functools.cached_property
     def attribute_names(self) -> tuple[str, ...]:
         """The lead columns the features read: numeric attributes, then categorical ones."""
         return (*self.numeric_attributes, *self.categorical_attributes)

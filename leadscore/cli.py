@@ -511,6 +511,7 @@ def score(
             strict=strict,
             exclude_columns=_columns(exclude_columns),
             inputs=_inputs(delimiter, encoding, sheet, decimal, date_format, dayfirst, timezone, None, None),
+            attribute_types=loaded.model.spec.attribute_types,  # the model's reading of each attribute
         )
     except (NoChampionModel, DataValidationError) as err:
         console.print(f"[red]error:[/red] {err}")

@@ -220,19 +220,36 @@ def partitions_for(frames: dict[str, dd.DataFrame], leads_per_partition: int) ->
 # ---- one partition, by the single-machine functions -------------------------------------------------------
 def merge_reports(reports: list[ValidationReport], examples_per_reason: int = 5) -> ValidationReport:
     """The partitions' validation reports as one: counts and rows read summed, the first examples of each
-    reason kept, notes and readings once each."""
+    reason kept, notes and readings once each; a note that counts rows (:meth:`ValidationReport.note_counts`)
+    once, with the partitions' counts summed and the first partition's example."""
     out = ValidationReport()
+    counted: dict[str, tuple[tuple[int, ...], str]] = {}  # template -> summed counts, first example
     for report in reports:
+        for text in report.notes:
+            if text in report.counted_notes:
+                template, counts, first = report.counted_notes[text]
+                seen = counted.get(template)
+                if seen is None:
+                    out.notes.append(template)  # its place among the notes; rendered below
+                    counted[template] = (counts, first)
+                else:
+                    counted[template] = (tuple(a + b for a, b in zip(seen[0], counts, strict=True)), seen[1])
+            elif text not in out.notes:
+                out.notes.append(text)
         out.counts.update(report.counts)
         for key, issues in report.examples.items():
             bucket = out.examples.setdefault(key, [])
             bucket.extend(issues[: max(0, examples_per_reason - len(bucket))])
         for name, n in report.rows_read.items():
             out.rows_read[name] = out.rows_read.get(name, 0) + n
-        out.notes.extend(n for n in report.notes if n not in out.notes)
         out.formats.update(report.formats)
         out.time_readings.update(report.time_readings)
         out.end_bound = report.end_bound
+    for i, note in enumerate(out.notes):
+        if note in counted:
+            counts, first = counted[note]
+            out.notes[i] = note.format(*counts, first=first)
+            out.counted_notes[out.notes[i]] = (note, counts, first)
     return out
 
 
@@ -254,10 +271,12 @@ def validated_partition(
     now: pd.Timestamp,
     *,
     typed: bool = True,
+    attribute_types: dict[str, bool] | None = None,
 ) -> tuple[CRMData, ValidationReport]:
     """One partition's tables through the local engine's validation (same rules, same drops). With
     ``typed=False`` the leads' attribute columns are left as read (for a caller that types them with the
-    whole table's evidence, :func:`training.data.attribute_evidence`)."""
+    whole table's evidence, :func:`training.data.attribute_evidence`); ``attribute_types`` (column ->
+    numeric, a model's reading) types those columns whatever the partition's values show."""
     from training.data import _type_attributes, validate_leads, validate_outcomes, validate_touchpoints
 
     report = ValidationReport(end_bound=now)
@@ -271,7 +290,7 @@ def validated_partition(
     )
     valid_outcomes = validate_outcomes(clean(outcomes), "outcomes", valid_leads, report, False, by_lead=True)
     data = CRMData(
-        leads=_type_attributes(valid_leads, "leads") if typed and len(valid_leads) else valid_leads,
+        leads=_type_attributes(valid_leads, "leads", attribute_types) if typed and len(valid_leads) else valid_leads,
         touchpoints=valid_touches,
         outcomes=valid_outcomes,
         report=report,
@@ -297,7 +316,8 @@ def score_partition(
     ``out_dir/part-{index:05d}.parquet`` (nothing for a partition without open leads); returns the counts."""
     from training.score import open_leads, score_chunks
 
-    data, report = validated_partition(leads, touches, outcomes, now)
+    # typed by the model's reading: a partition alone may show a column of categories as numbers
+    data, report = validated_partition(leads, touches, outcomes, now, attribute_types=model.spec.attribute_types)
     open_, closed, not_created = open_leads(data, as_of) if len(data.leads) else (data.leads, 0, 0)
     scored = qualified = 0
     if len(open_):

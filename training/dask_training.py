@@ -191,7 +191,9 @@ def _train_on_dask(
     progress(f"taking scoring moments and labels in {built.partitions} partitions; the purged time split")
     bounds, pieces = split_dataset(built, config)
     pieces, touches, summaries = dask.persist(pieces, built.touches, built.summaries)
-    built = replace(built, touches=list(touches), summaries=list(summaries))
+    # the examples' pieces (their graphs hold the validated partitions, kept on the workers) are not needed
+    # past this point: dropping them lets the workers free the validated tables once these are in memory
+    built = replace(built, pieces=[], touches=list(touches), summaries=list(summaries))
     parts: list[PartitionSummary] = list(dask.compute(*built.summaries))
     report = merge_reports([p.report for p in parts])
     report.formats = {f"{data_dir}/{name}": "Parquet (Dask engine)" for name in read_tables(data_dir)}

@@ -117,6 +117,11 @@ class DataIssue:
         return f"{where}: {self.reason}"
 
 
+def _braced(text: str) -> str:
+    """``text`` as literal text inside a :meth:`str.format` template (a file or column name with braces)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 @dataclass
 class ValidationReport:
     """Counts of every dropped row by file and reason, with a few examples of each."""
@@ -130,6 +135,17 @@ class ValidationReport:
     formats: dict[str, str] = field(default_factory=dict)  # file -> how it was read
     time_readings: dict[str, str] = field(default_factory=dict)  # "file, column" -> how its times were read
     decimal: str | None = None  # the decimal mark the export's files showed first
+    # a note with counts, by its text: (template, counts, first example); parts' notes add up (merge_reports)
+    counted_notes: dict[str, tuple[str, tuple[int, ...], str]] = field(default_factory=dict)
+
+    def note_counts(self, template: str, *counts: int, first: str = "") -> None:
+        """Add a note that counts rows: ``template`` with ``{0:,}``, ``{1:,}``... for ``counts`` and
+        ``{first}`` for the first example. The notes of parts of one table (Dask partitions) with the same
+        template are one note with the counts summed and the first part's example
+        (:func:`training.dask_engine.merge_reports`)."""
+        text = template.format(*counts, first=first)
+        self.notes.append(text)
+        self.counted_notes[text] = (template, tuple(counts), first)
 
     def add(self, issue: DataIssue, count: int = 1) -> None:
         key = (issue.file, issue.reason)
@@ -412,9 +428,11 @@ class _Checker:
         numbers = numbers.where(np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan)))
         if unread.any():
             first = int(np.flatnonzero(unread)[0])
-            self.report.notes.append(
-                f"{self.name}, column '{column}': {int(unread.sum()):,} value(s) are not numbers and are read as "
-                f"missing (first: {self.where(first)}, {str(raw.iloc[first])!r}); the rows are kept"
+            self.report.note_counts(
+                f"{_braced(self.name)}, column '{_braced(column)}': {{0:,}} value(s) are not numbers and are read "
+                "as missing (first: {first}); the rows are kept",
+                int(unread.sum()),
+                first=f"{self.where(first)}, {str(raw.iloc[first])!r}",
             )
         return numbers
 
@@ -489,9 +507,10 @@ def same_day_close(
     )
     moved = (midnight & same_day & (closed < created)).to_numpy(dtype=bool)
     if moved.any():
-        report.notes.append(
-            f"{name}, column '{column}': {int(moved.sum()):,} close date(s) without a time, on the day the lead "
-            "was created, are taken as at creation"
+        report.note_counts(
+            f"{_braced(name)}, column '{_braced(column)}': {{0:,}} close date(s) without a time, on the day the "
+            "lead was created, are taken as at creation",
+            int(moved.sum()),
         )
         closed = closed.where(~moved, created)
     return closed
@@ -564,9 +583,11 @@ def validate_touchpoints(
         equal = kept.duplicated(keep=False)
         if equal.any():
             repeats = int(kept.duplicated(keep="first").sum())
-            report.notes.append(
-                f"{name}: {int(equal.sum())} row(s) equal another row in every column ({repeats} repeat an earlier"
-                " row); all count as touches (add a touch_id column to have re-sent rows dropped)"
+            report.note_counts(
+                f"{_braced(name)}: {{0:,}} row(s) equal another row in every column ({{1:,}} repeat an earlier "
+                "row); all count as touches (add a touch_id column to have re-sent rows dropped)",
+                int(equal.sum()),
+                repeats,
             )
     return kept
 
@@ -672,6 +693,7 @@ def load_crm_data(
     data_end: pd.Timestamp | str | None = None,
     now: pd.Timestamp | None = None,
     inputs: InputOptions | None = None,
+    attribute_types: Mapping[str, bool] | None = None,
 ) -> CRMData:
     """Load and validate CRM data from a directory of tables or a single flat export file.
 
@@ -686,6 +708,10 @@ def load_crm_data(
         now: the moment of training (default: the clock), the bound when ``data_end`` is not given.
         inputs: how to read the files (delimiter, encoding, sheet, time columns, outcome values); detected
             by default, and what was detected is in ``report.formats`` and ``report.time_readings``.
+        attribute_types: column -> numeric, for data to be scored: the model's reading of its attribute
+            columns (:attr:`features.spec.FeatureSpec.attribute_types`), so that a column the model reads as
+            categories is not read as numbers because the rows scored happen to be ("true" stays "true", not
+            1.0). Other text columns are typed by their values.
 
     Returns:
         Validated tables, the end of the data, and a report of every dropped row.
@@ -704,9 +730,15 @@ def load_crm_data(
     excluded = tuple(dict.fromkeys((*(flat.exclude_columns if flat else ()), *exclude_columns)))
     if path.is_file():
         options = flat or FlatExportOptions()
-        data = load_flat_export(path, replace(options, exclude_columns=excluded), strict=strict, report=report)
+        data = load_flat_export(
+            path,
+            replace(options, exclude_columns=excluded),
+            strict=strict,
+            report=report,
+            attribute_types=attribute_types,
+        )
     else:
-        data = _load_directory(path, report, strict, excluded)
+        data = _load_directory(path, report, strict, excluded, attribute_types)
     if len(data.leads) == 0:
         read = ", ".join(f"{name}: {rows:,} rows read" for name, rows in report.rows_read.items())
         raise DataValidationError(
@@ -828,7 +860,13 @@ def _exclude(frame: pd.DataFrame, name: str, excluded: tuple[str, ...], protecte
     return frame.drop(columns=list(excluded))
 
 
-def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded: tuple[str, ...]) -> CRMData:
+def _load_directory(
+    path: Path,
+    report: ValidationReport,
+    strict: bool,
+    excluded: tuple[str, ...],
+    attribute_types: Mapping[str, bool] | None = None,
+) -> CRMData:
     leads_path = find_table(path, "leads")
     outcomes_path = find_table(path, "outcomes")
     touches_path = find_table(path, "touchpoints", required=False)
@@ -848,12 +886,17 @@ def _load_directory(path: Path, report: ValidationReport, strict: bool, excluded
     outcomes = validate_outcomes(
         read_table(outcomes_path, report), outcomes_path.name, leads, report, strict, by_lead=outcomes_path.is_dir()
     )
-    leads = _type_attributes(leads, leads_path.name)
+    leads = _type_attributes(leads, leads_path.name, attribute_types)
     return CRMData(leads=leads, touchpoints=touchpoints, outcomes=outcomes, report=report, excluded_columns=excluded)
 
 
 def load_flat_export(
-    path: Path, options: FlatExportOptions, *, strict: bool = False, report: ValidationReport | None = None
+    path: Path,
+    options: FlatExportOptions,
+    *,
+    strict: bool = False,
+    report: ValidationReport | None = None,
+    attribute_types: Mapping[str, bool] | None = None,
 ) -> CRMData:
     """Read a flat export: one row per lead with its label and no touch log.
 
@@ -912,7 +955,7 @@ def load_flat_export(
             "closed_at": kept["__closed"].astype("datetime64[ns, UTC]"),
         }
     )
-    leads = _type_attributes(kept.drop(columns=["__won", "__closed"]), name)
+    leads = _type_attributes(kept.drop(columns=["__won", "__closed"]), name, attribute_types)
     leads = leads[["lead_id", "created_at", *[c for c in leads.columns if c not in ("lead_id", "created_at")]]]
     return CRMData(
         leads=leads,

@@ -40,3 +40,45 @@ def test_a_window_of_consecutive_rows_is_a_read_only_view_and_any_other_a_copy()
         copy = window_rows(X, rows)
         assert not np.shares_memory(copy, X) and copy.tolist() == X[rows].tolist()
     assert window_rows(X, np.array([], dtype=np.int64)).shape == (0, 2)
+
+
+def test_rows_to_score_are_typed_by_the_models_reading_not_by_what_a_partition_shows(tmp_path) -> None:
+    """A column the model reads as categories ("true", "false", "5") can read as numbers in a partition (or
+    a file to score) that lacks the column's other values: "true" then became 1.0, the unknown category "1",
+    and the Dask engine's scores differed from the local engine's. Typed by the spec, the rows read as the
+    API reads the same values."""
+    import numpy as np
+    import pandas as pd
+
+    from features import build_features
+    from features.spec import FeatureSpec
+    from training.dask_engine import validated_partition
+    from training.data import load_crm_data
+
+    spec = FeatureSpec(categorical_attributes={"flag": ("true", "false", "5")}, use_touches=False)
+    assert spec.attribute_types == {"flag": False}
+    leads = pd.DataFrame(
+        {
+            "lead_id": ["a", "b", "c"],
+            "created_at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True),
+            "flag": ["true", "false", "5"],
+        }
+    )
+    outcomes = pd.DataFrame(
+        {"lead_id": ["a"], "outcome": ["lost"], "closed_at": [pd.Timestamp("2026-02-01", tz="UTC")]}
+    )
+    now = pd.Timestamp("2026-03-01", tz="UTC")
+    alone, _ = validated_partition(leads, None, outcomes, now)
+    assert list(alone.leads["flag"]) == [1.0, 0.0, 5.0]  # what the partition alone shows
+    typed, _ = validated_partition(leads, None, outcomes, now, attribute_types=spec.attribute_types)
+    assert list(typed.leads["flag"]) == ["true", "false", "5"]
+    as_api = build_features(leads, None, now, spec)  # raw values, as the API reads them
+    np.testing.assert_array_equal(build_features(typed.leads, None, now, spec).to_numpy(), as_api.to_numpy())
+    assert not np.array_equal(build_features(alone.leads, None, now, spec).to_numpy(), as_api.to_numpy())
+    # the local engine's `leadscore score` loads its file the same way
+    (tmp_path / "d").mkdir()
+    leads.to_csv(tmp_path / "d" / "leads.csv", index=False)
+    outcomes.to_csv(tmp_path / "d" / "outcomes.csv", index=False)
+    loaded = load_crm_data(tmp_path / "d", attribute_types=spec.attribute_types, now=now)
+    assert list(loaded.leads["flag"]) == ["true", "false", "5"]
+    assert load_crm_data(tmp_path / "d", now=now).leads["flag"].dtype == np.float64

@@ -285,3 +285,38 @@ def test_a_folder_of_parts_names_dropped_rows_by_their_lead(tmp_path: Path) -> N
     assert sorted(data.leads["lead_id"]) == ["L1", "L2"] and data.report.dropped == 1
     (line,) = data.report.lines()
     assert "(first: leads, lead 'L3', column 'created_at'" in line, line
+
+
+def test_notes_that_count_rows_add_up_over_the_parts_of_a_table() -> None:
+    """Dask partitions each note their unread numbers and equal rows; merged, each note is said once with the
+    parts' counts summed and the first part's example (it used to be one line per partition, each with its
+    own partial count)."""
+    from training.dask_engine import merge_reports
+    from training.data import ValidationReport, validate_leads, validate_touchpoints
+
+    def part(lead: str, values: list[str]) -> ValidationReport:
+        report = ValidationReport()
+        leads = validate_leads(
+            pd.DataFrame({"lead_id": [lead], "created_at": ["2026-01-01"]}), "leads", report, False, by_lead=True
+        )
+        touches = pd.DataFrame(
+            {
+                "lead_id": [lead] * len(values),
+                "occurred_at": ["2026-01-02"] * len(values),
+                "touch_type": ["call"] * len(values),
+                "value": values,
+            }
+        )
+        validate_touchpoints(touches, "touchpoints", leads, report, False, by_lead=True)
+        return report
+
+    first = part("A", ["lots", "lots", "1"])  # 1 unread number... twice, and 2 equal rows (1 repeat)
+    second = part("B", ["many", "2", "3"])  # 1 unread number, no equal rows
+    merged = merge_reports([first, second])
+    unread = [n for n in merged.notes if "are not numbers" in n]
+    assert unread == [
+        "touchpoints, column 'value': 3 value(s) are not numbers and are read as missing (first: lead 'A', "
+        "'lots'); the rows are kept"
+    ]
+    equal = [n for n in merged.notes if "equal another row" in n]
+    assert len(equal) == 1 and equal[0].startswith("touchpoints: 2 row(s) equal another row in every column (1 repeat")
