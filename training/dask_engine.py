@@ -47,6 +47,20 @@ def _with_order(part: pd.DataFrame, partition_info: dict[str, Any] | None = None
     return part.assign(**{ORDER: np.int64(number) * np.int64(2**32) + np.arange(len(part), dtype=np.int64)})
 
 
+def in_file_order(frames: dict[str, dd.DataFrame]) -> dict[str, dd.DataFrame]:
+    """Every table with :data:`ORDER`, its rows' place as read: the shuffle by lead mixes a partition's rows,
+    and validation keeps the first row of a repeated id (lead, touch, outcome) as the local engine does, the
+    first in the files (:func:`validated_partition` sorts by it)."""
+    return {name: f.map_partitions(_with_order, meta=_with_order(f._meta)) for name, f in frames.items()}
+
+
+def _in_file_order(frame: pd.DataFrame, keep: bool) -> pd.DataFrame:
+    if ORDER not in frame.columns:
+        return frame
+    frame = frame.sort_values(ORDER, kind="stable")
+    return frame if keep else frame.drop(columns=[ORDER])
+
+
 class ClusterUnavailable(RuntimeError):
     """The Dask scheduler given cannot be reached (the message names it)."""
 
@@ -272,14 +286,20 @@ def validated_partition(
     *,
     typed: bool = True,
     attribute_types: dict[str, bool] | None = None,
+    keep_order: bool = False,
 ) -> tuple[CRMData, ValidationReport]:
     """One partition's tables through the local engine's validation (same rules, same drops). With
     ``typed=False`` the leads' attribute columns are left as read (for a caller that types them with the
     whole table's evidence, :func:`training.data.attribute_evidence`); ``attribute_types`` (column ->
-    numeric, a model's reading) types those columns whatever the partition's values show."""
+    numeric, a model's reading) types those columns whatever the partition's values show. Tables with
+    :data:`ORDER` (:func:`in_file_order`) are validated in file order; the leads keep the column with
+    ``keep_order``."""
     from training.data import _type_attributes, validate_leads, validate_outcomes, validate_touchpoints
 
     report = ValidationReport(end_bound=now)
+    leads = _in_file_order(leads, keep_order)
+    touches = None if touches is None else _in_file_order(touches, False)
+    outcomes = _in_file_order(outcomes, False)
     clean = _as_local  # the frames as the local engine reads them
     # a partition's rows are not the files' lines: dropped rows are named by their lead
     valid_leads = validate_leads(clean(leads), "leads", report, False, by_lead=True)
@@ -378,7 +398,7 @@ def score_dataset(
     now = pd.Timestamp.now(tz="UTC")  # rows dated later are dropped, as the local engine does
     frames = read_tables(data_dir)
     n = partitions_for(frames, leads_per_partition)
-    parts = co_partition(frames, n)
+    parts = co_partition(in_file_order(frames), n)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataValidationError([DataIssue(str(out_dir), None, None, "--out is a file: give a folder for the parts")])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -442,7 +462,7 @@ def _validated(
     dropped), without the ``excluded`` lead columns; the attribute columns as read (typed by
     :func:`_examples_of`, with the evidence of every partition)."""
     dropped = [c for c in excluded if c in leads.columns]
-    data, _ = validated_partition(leads.drop(columns=dropped), touches, outcomes, bound, typed=False)
+    data, _ = validated_partition(leads.drop(columns=dropped), touches, outcomes, bound, typed=False, keep_order=True)
     data.excluded_columns = tuple(excluded)
     return data
 
@@ -581,7 +601,7 @@ def examples_dataset(
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     frames = read_tables(data_dir)
     n = partitions_for(frames, leads_per_partition)
-    frames["leads"] = frames["leads"].map_partitions(_with_order, meta=_with_order(frames["leads"]._meta))
+    frames = in_file_order(frames)
     bound = now if data_end is None else data_end  # as the local engine: a given export time is the bound
     meta = _examples_meta(frames, config, bound)
     parts = co_partition(frames, n)

@@ -82,3 +82,32 @@ def test_rows_to_score_are_typed_by_the_models_reading_not_by_what_a_partition_s
     loaded = load_crm_data(tmp_path / "d", attribute_types=spec.attribute_types, now=now)
     assert list(loaded.leads["flag"]) == ["true", "false", "5"]
     assert load_crm_data(tmp_path / "d", now=now).leads["flag"].dtype == np.float64
+
+
+def test_a_partition_keeps_the_first_row_in_the_files_of_a_repeated_id() -> None:
+    """The shuffle by lead may put a partition's rows in any order; each table carries its rows' place in
+    the files (``ORDER``), so "first row kept" keeps the first in the files, as the local engine does: here
+    the repeated lead and outcome arrive before the rows they repeat."""
+    import pandas as pd
+
+    from training.dask_engine import ORDER, validated_partition
+
+    leads = pd.DataFrame(
+        {
+            "lead_id": ["a", "b", "a"],
+            "created_at": pd.to_datetime(["2026-01-05", "2026-01-02", "2026-01-01"], utc=True),
+            "industry": ["resent", "retail", "software"],
+            ORDER: [7, 3, 1],  # "a" as software came first in the files
+        }
+    )
+    closed = pd.Timestamp("2026-02-01", tz="UTC")
+    outcomes = pd.DataFrame(
+        {"lead_id": ["a", "a"], "outcome": ["lost", "won"], "closed_at": [closed, closed], ORDER: [9, 2]}
+    )
+    now = pd.Timestamp("2026-03-01", tz="UTC")
+    data, report = validated_partition(leads, None, outcomes, now)
+    assert data.leads.set_index("lead_id")["industry"].to_dict() == {"a": "software", "b": "retail"}
+    assert ORDER not in data.leads.columns and ORDER not in data.outcomes.columns
+    assert data.outcomes["outcome"].tolist() == ["won"] and report.dropped == 2
+    kept, _ = validated_partition(leads, None, outcomes, now, typed=False, keep_order=True)
+    assert kept.leads[ORDER].tolist() == [1, 3]  # the training path keeps the order for the local row order
