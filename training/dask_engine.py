@@ -122,7 +122,8 @@ def read_tables(data_dir: Path) -> dict[str, dd.DataFrame]:
         DataValidationError: ``data_dir`` is not a directory; leads or outcomes are missing; a table is there
             twice (``leads/`` and ``leads.parquet``) or in another format (the Dask engine reads Parquet, a
             single file or a folder of parts; other formats go through the local engine); a part file is
-            unreadable or its columns or types differ from the first part's (the file and column are named).
+            unreadable or its columns or types differ from the first part's (the file and column are named), or a
+            table has a column named as the engine's own (``_partition``, ``_file_order``).
     """
     import dask.dataframe as dd
 
@@ -155,6 +156,14 @@ def read_tables(data_dir: Path) -> dict[str, dd.DataFrame]:
             )
         check_parts(path)
         frames[name] = dd.read_parquet(str(path))
+        reserved = [c for c in (PARTITION, ORDER) if c in frames[name].columns]
+        if reserved:  # the engine's own columns: a user's would be overwritten
+            raise DataValidationError(
+                [
+                    DataIssue(str(path), None, c, "this column name is the Dask engine's own: rename the column")
+                    for c in reserved
+                ]
+            )
     return frames
 
 

@@ -368,6 +368,9 @@ def test_the_dask_engine_names_what_it_cannot_read(tmp_path: Path) -> None:
         return out
 
     assert set(read_tables(data_dir("fine", leads, leads.assign(lead_id=["C", "D"])))) == {"leads", "outcomes"}
+    # a column of the user's named as one of the engine's own would be overwritten without a word
+    said = refused(data_dir("reserved", leads.assign(_file_order=["hot", "cold"])))
+    assert "leads, column '_file_order': this column name is the Dask engine's own" in said
     text = leads.assign(revenue=[1.5, 2.0]), leads.assign(revenue=[" 47.0 ", "3"])
     said = refused(data_dir("types", *text))
     assert (
