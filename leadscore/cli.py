@@ -365,7 +365,7 @@ def train(
         raise typer.Exit(2) from err
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-    table = Table(title=f"Test window ({result.split_kind} split; every lead weighs one)")
+    table = Table(title=f"Test window ({result.split_kind} split; all moments: each once; first score: each lead once)")
     for col in ("metric", *MODELS.values()):
         table.add_column(col)
     for row in result.metric_table():

@@ -59,7 +59,8 @@ def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.10, weights: np.ndarr
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
     """The test metrics every model and baseline reports (names without prefix), each example weighted by
-    ``weights`` (default 1; the pipeline passes ``1 / moments of the lead`` so that every lead counts once)."""
+    ``weights`` (default 1: the pipeline counts every scoring moment once over all moments, as every answer
+    served counts, and every lead once at its first score)."""
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     both = len(np.unique(y)) == 2
@@ -232,7 +233,9 @@ class CalibrationCheck:
     reason: str
 
 
-def calibration_check(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> CalibrationCheck:
+def calibration_check(
+    y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None, groups: np.ndarray | pd.Series | None = None
+) -> CalibrationCheck:
     """Whether predicted probabilities are calibrated, on the first levels of the calibration hierarchy.
 
     ECE alone is not a calibration check: a constant prediction of 0 has an ECE equal to the win rate,
@@ -260,41 +263,54 @@ def calibration_check(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None =
        mean over ``CALIBRATION_ECE_DRAWS`` outcome sets drawn from ``p`` itself, seeded), plus 10% of the
        win rate: ECE only counts beyond its noise floor, which grows as the bins get fewer rows.
 
-    Weights count rows: a weight of 2 is the row seen twice, in every figure and standard error. With
-    ``1 / (rows of the lead)`` each lead counts once and the standard errors are those of one independent
-    row per lead, which is right when leads are independent and a lead's rows are alike.
+    Weights count rows: a weight of 2 is the row seen twice, in every figure and standard error.
+
+    **Rows of one lead are not independent.** A lead scored at five moments and won is a win at most of
+    them. ``groups`` (one id per row, e.g. the lead id) makes every standard error count leads, not rows:
+    the noise of the mean difference is the larger of the independent-rows figure and the cluster-robust one,
+    ``sqrt(sum over leads of (sum of its rows' w (y - p - d))^2) / sum w`` with ``d`` the mean difference;
+    the slope's standard error is the cluster-robust (sandwich) one of Liang and Zeger (1986); and the
+    outcome sets that give ECE's noise floor draw one uniform number per lead (a lead's rows win together,
+    each at its own probability). Without ``groups`` every row is its own group.
 
     Sources: D. R. Cox (1958), "Two further applications of a model for binary regression", Biometrika
     45:562-565. B. Van Calster, D. Nieboer, Y. Vergouwe, B. De Cock, M. J. Pencina, E. W. Steyerberg
     (2016), "A calibration hierarchy for risk models was defined: from utopia to empirical data",
     J. Clin. Epidemiol. 74:167-176. B. Van Calster, D. J. McLernon, M. van Smeden, L. Wynants,
     E. W. Steyerberg (2019), "Calibration: the Achilles heel of predictive analytics", BMC Medicine 17:230.
+    K.-Y. Liang, S. L. Zeger (1986), "Longitudinal data analysis using generalized linear models",
+    Biometrika 73:13-22.
 
     Args:
         y: 0/1 outcomes.
         p: predicted probabilities (clipped to [1e-7, 1 - 1e-7] for the logit).
         weights: optional non-negative weight per row (default 1).
+        groups: optional group id per row (the rows of a group are one unit for every standard error).
 
     Returns:
         The figures of each level, whether all criteria hold, and why not.
 
     Raises:
         ValueError: lengths differ, labels are not 0/1, probabilities are outside [0, 1] or not finite, or
-            weights are negative or sum to 0.
+            weights are negative or sum to 0, or ``groups`` has not one id per row.
     """
     y, p, w = _calibration_inputs(y, p, weights)
+    codes = _group_codes(groups, len(y))
     total = float(w.sum())
     mean_p = float(w @ p) / total
     rate = float(w @ y) / total
     noise = math.sqrt(float(w @ (p * (1 - p)))) / total
+    if codes is not None:
+        per_group = np.bincount(codes, weights=w * (y - p - (rate - mean_p)))
+        noise = max(noise, math.sqrt(float(per_group @ per_group)) / total)
     mean_allowed = max(CALIBRATION_MEAN_TOLERANCE * rate, CALIBRATION_NOISE_Z * noise)
     ece = expected_calibration_error(y, p, weights=w)
-    ece_noise = _ece_by_chance(p, w)
+    ece_noise = _ece_by_chance(p, w, codes)
     ece_allowed = CALIBRATION_ECE_NOISE_FACTOR * ece_noise + CALIBRATION_MEAN_TOLERANCE * rate
     x = np.log(np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP)) - np.log1p(-np.clip(p, _LOGIT_CLIP, 1 - _LOGIT_CLIP))
     both_classes = 0 < float(w @ y) < total
     varies = math.sqrt(float(w @ (x - float(w @ x) / total) ** 2) / total) > _CONSTANT_LOGIT_SD
-    slope, slope_se = _calibration_slope(y, x, w) if both_classes and varies else (math.nan, math.inf)
+    slope, slope_se = _calibration_slope(y, x, w, codes) if both_classes and varies else (math.nan, math.inf)
     intercept = _calibration_intercept(y, x, w) if both_classes else math.nan
 
     low, high = CALIBRATION_SLOPE_BAND
@@ -362,21 +378,37 @@ def _calibration_inputs(
     return y, p, w
 
 
-def _ece_by_chance(p: np.ndarray, w: np.ndarray) -> float:
+def _group_codes(groups: np.ndarray | pd.Series | None, rows: int) -> np.ndarray | None:
+    """``groups`` as codes 0..G-1 (None stays None: every row its own group)."""
+    if groups is None:
+        return None
+    values = np.asarray(groups)
+    if values.shape != (rows,):
+        raise ValueError(f"groups need one id per row (got {values.shape} for {rows} rows)")
+    return pd.factorize(values)[0].astype(np.int64)
+
+
+def _ece_by_chance(p: np.ndarray, w: np.ndarray, codes: np.ndarray | None = None) -> float:
     """The ECE calibrated predictions would show by chance: its mean over outcomes drawn from ``p`` itself.
 
-    ``CALIBRATION_ECE_DRAWS`` seeded draws, binned exactly as :func:`expected_calibration_error` bins.
+    ``CALIBRATION_ECE_DRAWS`` seeded draws, binned exactly as :func:`expected_calibration_error` bins. With
+    ``codes`` (group per row) a group's rows share one uniform number, row ``i`` winning when it is below
+    ``p[i]``: each row keeps its probability and a group's rows win together as far as they can.
     """
     rng = np.random.default_rng(0)
-    draws = [
-        expected_calibration_error((rng.random(len(p)) < p).astype(np.float64), p, weights=w)
-        for _ in range(CALIBRATION_ECE_DRAWS)
-    ]
+    groups = None if codes is None else int(codes.max()) + 1
+    draws = []
+    for _ in range(CALIBRATION_ECE_DRAWS):
+        u = rng.random(len(p)) if codes is None or groups is None else rng.random(groups)[codes]
+        draws.append(expected_calibration_error((u < p).astype(np.float64), p, weights=w))
     return float(np.mean(draws))
 
 
-def _calibration_slope(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """Slope ``b`` of the weighted logistic fit ``logit P(y=1) = a + b x`` and its standard error (Newton).
+def _calibration_slope(
+    y: np.ndarray, x: np.ndarray, w: np.ndarray, codes: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Slope ``b`` of the weighted logistic fit ``logit P(y=1) = a + b x`` and its standard error (Newton):
+    model-based, or with ``codes`` (group per row) cluster-robust (sandwich, Liang and Zeger 1986).
 
     Fits on ``x`` standardised (the fit is then well conditioned however little ``x`` varies) and scales
     back. Returns (NaN, inf) when the fit does not converge (perfect separation).
@@ -416,6 +448,10 @@ def _calibration_slope(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[flo
         covariance = np.linalg.inv(hessian)
     except np.linalg.LinAlgError:
         return math.nan, math.inf
+    if codes is not None:
+        scores = design * (w * (y - mu))[:, None]
+        per_group = np.column_stack([np.bincount(codes, weights=scores[:, k]) for k in range(2)])
+        covariance = covariance @ (per_group.T @ per_group) @ covariance
     return float(beta[1]) / scale, math.sqrt(max(float(covariance[1, 1]), 0.0)) / scale
 
 

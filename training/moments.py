@@ -16,8 +16,11 @@ horizon runs past the end of the data is never produced (censoring).
 **Weights.** A long-lived, busy lead has dozens of moments and a lead won on its first day has one. Fitted
 row by row, the busy leads would dominate the model and every figure, while the decisions the product
 supports (hand a lead to sales or not) and the units it reports (leads, not rows) count each lead once. So
-each example weighs ``1 / (moments of its lead in its window)``: every lead weighs one in fitting,
-calibration and evaluation, however often it is scored.
+each example weighs ``1 / (moments of its lead in its window)`` in fitting: every lead weighs one, however
+often it is scored. Calibration and the test figures over all moments count every moment once, and the
+first-score figures every lead once: a weight that depends on the lead's later activity (an active lead has
+more moments, and converts more) would bias any rate it weighs, and a served probability is a promise about
+the moment it is served at (see :func:`training.pipeline.choose_calibrator`). The trade-off counts leads.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from tests.conftest import TrainedWorld, make_config
 from training.data import FlatExportOptions, load_crm_data
 from training.demo_data import write_demo_data
 from training.moments import MomentConfig, scoring_moments
-from training.pipeline import NotEnoughData, TrainConfig, make_examples, train
+from training.pipeline import NotEnoughData, TrainConfig, make_examples, split_examples, train
 
 REAL_EXPORT = Path(__file__).resolve().parents[3] / "shared" / "data" / "xeducation" / "Leads.csv"
 REQUIRED_METRICS = ("test_roc_auc", "test_pr_auc", "test_brier", "test_log_loss", "test_ece", "test_lift_at_10pct")
@@ -68,6 +68,36 @@ def test_model_beats_the_creation_time_and_logistic_baselines_and_is_calibrated(
     assert m["test_log_loss"] < m["baseline_logreg_test_log_loss"]
     assert m["test_calibration_passes"] == 1.0
     assert 0.8 <= m["test_calibration_slope"] <= 1.25
+
+
+def test_probabilities_are_calibrated_per_scoring_moment_not_per_lead_weight(trained: TrainedWorld) -> None:
+    """A served probability is a promise about the moment it is served at. Isotonic and (unpenalised)
+    sigmoid calibration both give back, on the window they are fitted on, the mean label of what they are
+    fitted with: fitted per moment, the calibration window's mean probability is its share of moments won.
+    Fitted with the fit's per-lead weights (1 / moments of the lead, which fall as a lead's later activity,
+    and so its chance to win, rises), it would be the weighted share, far below, and every moment would be
+    promised too little."""
+    data = load_crm_data(trained.data_dir)
+    examples = make_examples(data, trained.config)
+    split = split_examples(examples, data, trained.config, [])
+    rows = examples.iloc[split.calibration]
+    model = trained.result.model
+    features = build_features(rows[list(data.leads.columns)], data.touchpoints, rows["as_of"], model.spec)
+    p = model.predict_proba(features.to_numpy(dtype=np.float64))
+    won = rows["label"].to_numpy(dtype=np.float64)
+    per_lead = np.average(won, weights=split.weight[split.calibration])
+    assert per_lead < won.mean() - 0.02  # the weighted share differs: the choice matters on this data
+    assert p.mean() == pytest.approx(won.mean(), abs=0.002)
+    # and at creation of moment on the test window, within the noise of its leads
+    test_rows = examples.iloc[split.test]
+    test_features = build_features(
+        test_rows[list(data.leads.columns)], data.touchpoints, test_rows["as_of"], model.spec
+    )
+    p_test = model.predict_proba(test_features.to_numpy(dtype=np.float64))
+    won_test = test_rows["label"].to_numpy(dtype=np.float64)
+    first = test_rows["moment"].astype(str).to_numpy() == "creation"
+    noise = 3 * np.sqrt(np.sum(p_test[first] * (1 - p_test[first]))) / first.sum()
+    assert abs(p_test[first].mean() - won_test[first].mean()) < noise
 
 
 def test_model_beats_the_creation_time_baseline_on_attribute_only_data(trained: TrainedWorld, tmp_path: Path) -> None:

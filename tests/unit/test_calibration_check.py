@@ -130,3 +130,32 @@ def test_bad_inputs_are_refused() -> None:
         calibration_check(np.array([0, 1]), np.array([0.5, 1.5]))
     with pytest.raises(ValueError, match="weights"):
         calibration_check(np.array([0, 1]), np.array([0.5, 0.5]), weights=np.array([-1.0, 1.0]))
+
+
+def test_a_leads_rows_count_as_one_unit_in_the_standard_errors() -> None:
+    """Five copies of every row, as five moments of one lead that win or lose together: grouped by lead, the
+    slope's standard error is that of the unique rows (the sandwich of k copies is k^2 M inside k H^-1 on
+    each side); counted as rows, it is sqrt(5) times too small. The mean difference's noise is worked out
+    by hand from its formula."""
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.02, 0.6, 400)
+    y = (rng.random(400) < p).astype(np.float64)
+    k, leads = 5, np.arange(400)
+    unique = calibration_check(y, p, groups=leads)
+    grouped = calibration_check(np.repeat(y, k), np.repeat(p, k), groups=np.repeat(leads, k))
+    as_rows = calibration_check(np.repeat(y, k), np.repeat(p, k))
+    unique_model_based = calibration_check(y, p)
+    assert grouped.slope == pytest.approx(unique.slope, rel=1e-9)
+    assert grouped.slope_se == pytest.approx(unique.slope_se, rel=1e-9)
+    assert as_rows.slope_se == pytest.approx(unique_model_based.slope_se / math.sqrt(k), rel=1e-9)
+    assert grouped.slope_se > 2 * as_rows.slope_se
+    d = p.mean() - y.mean()
+    independent = math.sqrt(k * float(np.sum(p * (1 - p)))) / (k * 400)
+    robust = math.sqrt(float(np.sum((k * (y - p + d)) ** 2))) / (k * 400)
+    assert robust > independent  # the lead's five rows are one draw, not five
+    assert grouped.mean_difference_allowed == pytest.approx(max(0.1 * y.mean(), 3 * robust), rel=1e-9)
+    assert as_rows.mean_difference_allowed == pytest.approx(max(0.1 * y.mean(), 3 * independent), rel=1e-9)
+    # ECE's noise floor: a lead's rows share one draw, so it is that of 400 rows, not 2,000
+    assert grouped.ece_allowed > 1.5 * as_rows.ece_allowed
+    with pytest.raises(ValueError, match="one id per row"):
+        calibration_check(y, p, groups=leads[:10])
