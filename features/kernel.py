@@ -4,8 +4,10 @@ Training (millions of snapshot rows) and serving (one lead, now and a week ago) 
 :func:`features.build._feature_matrix`. Written as plain loops and compiled by numba: vectorised numpy
 needs ~40 array operations whose fixed cost dominates for one lead, and the same loops are 4x faster
 than numpy on training batches too. One call groups the touches, computes each row and writes it into
-the float32 matrix (no float64 copy of the whole). Compiled in memory on the first call of a process
-(a few seconds; the scoring server does it while loading its model); nothing is written to disk.
+the float32 matrix (no float64 copy of the whole). Compiled on the first call of a process (a few seconds;
+the scoring server does it while loading its model). The compiled code is kept on disk only where numba is
+told to keep it (``NUMBA_CACHE_DIR``, which the ``leadscore`` command sets to ``LEADSCORE_COMPILE_CACHE_DIR``,
+by default ``numba-cache`` under the home), so that later processes load it instead; never in the package.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import numba
 import numpy as np
 
 NS_PER_DAY = 86_400 * 10**9
+# numba's own setting NUMBA_CACHE_DIR (read by numba when imported): keep compiled code there; unset, compile
+# in memory only, so nothing is ever written inside the package
+KEEP_COMPILED = bool(getattr(numba.config, "CACHE_DIR", ""))
 NEVER_DAYS = 10_000.0  # "days since" a thing that never happened: long ago, so recency stays monotone
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=KEEP_COMPILED)
 def feature_matrix(
     order: np.ndarray,
     t_lead: np.ndarray,
@@ -120,7 +125,7 @@ def feature_matrix(
     return out
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=KEEP_COMPILED)
 def group_touches(
     order: np.ndarray, lead: np.ndarray, time: np.ndarray, ttype: np.ndarray, chan: np.ndarray, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

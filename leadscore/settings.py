@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     )
     max_batch_leads: int = Field(10_000, description="Largest batch accepted by /v1/score/batch (413 above).")
     max_future_days: int = Field(1, description="Timestamps further than this in the future are rejected.")
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="Where compiled feature and tree code is kept between processes (NUMBA_CACHE_DIR; set, that "
+        "wins). Unset: numba-cache under home.",
+    )
     score_log: bool = Field(True, description="Keep every score served in the score log (false: off).")
     dask_scheduler: str | None = Field(
         None,

@@ -17,6 +17,8 @@ import lightgbm as lgb
 import numba
 import numpy as np
 
+from features.kernel import KEEP_COMPILED
+
 K_ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold: |x| at or below it is zero for "Zero" missing handling
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 
@@ -107,7 +109,7 @@ class TreeArrays:
         )
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=KEEP_COMPILED)
 def _margins(
     X: np.ndarray,
     roots: np.ndarray,

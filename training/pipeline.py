@@ -42,7 +42,14 @@ from training.data import (
     load_crm_data,
     merge_outcomes,
 )
-from training.evaluate import calibration_check, classification_metrics, save_plots, segment_auc
+from training.evaluate import (
+    calibration_check,
+    classification_metrics,
+    paired_auc_difference,
+    paired_log_loss_difference,
+    save_plots,
+    segment_auc,
+)
 from training.leakage import LeakageAudit, audit_leakage
 from training.moments import MomentConfig, flat_moments, scoring_moments
 
@@ -483,7 +490,8 @@ def select_model(
 ) -> tuple[lgb.Booster | None, LinearMargin | None, dict[str, Any]]:
     """Fit each candidate; keep the one with the lowest weighted log loss on the calibration window (the
     test window is never looked at). Returns the booster or the linear model (the other is None) and what
-    was tried, for the model's record.
+    was tried, for the model's record. With one candidate (``--no-tune``) the booster is fitted once,
+    early-stopped on the whole window, with nothing cross-fitted (there is nothing to compare).
 
     ``stopping`` (a mask over the calibration rows, whole leads; see :func:`stopping_half`) splits the window
     in two halves for the boosters: each is early-stopped on one half and predicts the other (two-fold
@@ -494,6 +502,14 @@ def select_model(
     """
     from sklearn.metrics import log_loss
 
+    only = candidates(config)
+    if len(only) == 1 and only[0].kind == "lightgbm":  # --no-tune: nothing to choose, so nothing to compare
+        chosen_alone = {
+            "chosen": asdict(only[0]),
+            "tried": [asdict(only[0])],
+            "chosen_by": "the only candidate (--no-tune)",
+        }
+        return fit_booster(X, y, X_cal, y_cal, spec, config, weight, weight_cal, only[0]), None, chosen_alone
     folds = [np.ones(len(y_cal), dtype=bool)]
     if stopping is not None and all(len(np.unique(y_cal[m])) == 2 for m in (stopping, ~stopping)):
         folds = [stopping, ~stopping]
@@ -815,6 +831,7 @@ def fit_and_register(
         metrics.update({f"{prefix}test_{k}": v for k, v in classification_metrics(y_test, p).items()})
         first = classification_metrics(y_test[first_test], p[first_test])
         metrics.update({f"{prefix}test_first_score_{k}": v for k, v in first.items()})
+    notes += compare_at_first_score(y_test[first_test], p_test[first_test], p_creation[first_test], metrics)
     check = calibration_check(y_test, p_test, groups=examples["lead_id"].to_numpy()[te])
     metrics.update(
         {
@@ -903,6 +920,28 @@ def fit_and_register(
         importance=feature_importance(model, X_test, w_test),
     )
     return _track_and_register(config, model, evaluation, Examples(examples, split, source), notes, started, progress)
+
+
+def compare_at_first_score(
+    y: np.ndarray, p_model: np.ndarray, p_creation: np.ndarray, metrics: dict[str, float]
+) -> list[str]:
+    """The model against the creation-time logistic regression at each test lead's first score (one row per
+    lead, so rows are independent): ROC AUC difference with DeLong's 95% interval, and log loss difference
+    (nats per lead) with the interval of a paired mean, into ``metrics``
+    (``test_first_score_{roc_auc,log_loss}_difference_vs_creation_logreg`` and ``..._low`` / ``..._high``);
+    returns the note. Nothing when either class has fewer than two leads."""
+    y = np.asarray(y)
+    if min(int((y == 1).sum()), int((y == 0).sum())) < 2:
+        return []
+    auc = paired_auc_difference(y, p_model, p_creation)
+    loss = paired_log_loss_difference(y, p_model, p_creation)
+    for name, diff in (("roc_auc", auc), ("log_loss", loss)):
+        key = f"test_first_score_{name}_difference_vs_creation_logreg"
+        metrics.update({key: diff.difference, f"{key}_low": diff.low, f"{key}_high": diff.high})
+    return [
+        f"at first score ({len(y):,} test leads), against the creation-time logistic regression: "
+        f"{auc.words('ROC AUC')}; {loss.words('log loss (nats per lead)')}"
+    ]
 
 
 def feature_importance(model: ScoringModel, X_test: np.ndarray, w_test: np.ndarray) -> pd.DataFrame:

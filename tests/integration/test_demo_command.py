@@ -16,11 +16,16 @@ from tests.conftest import clean_env
 
 def test_demo_builds_everything_under_one_home(tmp_path: Path) -> None:
     home = tmp_path / "state"
+    env = clean_env(LEADSCORE_HOME=str(home))
+    env.pop("NUMBA_CACHE_DIR")  # as on a user's machine: the command chooses where compiled code is kept
+    root = Path(__file__).resolve().parents[2]
+    packages = [root / name for name in ("features", "models", "training", "serving", "leadscore")]
+    before = {path for package in packages for path in package.rglob("*.nbi")}
     proc = subprocess.run(
         [sys.executable, "-m", "leadscore", "demo", "--leads", "4000", "--no-serve"],
         capture_output=True,
         text=True,
-        env=clean_env(LEADSCORE_HOME=str(home)),
+        env=env,
         cwd=tmp_path,
         check=False,
     )
@@ -35,3 +40,6 @@ def test_demo_builds_everything_under_one_home(tmp_path: Path) -> None:
     assert MlflowClient().get_model_version_by_alias("leadscore", "champion").version is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # nothing written outside the home
     assert {"mlflow.db", "leadscore.db", "mlartifacts", "demo-data"} <= {p.name for p in home.iterdir()}
+    # compiled feature code is kept under the home for the next process, and never in the package folders
+    assert list((home / "numba-cache").rglob("*.nbi"))
+    assert {path for package in packages for path in package.rglob("*.nbi")} == before
