@@ -88,7 +88,7 @@ class ServedWorld:
 @pytest.fixture(scope="session")
 def served_world(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> ServedWorld:
     home = tmp_path_factory.mktemp("served")
-    result = train(make_config(home, demo_dir, promote=True))
+    result = train(make_config(home, demo_dir, promote=True, tune=False))  # serving is tested, not selection
     return ServedWorld(home, demo_dir, result)
 
 

@@ -111,6 +111,7 @@ def test_train_on_the_real_export_without_leaky_columns(tmp_path: Path) -> None:
         LEAKY,
         "--model-name",
         "xeducation",
+        "--no-tune",  # the command and what it records are tested here; selection on this export in test_training
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
