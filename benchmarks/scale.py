@@ -8,7 +8,7 @@ Stages (each timed; the peak resident memory of this process and of every Dask w
   demo-data   N demo leads written as folders of Parquet parts by the workers (engine dask) or one process
   train       `leadscore train --promote`: examples, purged split, features, fit (with the candidate search,
               calibration, baselines), MLflow run and registration; with --engine dask the sub-stages are
-              timed from its progress lines, and the test ROC AUC (every lead weighing one) is printed
+              timed from its progress lines, and the test ROC AUC (over all scoring moments, each once) is printed
   score       every open lead as of the end of the data scored by the model just registered, written as
               Parquet parts (dask) or one file (local)
 

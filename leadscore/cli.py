@@ -1189,11 +1189,32 @@ def keep_compiled_code() -> None:
     compiled feature and tree code instead of compiling it again (seconds per process)."""
     import os
 
+    from pydantic import ValidationError
+
     from leadscore.settings import get_settings
 
-    settings = get_settings()
-    folder = settings.compile_cache_dir or settings.home / "numba-cache"
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(folder.resolve()))
+    try:
+        settings = get_settings()
+    except ValidationError:  # said by the command that needs the setting; --help and the rest still work
+        return
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    folder = Path(given) if given else settings.compile_cache_dir or settings.home / "numba-cache"
+    if writable(folder):
+        os.environ["NUMBA_CACHE_DIR"] = str(folder.resolve())
+    else:  # numba would fall back to the package's own folders: compile in memory instead
+        os.environ.pop("NUMBA_CACHE_DIR", None)
+
+
+def writable(folder: Path) -> bool:
+    """Whether ``folder`` can be written, or created under its nearest existing parent (nothing is created)."""
+    import os
+
+    probe = folder.resolve()
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ model's ``meta["engine"]``):
   the sampled matrix keeps on one machine (a 1M-lead run's matrix is about 1 GiB at the default cap).
 * **Lead sampling of the calibration and test windows.** A window with more than ``max_window_examples``
   scoring moments keeps a uniform sample of its leads (by a keyed hash of the lead id), every moment of a
-  kept lead: no label enters the choice, so the calibration and the test figures (each lead weighing one)
-  stay unbiased, with intervals that count the leads kept.
+  kept lead: no label enters the choice, so the calibration and the test figures (per scoring moment, and per lead at
+  first score) stay unbiased, with intervals that count the leads kept.
 * **The creation-time baseline** is fitted, when the train window was sampled, on the kept creation
   moments weighted by 1 / their class's share kept (a lead's first kept moment is often not its creation).
 * **The leakage audit** learns from the train leads with a kept moment; each counts as won when it was won

@@ -478,7 +478,10 @@ def _group_codes(groups: np.ndarray | pd.Series | None, rows: int) -> np.ndarray
     values = np.asarray(groups)
     if values.shape != (rows,):
         raise ValueError(f"groups need one id per row (got {values.shape} for {rows} rows)")
-    return pd.factorize(values)[0].astype(np.int64)
+    codes = pd.factorize(values)[0].astype(np.int64)
+    if (codes < 0).any():
+        raise ValueError(f"groups must not be missing ({int((codes < 0).sum())} missing ids)")
+    return codes
 
 
 def _ece_by_chance(p: np.ndarray, w: np.ndarray, codes: np.ndarray | None = None) -> float:

@@ -189,7 +189,7 @@ class TrainResult:
 
     def metric_table(self) -> list[tuple[str, ...]]:
         """Rows of (metric, then one value per model in :data:`MODELS` order), over all scoring moments
-        (each lead weighing one) and then at each test lead's first score."""
+        (each moment once) and then at each test lead's first score (each lead once)."""
         m = self.metrics
         rows: list[tuple[str, ...]] = []
         for scope, label in (("test_", "all moments"), ("test_first_score_", "first score")):

@@ -159,3 +159,5 @@ def test_a_leads_rows_count_as_one_unit_in_the_standard_errors() -> None:
     assert grouped.ece_allowed > 1.5 * as_rows.ece_allowed
     with pytest.raises(ValueError, match="one id per row"):
         calibration_check(y, p, groups=leads[:10])
+    with pytest.raises(ValueError, match="must not be missing"):
+        calibration_check(y, p, groups=np.where(leads == 3, None, leads.astype(object)))
