@@ -559,9 +559,15 @@ def stopping_half(lead_ids: pd.Series | np.ndarray, seed: int) -> np.ndarray:
 
 
 def choose_calibrator(
-    margin: np.ndarray, y: np.ndarray, seed: int, weight: np.ndarray | None = None
+    margin: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    weight: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[Calibrator, dict[str, float]]:
-    """Isotonic or sigmoid, whichever has the lower cross-validated log loss on the calibration window.
+    """Isotonic or sigmoid, whichever has the lower cross-validated log loss on the calibration window (two
+    folds: stratified, or with ``groups`` (lead ids) the two halves of :func:`stopping_half`, every lead's
+    moments in one fold, so that isotonic regression is not judged on moments of leads it was fitted on).
 
     The pipeline calibrates **per scoring moment**: every moment counts once (``weight`` None), because a
     served probability is a promise about the moment it is served at, P(won within the horizon | what is
@@ -576,10 +582,15 @@ def choose_calibrator(
 
     w = np.ones(len(y)) if weight is None else weight
     scores: dict[str, float] = {}
-    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=seed)
+    splits = list(StratifiedKFold(n_splits=2, shuffle=True, random_state=seed).split(margin.reshape(-1, 1), y))
+    if groups is not None:  # two halves of the leads, by a keyed hash (as early stopping splits them): O(n)
+        in_half = stopping_half(groups, seed + 1)
+        half, other = np.flatnonzero(in_half), np.flatnonzero(~in_half)
+        if all(len(np.unique(y[rows])) == 2 for rows in (half, other)):  # else (a handful of leads): by row
+            splits = [(half, other), (other, half)]
     for method in ("sigmoid", "isotonic"):
         losses = []
-        for fit_idx, eval_idx in folds.split(margin.reshape(-1, 1), y):
+        for fit_idx, eval_idx in splits:
             cal = Calibrator(method).fit(margin[fit_idx], y[fit_idx], w[fit_idx])
             losses.append(
                 log_loss(y[eval_idx], cal.predict(margin[eval_idx]), labels=[0, 1], sample_weight=w[eval_idx])
@@ -802,7 +813,9 @@ def fit_and_register(
     booster, linear, selection = select_model(X, y, X_cal, y_cal, spec, config, w, w_cal, stopping)
     model = ScoringModel(spec=spec, booster=booster, calibrator=Calibrator(), linear=linear)
     margin_cal = model.margin(X_cal)
-    calibrator, cal_scores = choose_calibrator(margin_cal, y_cal, config.seed)  # per moment: see its docstring
+    calibrator, cal_scores = choose_calibrator(  # per moment: see its docstring
+        margin_cal, y_cal, config.seed, groups=examples["lead_id"].to_numpy()[ca]
+    )
     model = replace(model, calibrator=calibrator)
     p_test = model.predict_proba(X_test)
 

@@ -33,3 +33,20 @@ def test_logistic_calibration_equals_the_formula(method: str, params: dict[str, 
 def test_isotonic_calibration_interpolates_its_steps() -> None:
     calibrator = Calibrator(method="isotonic", params={"x": [-1.0, 0.0, 1.0], "y": [0.0, 0.5, 1.0]})
     assert calibrator.predict(np.array([-5.0, -0.5, 0.0, 0.25, 9.0])).tolist() == [1e-6, 0.25, 0.5, 0.625, 1 - 1e-6]
+
+
+def test_the_calibrator_is_chosen_on_folds_that_keep_each_leads_moments_together() -> None:
+    """Margins that are pure noise, five identical moments per lead: with a lead's moments in both folds,
+    isotonic regression looks up the answers it was fitted on and wins; with whole leads per fold it is seen
+    to overfit, and the sigmoid (nearly the base rate) is kept."""
+    from training.pipeline import choose_calibrator
+
+    rng = np.random.default_rng(0)
+    leads = 2000
+    margin = np.repeat(rng.normal(size=leads), 5)
+    won = np.repeat((rng.random(leads) < 0.2).astype(int), 5)
+    ids = np.repeat([f"L{i}" for i in range(leads)], 5)
+    by_row, row_scores = choose_calibrator(margin, won, 42)
+    by_lead, lead_scores = choose_calibrator(margin, won, 42, groups=ids)
+    assert by_row.method == "isotonic" and row_scores["isotonic"] < row_scores["sigmoid"]
+    assert by_lead.method == "sigmoid" and lead_scores["isotonic"] > lead_scores["sigmoid"]
