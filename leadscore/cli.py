@@ -1184,9 +1184,10 @@ def threshold_history() -> None:
 
 
 def keep_compiled_code() -> None:
-    """Point numba's on-disk cache (``NUMBA_CACHE_DIR``, unless set) at ``LEADSCORE_COMPILE_CACHE_DIR``, before
-    anything imports numba: this process and the ones it starts (server workers, Dask workers) then load the
-    compiled feature and tree code instead of compiling it again (seconds per process)."""
+    """Point numba's on-disk cache (``NUMBA_CACHE_DIR`` if set, else ``LEADSCORE_COMPILE_CACHE_DIR``, else
+    ``numba-cache`` under home) at a folder that can be written, before anything imports numba: this process
+    and the ones it starts (server workers, Dask workers) then load the compiled feature and tree code
+    instead of compiling it again (seconds per process). No writable folder: compile in memory."""
     import os
 
     from pydantic import ValidationError

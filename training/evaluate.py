@@ -492,10 +492,9 @@ def _ece_by_chance(p: np.ndarray, w: np.ndarray, codes: np.ndarray | None = None
     ``p[i]``: each row keeps its probability and a group's rows win together as far as they can.
     """
     rng = np.random.default_rng(0)
-    groups = None if codes is None else int(codes.max()) + 1
     draws = []
     for _ in range(CALIBRATION_ECE_DRAWS):
-        u = rng.random(len(p)) if codes is None or groups is None else rng.random(groups)[codes]
+        u = rng.random(len(p)) if codes is None else rng.random(int(codes.max()) + 1)[codes]
         draws.append(expected_calibration_error((u < p).astype(np.float64), p, weights=w))
     return float(np.mean(draws))
 

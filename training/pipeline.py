@@ -582,12 +582,14 @@ def choose_calibrator(
 
     w = np.ones(len(y)) if weight is None else weight
     scores: dict[str, float] = {}
-    splits = list(StratifiedKFold(n_splits=2, shuffle=True, random_state=seed).split(margin.reshape(-1, 1), y))
+    splits: list[tuple[np.ndarray, np.ndarray]] = []
     if groups is not None:  # two halves of the leads, by a keyed hash (as early stopping splits them): O(n)
         in_half = stopping_half(groups, seed + 1)
         half, other = np.flatnonzero(in_half), np.flatnonzero(~in_half)
         if all(len(np.unique(y[rows])) == 2 for rows in (half, other)):  # else (a handful of leads): by row
             splits = [(half, other), (other, half)]
+    if not splits:
+        splits = list(StratifiedKFold(n_splits=2, shuffle=True, random_state=seed).split(margin.reshape(-1, 1), y))
     for method in ("sigmoid", "isotonic"):
         losses = []
         for fit_idx, eval_idx in splits:
