@@ -1100,7 +1100,9 @@ def threshold_analyze(
     )
     typer.echo(
         f"cut-off {a.cutoff:.4f} (model version {ctx.champion.version}); replayed on {a.test_leads} test leads "
-        f"({a.test_moments} scoring moments, {a.test_wins} won), inflow {a.leads_per_week:.1f} new leads/week"
+        f"({a.test_moments} scoring moments, {a.test_wins} won"
+        + (f"; each followed for its first {a.follow_up_days} days" if a.follow_up_days else "")
+        + f"), inflow {a.leads_per_week:.1f} new leads/week"
         + (f" ({a.leads_per_week_basis})" if a.leads_per_week_basis else "")
     )
     typer.echo(
@@ -1118,7 +1120,7 @@ def threshold_analyze(
             a.recall,
             "{:.1%}",
         ),
-        ("expected wins per week", a.expected_wins_per_week, "{:.1f}"),
+        ("expected wins per week (won after hand-over)", a.expected_wins_per_week, "{:.1f}"),
         (f"lift over the base rate {a.base_rate:.1%}", a.lift, "{:.2f}x"),
     ]
     if a.horizon_days is not None:  # without time every lead is scored once, at an unknown creation time

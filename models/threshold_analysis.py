@@ -18,13 +18,20 @@ Figures (every count is a count of leads, never of rows):
 * leads handed over per week = share x L                                        (leads per week)
 * precision = sum success / sum handed                                          (per handed lead)
 * recall = sum caught / |W|                                                     (per won lead)
-* expected wins per week = sum success / n x L                                  (won leads per week)
+* expected wins per week = sum caught / n x L                                   (won leads per week)
 * base rate = mean label at each lead's first moment (precision when every lead is handed over when it
   is first scored); lift = precision / base rate                                (ratio)
 * median days to hand-over = median over handed leads of (h_i - created_i)     (days)
 
+Expected wins per week counts every win of a handed lead that closes after its hand-over, whenever the
+replay sees it (the wins sales receives: recall's numerator), not only those within the horizon after
+hand-over: a later hand-over must not count more wins (with "within the horizon after hand-over" a lead
+handed over at creation and won on day 100 would count at a low cut-off only if handed later, so the figure
+rose with the cut-off), and at the lowest cut-off it is the won leads per week that the data's own last weeks
+show. Precision keeps the horizon: it is the model's promise, P(won within the horizon | handed over now).
+
 95% intervals count leads: Wilson score intervals on the lead counts (share: handed of n; precision: success
-of handed; recall: caught of |W|; the per-week figures: the interval of their share of n (handed of n, success
+of handed; recall: caught of |W|; the per-week figures: the interval of their share of n (handed of n, caught
 of n) times the interval of L, low times low and high times high, when the inflow's interval is known (a
 t interval of the mean of the 12 weekly counts; see ``training.pipeline.weekly_inflow``), else times L;
 lift: precision's interval / base rate), and for the median days the distribution-free
@@ -122,7 +129,7 @@ class CutoffAnalysis:
     qualified_per_week: Figure  # leads handed over per week
     precision: Figure  # handed leads won within the horizon after hand-over, per handed lead
     recall: Figure  # the window's won leads handed over before they closed, per won lead
-    expected_wins_per_week: Figure  # won leads per week among the handed ones (won within the horizon)
+    expected_wins_per_week: Figure  # won leads per week among the handed ones (won after hand-over)
     lift: Figure  # precision / base rate
     median_days_to_hand_over: Figure | None  # days from creation to hand-over; None when nobody is handed over
     leads_per_week: float  # new leads per week (recent inflow) the per-week figures are scaled to
@@ -135,6 +142,7 @@ class CutoffAnalysis:
     test_moments: int  # scoring moments (rows) of the test window
     horizon_days: int | None  # "won within the horizon" means within this many days; None: the export's label
     leads_per_week_basis: str = ""  # where leads_per_week comes from (counted, or an assumption)
+    follow_up_days: int | None = None  # each test lead was replayed over its first this many days (None: once)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -165,6 +173,8 @@ class TradeOff:
         horizon_days: the horizon of the labels, reported with the figures.
         leads_per_week_interval: 95% interval of ``leads_per_week`` (None: taken as exact).
         leads_per_week_basis: where ``leads_per_week`` comes from, in words (shown with the figures).
+        follow_up_days: the span of each test lead's life the moments cover (days after creation), reported
+            with the figures: hand-overs later in a lead's life are not in the replay.
     """
 
     def __init__(
@@ -179,6 +189,7 @@ class TradeOff:
         horizon_days: int | None = None,
         leads_per_week_interval: tuple[float, float] | None = None,
         leads_per_week_basis: str = "",
+        follow_up_days: int | None = None,
     ) -> None:
         p = np.asarray(probabilities, dtype=np.float64)
         y_raw = np.asarray(labels)
@@ -213,6 +224,7 @@ class TradeOff:
         self.leads_per_week_interval = (float(low), float(high))
         self.horizon_days = horizon_days
         self.leads_per_week_basis = leads_per_week_basis
+        self.follow_up_days = follow_up_days
         self.created = np.minimum.reduceat(born, starts) if rows else np.zeros(0, dtype=np.int64)
         self.won = np.maximum.reduceat(y, starts).astype(bool) if rows else np.zeros(0, dtype=bool)
         self.wins = int(self.won.sum())
@@ -254,6 +266,7 @@ class TradeOff:
         horizon_days: int | None = None,
         leads_per_week_interval: tuple[float, float] | None = None,
         leads_per_week_basis: str = "",
+        follow_up_days: int | None = None,
     ) -> TradeOff:
         """From a stored ``test_predictions`` table; extra columns are ignored.
 
@@ -275,6 +288,7 @@ class TradeOff:
             horizon_days=horizon_days,
             leads_per_week_interval=leads_per_week_interval,
             leads_per_week_basis=leads_per_week_basis,
+            follow_up_days=follow_up_days,
         )
 
     # ---- the replay ------------------------------------------------------------------------
@@ -314,7 +328,7 @@ class TradeOff:
         n, inflow, base = self.n, self.leads_per_week, self.base_rate
         in_low, in_high = self.leads_per_week_interval
         share = wilson(handed, n)
-        won_share = wilson(success, n)
+        caught_share = wilson(caught, n)
         precision = wilson(success, handed)
         median: Figure | None = None
         if handed:
@@ -328,7 +342,7 @@ class TradeOff:
             precision=Figure(success / handed if handed else 0.0, *precision),
             recall=Figure(caught / self.wins if self.wins else 0.0, *wilson(caught, self.wins)),
             expected_wins_per_week=Figure(
-                success / n * inflow if n else 0.0, won_share[0] * in_low, won_share[1] * in_high
+                caught / n * inflow if n else 0.0, caught_share[0] * in_low, caught_share[1] * in_high
             ),
             lift=Figure(
                 (success / handed) / base if handed and base else 0.0,
@@ -346,6 +360,7 @@ class TradeOff:
             test_moments=self.moments,
             horizon_days=self.horizon_days,
             leads_per_week_basis=self.leads_per_week_basis,
+            follow_up_days=self.follow_up_days,
         )
 
     # ---- reverse queries -------------------------------------------------------------------

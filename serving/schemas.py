@@ -215,7 +215,8 @@ class AnalysisOut(BaseModel):
         description="Share of the test window's won leads that were handed over before they closed (per won lead)."
     )
     expected_wins_per_week: FigureOut = Field(
-        description="Won leads per week among those handed over (won within the horizon after hand-over)."
+        description="Won leads per week among those handed over: every win of a handed lead that closed after its "
+        "hand-over (the wins sales receives; recall's numerator), not only those within the horizon."
     )
     lift: FigureOut = Field(description="Precision divided by the base rate (ratio).")
     median_days_to_hand_over: FigureOut | None = Field(
@@ -223,6 +224,11 @@ class AnalysisOut(BaseModel):
     )
     leads_per_week: float = Field(description="New leads per week (the last 12 weeks of data) scaled to.")
     leads_per_week_basis: str = Field(default="", description="Where leads_per_week comes from, in words.")
+    follow_up_days: int | None = Field(
+        default=None,
+        description="Each test lead was replayed over its first this many days (its scoring moments in that span); "
+        "hand-overs later in a lead's life are not counted. 0: scored once, at creation; null: no time column.",
+    )
     test_leads: int = Field(description="Leads in the test window.")
     test_wins: int = Field(description="Test-window leads won (within the horizon after some scoring moment).")
     leads_handed_over: int = Field(description="Test-window leads handed over at this cut-off.")

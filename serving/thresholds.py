@@ -634,4 +634,5 @@ def tradeoff_of(loaded: LoadedModel) -> TradeOff:
         horizon_days=int(horizon) if horizon is not None else None,
         leads_per_week_interval=(float(interval[0]), float(interval[1])) if interval else None,
         leads_per_week_basis=str(meta.get("leads_per_week_basis") or ""),
+        follow_up_days=int(follow) if (follow := (meta.get("windows") or {}).get("test_follow_up_days")) else None,
     )

@@ -599,15 +599,19 @@ def examples_dataset(
 ) -> DaskExamples:
     """The training examples of :func:`training.pipeline.make_examples`, built partition by partition: each
     partition is validated as the local engine validates, its scoring moments taken and labelled up to the
-    end of the data. The end is ``data_end`` (the export time) or else the latest valid time of any partition
-    that is not after ``now`` (the clock): one pass over the data before the examples.
+    end of the data. The end is ``data_end`` (the export time, refused when after ``now``) or else the latest
+    valid time of any partition that is not after ``now`` (the clock): one pass over the data before the
+    examples.
 
     Returns the examples, not computed (columns as the local engine's, rows grouped by partition), with the
     end of the data used.
     """
     import dask
 
+    from training.data import export_time
+
     now = pd.Timestamp.now(tz="UTC") if now is None else now
+    data_end = None if data_end is None else export_time(data_end, now)  # as the local engine: never after now
     frames = read_tables(data_dir)
     n = partitions_for(frames, leads_per_partition)
     frames = in_file_order(frames)

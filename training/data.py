@@ -704,7 +704,8 @@ def load_crm_data(
         strict: fail on the first bad rows instead of dropping and counting them.
         exclude_columns: lead attribute columns to leave out (any data shape; unknown names are an error).
         data_end: the export time: rows dated later are dropped as "dated after the end of the data" (an
-            error kind of its own). By default the latest time in the data that is not after ``now``.
+            error kind of its own); it cannot be after ``now``. By default the latest time in the data that
+            is not after ``now``.
         now: the moment of training (default: the clock), the bound when ``data_end`` is not given.
         inputs: how to read the files (delimiter, encoding, sheet, time columns, outcome values); detected
             by default, and what was detected is in ``report.formats`` and ``report.time_readings``.
@@ -717,13 +718,14 @@ def load_crm_data(
         Validated tables, the end of the data, and a report of every dropped row.
 
     Raises:
-        DataValidationError: a required file or column is missing or unreadable, an excluded column does not
-            exist, a time column reads both day-first and month-first, or (strict) any row is bad.
+        DataValidationError: a required file or column is missing or unreadable, ``data_end`` is after
+            ``now``, an excluded column does not exist, a time column reads both day-first and month-first,
+            or (strict) any row is bad.
     """
     path = Path(path)
     if not path.exists():
         raise DataValidationError([DataIssue(str(path), None, None, "no such file or directory")])
-    explicit_end = None if data_end is None else one_time(data_end, "--data-end")
+    explicit_end = None if data_end is None else export_time(data_end, now)
     report = ValidationReport(
         end_bound=explicit_end if explicit_end is not None else _now(now), inputs=inputs or InputOptions()
     )
@@ -843,6 +845,26 @@ def one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
     if pd.isna(stamp):
         raise DataValidationError([DataIssue(what, None, None, f"cannot read {value!r} as a time")])
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def export_time(value: pd.Timestamp | str, now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """``--data-end``, the time the export was taken, in UTC.
+
+    Raises:
+        DataValidationError: it cannot be read, or it is after ``now`` (the moment of training; default the
+            clock): an export cannot have been taken later, and every lead whose horizon ends after ``now``
+            would be labelled "not won" without its horizon having been observed.
+    """
+    end = one_time(value, "--data-end")
+    clock = _now(now)
+    if end > clock:
+        reason = (
+            f"{end.isoformat()} is after the moment of training ({clock.isoformat()}): the export cannot have been "
+            "taken later, and leads whose horizon ends after now would count as not won; give the time the "
+            "export was taken"
+        )
+        raise DataValidationError([DataIssue("--data-end", None, None, reason)])
+    return end
 
 
 def _exclude(frame: pd.DataFrame, name: str, excluded: tuple[str, ...], protected: tuple[str, ...]) -> pd.DataFrame:

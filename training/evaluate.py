@@ -167,41 +167,6 @@ def paired_log_loss_difference(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) 
     return PairedDifference(float(losses[0].mean()), float(losses[1].mean()), mean, mean - half, mean + half)
 
 
-def threshold_table(y: np.ndarray, p: np.ndarray, leads_per_week: float, points: int = 101) -> pd.DataFrame:
-    """For each cut-off: share qualified, qualified per week, precision, recall, expected wins per week.
-
-    Args:
-        y: 0/1 labels of the test window.
-        p: calibrated probabilities of the test window.
-        leads_per_week: recent inflow of new leads, to turn shares into weekly numbers.
-        points: number of cut-offs (quantiles of ``p``, plus 0).
-    """
-    y = np.asarray(y, dtype=int)
-    p = np.asarray(p, dtype=np.float64)
-    cutoffs = np.unique(np.concatenate([[0.0], np.quantile(p, np.linspace(0, 1, points))]))
-    order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order]
-    cum_wins = np.cumsum(y_sorted)
-    total_wins = max(int(y.sum()), 1)
-    rows = []
-    for c in cutoffs:
-        k = int(np.searchsorted(-p_sorted, -c, side="right"))  # number with p >= c
-        wins = int(cum_wins[k - 1]) if k else 0
-        share = k / len(p)
-        precision = wins / k if k else float("nan")
-        rows.append(
-            {
-                "cutoff": float(c),
-                "share_qualified": share,
-                "qualified_per_week": share * leads_per_week,
-                "precision": precision,
-                "recall": wins / total_wins,
-                "expected_wins_per_week": (precision if k else 0.0) * share * leads_per_week,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def segment_auc(y: np.ndarray, p: np.ndarray, segment: pd.Series) -> pd.DataFrame:
     """ROC AUC per segment (e.g. lead source); segments with one class get NaN."""
     rows = []

@@ -874,7 +874,10 @@ def fit_and_register(
             "weight": w_test,
         }
     )
-    trade = TradeOff.from_predictions(predictions, inflow, label_horizon, inflow_interval, inflow_basis)
+    follow = split.windows.get("test_follow_up_days")
+    trade = TradeOff.from_predictions(
+        predictions, inflow, label_horizon, inflow_interval, inflow_basis, int(follow) if follow else None
+    )
     table = trade.table()
 
     progress("auditing attributes for leakage")

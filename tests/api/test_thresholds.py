@@ -185,7 +185,8 @@ def test_analysis_matches_a_replay_of_the_stored_predictions_per_lead(world) -> 
         assert a["qualified_per_week"]["value"] == pytest.approx(r["handed"] / n * inflow)
         assert a["precision"]["value"] == pytest.approx(r["success"] / r["handed"])
         assert a["recall"]["value"] == pytest.approx(r["caught"] / r["wins"])
-        assert a["expected_wins_per_week"]["value"] == pytest.approx(r["success"] / n * inflow)
+        assert a["expected_wins_per_week"]["value"] == pytest.approx(r["caught"] / n * inflow)
+        assert a["follow_up_days"] == 60  # the span of each test lead's life the replay covers
         assert a["lift"]["value"] == pytest.approx(r["success"] / r["handed"] / r["base"])
         assert a["median_days_to_hand_over"]["value"] == pytest.approx(r["median_days"])
         for name in ("share_qualified", "precision", "recall", "lift", "median_days_to_hand_over"):

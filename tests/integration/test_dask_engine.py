@@ -28,7 +28,7 @@ from training.dask_engine import (
     split_dataset,
     write_demo_data_dask,
 )
-from training.data import CRMData, load_crm_data
+from training.data import CRMData, DataValidationError, load_crm_data
 from training.demo_data import generate_demo_data
 from training.pipeline import Split, TimeWindows, TrainConfig
 from training.score import open_leads, score_chunks
@@ -249,7 +249,6 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
     # a partition's row numbers are not the file's lines: the example names its lead instead
     assert re.search(r"\(first: leads, lead 'future-\d+', column 'created_at'", summary.notes[0]), summary.notes
     assert "line" not in summary.notes[0]
-    from training.data import DataValidationError
 
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(DataValidationError, match="--out is a file: give a folder for the parts"):
@@ -262,26 +261,31 @@ def test_batch_scoring_reports_each_reason_once_with_its_count_over_all_partitio
         score_into(tmp_path / "none")
 
 
-def test_a_given_data_end_after_the_clock_keeps_the_rows_before_it_as_the_local_engine_does(
+def test_a_given_data_end_is_the_bound_in_both_engines_and_never_after_the_clock(
     client: object, trained: TrainedWorld
 ) -> None:
-    """--data-end is the export time: rows dated up to it are kept even when the clock is earlier (the Dask
-    engine used to drop rows after the clock, min(now, data end), where the local engine keeps them)."""
+    """--data-end is the export time: rows dated up to it are kept, later ones dropped, as the local engine does
+    (the Dask engine used to bound by min(now, data end)); an export time after the moment of training is
+    refused by both engines with the same message (it would label leads whose horizon ends after now as not
+    won)."""
     import dask
 
     data = load_crm_data(trained.data_dir)
-    clock = data.leads["created_at"].quantile(0.9)
-    end = data.leads["created_at"].max()
+    clock = data.leads["created_at"].max() + pd.Timedelta(days=1)
+    end = data.leads["created_at"].quantile(0.9)
     local = load_crm_data(trained.data_dir, data_end=end, now=clock)
     built = examples_dataset(trained.data_dir, trained.config, data_end=end, now=clock, leads_per_partition=2_000)
     parts = dask.compute(*built.summaries)
-    assert sum(p.leads for p in parts) == len(local.leads) == len(data.leads)
+    assert sum(p.leads for p in parts) == len(local.leads) == int((data.leads["created_at"] <= end).sum())
     assert sum(p.touchpoints for p in parts) == len(local.touchpoints)  # type: ignore[arg-type]
-    assert sum(p.report.dropped for p in parts) == local.report.dropped
-    # every lead created after the clock, the export time given after them: both engines keep every lead
-    before_all = data.leads["created_at"].min() - pd.Timedelta(days=1)
-    built = examples_dataset(trained.data_dir, trained.config, data_end=end, now=before_all, leads_per_partition=2_000)
-    assert sum(p.leads for p in dask.compute(*built.summaries)) == len(data.leads)
+    assert sum(p.report.dropped for p in parts) == local.report.dropped > 0
+    early_clock = end - pd.Timedelta(days=1)
+    with pytest.raises(DataValidationError) as on_local:
+        load_crm_data(trained.data_dir, data_end=end, now=early_clock)
+    with pytest.raises(DataValidationError) as on_dask:
+        examples_dataset(trained.data_dir, trained.config, data_end=end, now=early_clock, leads_per_partition=2_000)
+    assert str(on_local.value) == str(on_dask.value)
+    assert "--data-end" in str(on_local.value) and "after the moment of training" in str(on_local.value)
 
 
 def test_the_examples_columns_come_from_the_first_part_with_a_valid_lead(
@@ -347,7 +351,6 @@ def test_a_text_column_is_read_one_way_in_every_partition_as_on_the_whole_table(
 def test_the_dask_engine_names_what_it_cannot_read(tmp_path: Path) -> None:
     """Part files Dask cannot read as one table are refused before any work, naming the file and column (a
     shuffle over parts of different types used to stop with a P2P traceback naming nothing)."""
-    from training.data import DataValidationError
 
     def refused(data: Path) -> str:
         with pytest.raises(DataValidationError) as caught:

@@ -50,7 +50,7 @@ def with_times(tables: dict[str, pd.DataFrame], render: Callable[[pd.Series], pd
 
 
 def load(directory: Path, **inputs: object) -> CRMData:
-    return load_crm_data(directory, data_end=END, inputs=InputOptions(**inputs))  # type: ignore[arg-type]
+    return load_crm_data(directory, data_end=END, now=END, inputs=InputOptions(**inputs))  # type: ignore[arg-type]
 
 
 def epoch_ms(t: pd.Series) -> pd.Series:
@@ -248,7 +248,7 @@ def test_a_refusal_shows_the_validation_report_first(tables: dict[str, pd.DataFr
         tmp_path / "own",
         {**tables, "outcomes": tables["outcomes"].assign(outcome=tables["outcomes"]["outcome"].map(stages))},
     )
-    run = leadscore(tmp_path / "home", "train", "--data", str(directory), "--data-end", "2030-01-01")
+    run = leadscore(tmp_path / "home", "train", "--data", str(directory), "--data-end", "2026-07-01")
     assert run.returncode == 2, run.stdout + run.stderr
     output = run.stdout + run.stderr
     assert "Traceback" not in output

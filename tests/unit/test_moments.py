@@ -126,6 +126,19 @@ def test_data_end_given_drops_later_rows_of_every_table(tmp_path: Path) -> None:
         load_crm_data(small_crm(tmp_path / "x"), data_end="not a date")
 
 
+def test_a_data_end_after_the_moment_of_training_is_refused(tmp_path: Path) -> None:
+    # An export cannot be taken in the future: given 2099, L9 (created 06-30, the last thing the data knows,
+    # its 30-day horizon never observed) would become a "not won" example. Refused, naming the option; an
+    # export time up to the clock is taken.
+    with pytest.raises(DataValidationError, match=r"--data-end: 2099-01-01T00:00:00\+00:00 is after the moment"):
+        load_crm_data(small_crm(tmp_path / "a"), data_end="2099-01-01")
+    with pytest.raises(DataValidationError, match="after the moment of training"):
+        load_crm_data(small_crm(tmp_path / "b"), data_end="2025-03-01", now=ts("2025-02-28"))
+    assert load_crm_data(small_crm(tmp_path / "c"), data_end="2025-03-01", now=ts("2025-03-01")).end_time == ts(
+        "2025-03-01"
+    )
+
+
 def test_exclude_columns_works_for_a_data_directory(tmp_path: Path) -> None:
     data = load_crm_data(small_crm(tmp_path), exclude_columns=("industry",))
     assert "industry" not in data.leads.columns and data.excluded_columns == ("industry",)

@@ -3,6 +3,7 @@ exact reverse queries, and a brute-force replay on random windows."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -101,12 +102,24 @@ def test_the_replay_matches_the_hand_count(cutoff: float) -> None:
     assert a.qualified_per_week.value == pytest.approx(handed / 20 * 50)
     assert a.precision.value == pytest.approx(won / handed)
     assert a.recall.value == pytest.approx(caught / 10)
-    assert a.expected_wins_per_week.value == pytest.approx(won / 20 * 50)
+    assert a.expected_wins_per_week.value == pytest.approx(caught / 20 * 50)  # every win of a handed lead
     assert a.base_rate == pytest.approx(0.25)
     assert a.lift.value == pytest.approx(won / handed / 0.25)
     assert a.median_days_to_hand_over is not None
     assert a.median_days_to_hand_over.value == pytest.approx(median_days)
     assert a.horizon_days == 90 and a.leads_per_week == 50
+
+
+def test_handing_over_more_leads_never_shows_fewer_expected_wins() -> None:
+    # By hand (HAND above): counting only wins within the horizon after hand-over, the figure would be
+    # 6, 8, 7 leads of 20 at c = 0.5, 0.4, 0.3 (L14, handed over at creation at 0.3, closes more than 90 days
+    # after it): 15, 20 and 17.5 wins a week, fewer at the lower cut-off. Every win of a handed lead: 6, 9, 9.
+    trade = make_tradeoff()
+    assert [trade.analyze(c).expected_wins_per_week.value for c in (0.5, 0.4, 0.3)] == pytest.approx([15, 22.5, 22.5])
+    curve = [a.expected_wins_per_week.value for a in trade.curve()]  # cut-offs from the highest down
+    assert all(later >= earlier for earlier, later in itertools.pairwise(curve))
+    lowest = trade.analyze(float(trade.cutoffs[-1]))  # every lead handed over: every win, per week
+    assert lowest.expected_wins_per_week.value == pytest.approx(10 / 20 * 50)
 
 
 def test_the_figures_at_a_half_written_out() -> None:
