@@ -488,10 +488,12 @@ def select_model(
     weight_cal: np.ndarray,
     stopping: np.ndarray | None = None,
 ) -> tuple[lgb.Booster | None, LinearMargin | None, dict[str, Any]]:
-    """Fit each candidate; keep the one with the lowest weighted log loss on the calibration window (the
-    test window is never looked at). Returns the booster or the linear model (the other is None) and what
-    was tried, for the model's record. With one candidate (``--no-tune``) the booster is fitted once,
-    early-stopped on the whole window, with nothing cross-fitted (there is nothing to compare).
+    """Fit each candidate; keep the one with the lowest log loss per scoring moment on the calibration window
+    (every moment once, as the calibrator, the calibration check and the test metrics count them; the fits and
+    their early stopping keep the per-lead weights; the test window is never looked at). Returns the booster or
+    the linear model (the other is None) and what was tried, for the model's record. With one candidate
+    (``--no-tune``) the booster is fitted once, early-stopped on the whole window, with nothing cross-fitted
+    (there is nothing to compare).
 
     ``stopping`` (a mask over the calibration rows, whole leads; see :func:`stopping_half`) splits the window
     in two halves for the boosters: each is early-stopped on one half and predicts the other (two-fold
@@ -533,7 +535,7 @@ def select_model(
             linear = LinearMargin(categorical, C=candidate.C, seed=config.seed).fit(X, y, weight)
             p = 1.0 / (1.0 + np.exp(-linear.margin(X_cal)))
             extra = {}
-        loss = float(log_loss(y_cal, np.clip(p, 1e-7, 1 - 1e-7), sample_weight=weight_cal, labels=[0, 1]))
+        loss = float(log_loss(y_cal, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))  # per moment: what is reported
         tried.append({**asdict(candidate), **extra, "calibration_log_loss": loss})
         if best is None or loss < best[0]:
             best = (loss, linear, candidate)
@@ -542,7 +544,7 @@ def select_model(
     booster: lgb.Booster | None = None
     if candidate.kind == "lightgbm":  # the chosen setting, early-stopped on the whole window
         booster = fit_booster(X, y, X_cal, y_cal, spec, config, weight, weight_cal, candidate)
-    by = "weighted log loss on the calibration window" + (
+    by = "log loss per scoring moment on the calibration window" + (
         " (boosters cross-fitted: early-stopped on one half of its leads, predicting the other)"
         if len(folds) == 2
         else ""
