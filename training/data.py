@@ -379,9 +379,12 @@ class _Checker:
         self.issues += [self.issue(int(p), column, reason) for p in positions[:EXAMPLES_PER_REASON]]
         self.bad |= mask
 
-    def parse_time(self, column: str, *, optional: bool = False, shown: str | None = None) -> pd.Series:
+    def parse_time(
+        self, column: str, *, optional: bool = False, shown: str | None = None, flag_after_end: bool = True
+    ) -> pd.Series:
         """Parse a timestamp column to UTC, one reading for the whole column (:func:`parse_times`: naive
-        times are in ``--timezone``); flag unparseable and out-of-range values.
+        times are in ``--timezone``); flag unparseable and out-of-range values (times after the end of the
+        data only with ``flag_after_end``).
 
         Raises:
             DataValidationError: day-first or month-first cannot be told from the values, or a time option
@@ -407,7 +410,7 @@ class _Checker:
             self.flag(missing, column, "missing timestamp")
         self.flag((parsed < MIN_TIMESTAMP).to_numpy(), column, "timestamp before 1970")
         bound = self.report.end_bound
-        if bound is not None:
+        if bound is not None and flag_after_end:
             self.flag((parsed > bound).to_numpy(), column, f"dated after the end of the data ({bound.isoformat()})")
         return parsed
 
@@ -947,7 +950,20 @@ def load_flat_export(
         renamed["created_at"] = check.parse_time("created_at", shown=options.time_column)
     won = flat_label_won(label, options, report, name)
     if options.close_column:
-        closed = check.parse_time(options.close_column, optional=True)
+        # A conversion after the end of the data is not known at the export time: the lead stays, not converted
+        # by then (as a data directory drops only its outcome row); strict mode refuses it as any later row.
+        closed = check.parse_time(options.close_column, optional=True, flag_after_end=strict)
+        bound = report.end_bound
+        if bound is not None and not strict:
+            late = (closed > bound).fillna(False).to_numpy(dtype=bool) & ~check.bad
+            if late.any():
+                report.notes.append(
+                    f"{name}: {int(late.sum()):,} lead(s) closed after the end of the data ({bound.isoformat()}) "
+                    f"in '{options.close_column}': kept as not converted by then (first: "
+                    f"{check.where(int(np.flatnonzero(late)[0]))})"
+                )
+                closed = closed.where(~late)
+                won = won & ~late
         closed = same_day_close(closed, renamed["created_at"], report, name, options.close_column)
         dated_not_won = closed.notna().to_numpy() & ~won
         if dated_not_won.any():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import DataValidationError, load_crm_data
+from training.data import DataValidationError, FlatExportOptions, load_crm_data
 from training.moments import MomentConfig, scoring_moments
 from training.pipeline import NotEnoughData, TrainConfig, split_examples
 
@@ -216,3 +216,25 @@ def test_an_end_of_data_weeks_after_the_latest_lead_is_noted(tmp_path: Path) -> 
     assert data.end_time == ts("2025-09-01")
     assert any("63 days after the latest lead was created" in note for note in data.report.notes)
     assert not any("after the latest lead" in note for note in load_crm_data(small_crm(tmp_path / "ok")).report.notes)
+
+
+def test_a_flat_export_keeps_a_lead_converted_after_the_data_end_as_not_converted_by_then(tmp_path: Path) -> None:
+    # As a data directory drops only a later outcome row, a flat export keeps the lead (it existed at the
+    # export time) and forgets the conversion it could not have known; a lead created later is dropped.
+    path = tmp_path / "leads.csv"
+    path.write_text(
+        "id,created,converted,won_on\n"
+        "A,2025-01-01,1,2025-01-05\n"
+        "B,2025-02-01,1,2025-08-01\n"  # converted after the end: kept, not converted by 06-30
+        "C,2025-07-10,0,\n"  # created after the end: dropped, counted
+    )
+    opts = FlatExportOptions(id_column="id", label_column="converted", time_column="created", close_column="won_on")
+    data = load_crm_data(path, flat=opts, data_end="2025-06-30", now=ts("2026-01-01"))
+    assert data.leads["lead_id"].tolist() == ["A", "B"]
+    outcomes = data.outcomes.set_index("lead_id")
+    assert outcomes.loc["A", "outcome"] == "won" and outcomes.loc["A", "closed_at"] == ts("2025-01-05")
+    assert outcomes.loc["B", "outcome"] == "lost" and pd.isna(outcomes.loc["B", "closed_at"])
+    assert any("1 lead(s) closed after the end of the data" in n and "line 3" in n for n in data.report.notes)
+    assert data.report.dropped == 1  # C only
+    with pytest.raises(DataValidationError, match="line 3, column 'won_on': dated after the end of the data"):
+        load_crm_data(path, flat=opts, data_end="2025-06-30", now=ts("2026-01-01"), strict=True)
