@@ -413,11 +413,15 @@ class FeatureSpec:
 
 
 def _codes_of(vocab: tuple[str, ...]) -> dict[str, int]:
+    """Value -> code of one categorical column: each vocabulary value and its key; in a Yes/No column (keys
+    ``yes`` and ``no``, no ``true``/``false``) a boolean (JSON ``true``, a CSV ``TRUE``) finds yes or no."""
     codes = {value: i for i, value in enumerate(vocab)}
     for i, value in enumerate(vocab):
         key = category_key(value)
         if key is not None:
             codes.setdefault(key, i)  # an exact value keeps its own code; the first value of a key wins
+    if "yes" in codes and "no" in codes and "true" not in codes and "false" not in codes:
+        codes["true"], codes["false"] = codes["yes"], codes["no"]
     return codes
 
 

@@ -407,6 +407,22 @@ def test_vocabularies_of_older_specs_still_find_their_values() -> None:
     np.testing.assert_array_equal(f[:, -2:], [[0, 0], [0, 0], [1, 1], [np.nan, np.nan]])
 
 
+def test_a_boolean_sent_to_a_yes_no_column_reads_as_yes_or_no() -> None:
+    # The real export's "Do Not Email" holds Yes/No; a CRM sending JSON true/false means the same.
+    leads = frame([make_lead(lead_id=str(i), dne=v) for i, v in enumerate(["No", "Yes", " yes", "NO", "No"])])
+    spec = infer_spec(leads[["lead_id", "created_at", "dne"]], None, min_category_count=1)
+    assert spec.categorical_attributes == {"dne": ("no", "yes")}
+    sent = [True, False, "TRUE", "Yes", "maybe"]
+    records = [LeadRecord(str(i), T0, {"dne": v}) for i, v in enumerate(sent)]
+    np.testing.assert_array_equal(build_features_from_records(records, T0 + days(1), spec)[:, -1], [1, 0, 1, 1, np.nan])
+    as_rows = frame([make_lead(lead_id=str(i), dne=v) for i, v in enumerate(sent)])[["lead_id", "created_at", "dne"]]
+    np.testing.assert_array_equal(build_features(as_rows, None, T0 + days(1), spec)["attr_dne"], [1, 0, 1, 1, np.nan])
+    # where true/false are values of their own, they keep their own codes
+    both = FeatureSpec(categorical_attributes={"x": ("yes", "no", "true")}, use_touches=False)
+    got = build_features_from_records([LeadRecord("a", T0, {"x": True})], T0 + days(1), both)
+    assert got[0, -1] == 2.0
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(VALUES, min_size=1, max_size=6))
 def test_raw_values_find_the_codes_their_keys_find(values: list[object]) -> None:
