@@ -23,8 +23,9 @@ Figures (every count is a count of leads, never of rows):
   is first scored); lift = precision / base rate                                (ratio)
 * median days to hand-over = median over handed leads of (h_i - created_i)     (days)
 
-Expected wins per week counts every win of a handed lead that closes after its hand-over, whenever the
-replay sees it (the wins sales receives: recall's numerator), not only those within the horizon after
+Expected wins per week counts every win of a handed lead that closes after its hand-over and that the
+window counts (W: won within the horizon after one of the lead's moments, so within follow-up + horizon
+days of creation; the wins sales receives: recall's numerator), not only those within the horizon after
 hand-over: a later hand-over must not count more wins (with "within the horizon after hand-over" a lead
 handed over at creation and won on day 100 would count at a low cut-off only if handed later, so the figure
 rose with the cut-off), and at the lowest cut-off it is the won leads per week that the data's own last weeks

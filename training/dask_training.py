@@ -186,7 +186,7 @@ def _train_on_dask(
                 for c in missing
             ]
         )
-    data_end = None if config.data_end is None else export_time(config.data_end)
+    data_end = None if config.data_end is None else export_time(config.data_end, None, config.inputs.time.timezone)
     built = examples_dataset(data_dir, config, data_end=data_end, leads_per_partition=leads_per_partition)
     progress(f"taking scoring moments and labels in {built.partitions} partitions; the purged time split")
     bounds, pieces = split_dataset(built, config)

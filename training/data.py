@@ -131,6 +131,7 @@ class ValidationReport:
     rows_read: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     end_bound: pd.Timestamp | None = None  # rows dated later are dropped (see :func:`load_crm_data`)
+    clock: pd.Timestamp | None = None  # the moment of training: a time after it cannot be true
     inputs: InputOptions = field(default_factory=InputOptions)
     formats: dict[str, str] = field(default_factory=dict)  # file -> how it was read
     time_readings: dict[str, str] = field(default_factory=dict)  # "file, column" -> how its times were read
@@ -728,9 +729,12 @@ def load_crm_data(
     path = Path(path)
     if not path.exists():
         raise DataValidationError([DataIssue(str(path), None, None, "no such file or directory")])
-    explicit_end = None if data_end is None else export_time(data_end, now)
+    timezone = (inputs or InputOptions()).time.timezone
+    explicit_end = None if data_end is None else export_time(data_end, now, timezone)
     report = ValidationReport(
-        end_bound=explicit_end if explicit_end is not None else _now(now), inputs=inputs or InputOptions()
+        end_bound=explicit_end if explicit_end is not None else _now(now),
+        clock=_now(now),
+        inputs=inputs or InputOptions(),
     )
     excluded = tuple(dict.fromkeys((*(flat.exclude_columns if flat else ()), *exclude_columns)))
     if path.is_file():
@@ -838,8 +842,12 @@ def _now(now: pd.Timestamp | None) -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
 
 
-def one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
-    """One timestamp in UTC (naive means UTC); a clear error names ``what`` when it cannot be read."""
+def one_time(value: pd.Timestamp | str, what: str, timezone: str = "UTC") -> pd.Timestamp:
+    """One timestamp in UTC: ``now`` is the clock's time (pandas alone reads it as the local wall clock, with
+    no zone); a time without an offset is in ``timezone`` (the ``--timezone`` of the data: UTC by default).
+    A clear error names ``what`` when it cannot be read."""
+    if isinstance(value, str) and value.strip().lower() == "now":
+        return pd.Timestamp.now(tz="UTC")
     try:
         stamp = pd.to_datetime(value, format="ISO8601") if isinstance(value, str) else pd.Timestamp(value)
     except (ValueError, TypeError) as err:
@@ -847,19 +855,28 @@ def one_time(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
         raise DataValidationError([DataIssue(what, None, None, reason)]) from err
     if pd.isna(stamp):
         raise DataValidationError([DataIssue(what, None, None, f"cannot read {value!r} as a time")])
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if stamp.tzinfo is not None:
+        return stamp.tz_convert("UTC")
+    try:
+        return stamp.tz_localize(timezone).tz_convert("UTC")
+    except Exception as err:  # a time the zone skips or repeats (a DST change), or an unknown zone
+        reason = f"cannot place {value!r} in the time zone {timezone!r} ({err}); give an offset, e.g. +01:00"
+        raise DataValidationError([DataIssue(what, None, None, reason)]) from err
 
 
-def export_time(value: pd.Timestamp | str, now: pd.Timestamp | None = None) -> pd.Timestamp:
-    """``--data-end``, the time the export was taken, in UTC.
+def export_time(value: pd.Timestamp | str, now: pd.Timestamp | None = None, timezone: str = "UTC") -> pd.Timestamp:
+    """``--data-end``, the time the export was taken, in UTC (``now``: the clock; without an offset: in
+    ``timezone``, as the data's own times are read).
 
     Raises:
         DataValidationError: it cannot be read, or it is after ``now`` (the moment of training; default the
             clock): an export cannot have been taken later, and every lead whose horizon ends after ``now``
             would be labelled "not won" without its horizon having been observed.
     """
-    end = one_time(value, "--data-end")
     clock = _now(now)
+    if isinstance(value, str) and value.strip().lower() == "now":
+        return clock
+    end = one_time(value, "--data-end", timezone)
     if end > clock:
         reason = (
             f"{end.isoformat()} is after the moment of training ({clock.isoformat()}): the export cannot have been "
@@ -950,11 +967,19 @@ def load_flat_export(
         renamed["created_at"] = check.parse_time("created_at", shown=options.time_column)
     won = flat_label_won(label, options, report, name)
     if options.close_column:
-        # A conversion after the end of the data is not known at the export time: the lead stays, not converted
-        # by then (as a data directory drops only its outcome row); strict mode refuses it as any later row.
+        # A conversion after the --data-end given (but not after the moment of training) was not known at the
+        # export time: the lead stays, not converted by then (as a data directory drops only its outcome row).
+        # A close after the moment of training cannot be true (a typo): dropped and counted as any later row;
+        # strict mode refuses both.
         closed = check.parse_time(options.close_column, optional=True, flag_after_end=strict)
         bound = report.end_bound
         if bound is not None and not strict:
+            clock = max(bound, report.clock) if report.clock is not None else bound
+            check.flag(
+                (closed > clock).fillna(False).to_numpy(dtype=bool),
+                options.close_column,
+                f"dated after the end of the data ({bound.isoformat()})",
+            )
             late = (closed > bound).fillna(False).to_numpy(dtype=bool) & ~check.bad
             if late.any():
                 report.notes.append(

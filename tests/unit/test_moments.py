@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import DataValidationError, FlatExportOptions, load_crm_data
+from training.data import DataValidationError, FlatExportOptions, InputOptions, load_crm_data
 from training.moments import MomentConfig, scoring_moments
 from training.pipeline import NotEnoughData, TrainConfig, split_examples
+from training.timestamps import TimeOptions
 
 UTC = "UTC"
 
@@ -137,6 +138,11 @@ def test_a_data_end_after_the_moment_of_training_is_refused(tmp_path: Path) -> N
     assert load_crm_data(small_crm(tmp_path / "c"), data_end="2025-03-01", now=ts("2025-03-01")).end_time == ts(
         "2025-03-01"
     )
+    # "now" is the moment of training, and a time without an offset is in --timezone, as the data's times are
+    assert load_crm_data(small_crm(tmp_path / "d"), data_end="now", now=ts("2025-07-01")).end_time == ts("2025-07-01")
+    berlin = InputOptions(time=TimeOptions(timezone="Europe/Berlin"))
+    local = load_crm_data(small_crm(tmp_path / "e"), data_end="2025-06-30T12:00", inputs=berlin, now=ts("2025-07-01"))
+    assert local.end_time == ts("2025-06-30T10:00")
 
 
 def test_exclude_columns_works_for_a_data_directory(tmp_path: Path) -> None:
@@ -227,6 +233,7 @@ def test_a_flat_export_keeps_a_lead_converted_after_the_data_end_as_not_converte
         "A,2025-01-01,1,2025-01-05\n"
         "B,2025-02-01,1,2025-08-01\n"  # converted after the end: kept, not converted by 06-30
         "C,2025-07-10,0,\n"  # created after the end: dropped, counted
+        "D,2025-03-01,1,2099-01-01\n"  # closed after the moment of training: a typo, dropped and counted
     )
     opts = FlatExportOptions(id_column="id", label_column="converted", time_column="created", close_column="won_on")
     data = load_crm_data(path, flat=opts, data_end="2025-06-30", now=ts("2026-01-01"))
@@ -235,6 +242,27 @@ def test_a_flat_export_keeps_a_lead_converted_after_the_data_end_as_not_converte
     assert outcomes.loc["A", "outcome"] == "won" and outcomes.loc["A", "closed_at"] == ts("2025-01-05")
     assert outcomes.loc["B", "outcome"] == "lost" and pd.isna(outcomes.loc["B", "closed_at"])
     assert any("1 lead(s) closed after the end of the data" in n and "line 3" in n for n in data.report.notes)
-    assert data.report.dropped == 1  # C only
+    assert data.report.dropped == 2  # C, created after the end, and D, closed after the moment of training
+    counts = {reason: n for (_, reason), n in data.report.counts.items()}
+    assert counts == {"dated after the end of the data (2025-06-30T00:00:00+00:00)": 2}
+    no_end = load_crm_data(path, flat=opts, now=ts("2026-01-01"))  # the end: the latest time up to now
+    assert "D" not in set(no_end.leads["lead_id"]) and no_end.report.dropped == 1
+    assert no_end.outcomes.set_index("lead_id").loc["B", "outcome"] == "won"  # 08-01 is before the end now
     with pytest.raises(DataValidationError, match="line 3, column 'won_on': dated after the end of the data"):
         load_crm_data(path, flat=opts, data_end="2025-06-30", now=ts("2026-01-01"), strict=True)
+
+
+def test_now_is_the_clocks_time_whatever_the_machines_zone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # pandas reads "now" as the local wall clock with no zone: nine hours ahead in Tokyo, read as UTC
+    import time
+
+    from training.data import one_time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert abs(one_time("now", "--as-of") - pd.Timestamp.now(tz="UTC")) < pd.Timedelta(minutes=1)
+        assert load_crm_data(small_crm(tmp_path), data_end="now").end_time <= pd.Timestamp.now(tz="UTC")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
