@@ -301,6 +301,25 @@ def train(
             "--outcomes-file (use --engine local)",
             param_hint="--engine",
         )
+    reading = {  # how files are read: the Dask engine reads Parquet tables as they are (naive times are UTC)
+        "--strict": strict or None,
+        "--delimiter": delimiter,
+        "--encoding": encoding,
+        "--sheet": sheet,
+        "--decimal": decimal,
+        "--date-format": date_format,
+        "--dayfirst": dayfirst,
+        "--timezone": None if timezone == "UTC" else timezone,
+        "--won-values": won_values,
+        "--lost-values": lost_values,
+    }
+    ignored = [name for name, value in reading.items() if value is not None]
+    if on_dask and ignored:
+        raise typer.BadParameter(
+            f"the Dask engine reads a data directory of Parquet tables as they are: {', '.join(ignored)} only "
+            "apply with the local engine (leave out --engine dask)",
+            param_hint="--engine",
+        )
     kinds = {m.strip() for m in moments.split(",") if m.strip()}
     unknown = kinds - {"creation", "activity", "periodic"}
     if unknown or not kinds:
@@ -467,7 +486,7 @@ def score(
 
     from leadscore.settings import get_settings
     from models.registry import NoChampionModel, configure_tracking, load_model_uri
-    from training.data import DataValidationError, load_crm_data
+    from training.data import DataValidationError, load_crm_data, one_time
     from training.score import empty_scores, open_leads, score_chunks, write_scores
 
     local_only = {
@@ -495,11 +514,11 @@ def score(
     configure_tracking(settings.resolved_tracking_uri, settings.resolved_registry_uri)
     if _engine(engine) == "local" and out.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("use a .csv or .parquet file", param_hint="--out")
-    try:
-        when = pd.Timestamp(as_of) if as_of else pd.Timestamp.now(tz="UTC")
-    except ValueError as err:
-        raise typer.BadParameter(f"not a timestamp: {as_of}", param_hint="--as-of") from err
-    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    try:  # "now" is the clock's time in UTC; a time without an offset is in --timezone, as the data's times
+        when = one_time(as_of, "--as-of", timezone) if as_of else pd.Timestamp.now(tz="UTC")
+    except DataValidationError as err:
+        reason = str(err.issues[0]).split(": ", 1)[-1]
+        raise typer.BadParameter(f"not a timestamp: {reason}", param_hint="--as-of") from err
     if engine == "dask":
         _score_on_dask(data, out, when, model, reasons, scheduler)
         return

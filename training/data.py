@@ -842,11 +842,15 @@ def _now(now: pd.Timestamp | None) -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
 
 
+CLOCK_WORDS = ("now", "today")  # pandas reads both as the local wall clock's time, with no zone
+
+
 def one_time(value: pd.Timestamp | str, what: str, timezone: str = "UTC") -> pd.Timestamp:
-    """One timestamp in UTC: ``now`` is the clock's time (pandas alone reads it as the local wall clock, with
-    no zone); a time without an offset is in ``timezone`` (the ``--timezone`` of the data: UTC by default).
-    A clear error names ``what`` when it cannot be read."""
-    if isinstance(value, str) and value.strip().lower() == "now":
+    """One timestamp in UTC: ``now`` (or ``today``, which pandas reads as the same instant) is the clock's
+    time (pandas alone reads it as the local wall clock, with no zone); a time without an offset is in
+    ``timezone`` (the ``--timezone`` of the data: UTC by default). A clear error names ``what`` when it cannot
+    be read."""
+    if isinstance(value, str) and value.strip().lower() in CLOCK_WORDS:
         return pd.Timestamp.now(tz="UTC")
     try:
         stamp = pd.to_datetime(value, format="ISO8601") if isinstance(value, str) else pd.Timestamp(value)
@@ -874,7 +878,7 @@ def export_time(value: pd.Timestamp | str, now: pd.Timestamp | None = None, time
             would be labelled "not won" without its horizon having been observed.
     """
     clock = _now(now)
-    if isinstance(value, str) and value.strip().lower() == "now":
+    if isinstance(value, str) and value.strip().lower() in CLOCK_WORDS:
         return clock
     end = one_time(value, "--data-end", timezone)
     if end > clock:
@@ -978,7 +982,9 @@ def load_flat_export(
             check.flag(
                 (closed > clock).fillna(False).to_numpy(dtype=bool),
                 options.close_column,
-                f"dated after the end of the data ({bound.isoformat()})",
+                f"dated after the end of the data ({bound.isoformat()})"
+                if clock == bound
+                else f"dated after the moment of training ({clock.isoformat()})",
             )
             late = (closed > bound).fillna(False).to_numpy(dtype=bool) & ~check.bad
             if late.any():

@@ -719,6 +719,12 @@ def test_training_on_the_cluster_refuses_what_it_cannot_take_with_a_message(
         said = " ".join((refused.stdout + refused.stderr).split())
         assert refused.returncode == 2 and "only apply with the local engine" in said, said
         assert all(o in said for o in options if o.startswith("--"))
+    # how files are read applies to the local engine only: the cluster used to ignore these without a word
+    for options in (("--strict",), ("--timezone", "Europe/Paris", "--won-values", "Signed")):
+        refused = leadscore_in_process(tmp_path, *base, "--data", str(trained.data_dir), *options)
+        said = " ".join((refused.stdout + refused.stderr).split())
+        assert refused.returncode == 2 and "only apply with the local engine" in said, said
+        assert all(o in said for o in options if o.startswith("--"))
     outcomes = leadscore_in_process(tmp_path, *base, "--data", str(trained.data_dir), "--outcomes-file", "x.parquet")
     assert outcomes.returncode == 2 and "--engine local" in outcomes.stdout + outcomes.stderr
     flat = leadscore_in_process(tmp_path, *base, "--data", "export.csv", "--id-column", "Id")
