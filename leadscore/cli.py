@@ -110,8 +110,8 @@ CloseColumn = Annotated[
 DataEnd = Annotated[
     str | None,
     typer.Option(
-        help="The export time (ISO 8601, or 'now'): rows dated later are dropped and counted. Default: the latest "
-        "time in the data that is not after now."
+        help="The export time (ISO 8601 (without an offset: in --timezone), or 'now'), not after now: rows dated "
+        "later are dropped and counted. Default: the latest time in the data that is not after now."
     ),
 ]
 ExcludeColumns = Annotated[
