@@ -1139,7 +1139,13 @@ def threshold_analyze(
             a.recall,
             "{:.1%}",
         ),
-        ("expected wins per week (won after hand-over)", a.expected_wins_per_week, "{:.1f}"),
+        (
+            "expected wins per week (won after hand-over)"
+            if a.horizon_days is not None
+            else "expected wins per week (converted, handed over)",
+            a.expected_wins_per_week,
+            "{:.1f}",
+        ),
         (f"lift over the base rate {a.base_rate:.1%}", a.lift, "{:.2f}x"),
     ]
     if a.horizon_days is not None:  # without time every lead is scored once, at an unknown creation time
