@@ -302,14 +302,7 @@ def train(
             param_hint="--engine",
         )
     reading = {  # how files are read: the Dask engine reads Parquet tables as they are (naive times are UTC)
-        "--strict": strict or None,
-        "--delimiter": delimiter,
-        "--encoding": encoding,
-        "--sheet": sheet,
-        "--decimal": decimal,
-        "--date-format": date_format,
-        "--dayfirst": dayfirst,
-        "--timezone": None if timezone == "UTC" else timezone,
+        **_reading_options(strict, delimiter, encoding, sheet, decimal, date_format, dayfirst, timezone),
         "--won-values": won_values,
         "--lost-values": lost_values,
     }
@@ -455,6 +448,29 @@ def retrain(
     )
 
 
+def _reading_options(
+    strict: bool,
+    delimiter: str | None,
+    encoding: str | None,
+    sheet: str | None,
+    decimal: str | None,
+    date_format: str | None,
+    dayfirst: bool | None,
+    timezone: str,
+) -> dict[str, object]:
+    """The options that say how files are read, by name; None where not given (the Dask engine takes none)."""
+    return {
+        "--strict": strict or None,
+        "--delimiter": delimiter,
+        "--encoding": encoding,
+        "--sheet": sheet,
+        "--decimal": decimal,
+        "--date-format": date_format,
+        "--dayfirst": dayfirst,
+        "--timezone": None if timezone == "UTC" else timezone,
+    }
+
+
 @app.command()
 def score(
     data: Annotated[Path, typer.Option(help="Data directory or flat export file with the leads to score.")],
@@ -494,14 +510,7 @@ def score(
         "--time-column": time_column,
         "--label-column": label_column,
         "--exclude-columns": exclude_columns,
-        "--strict": strict or None,
-        "--delimiter": delimiter,
-        "--encoding": encoding,
-        "--sheet": sheet,
-        "--decimal": decimal,
-        "--date-format": date_format,
-        "--dayfirst": dayfirst,
-        "--timezone": None if timezone == "UTC" else timezone,
+        **_reading_options(strict, delimiter, encoding, sheet, decimal, date_format, dayfirst, timezone),
     }
     given = [name for name, value in local_only.items() if value is not None]
     if _engine(engine) == "dask" and given:
