@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.api.conftest import start_server, stop_server
-from tests.conftest import leadscore, make_config
+from tests.conftest import leadscore_in_process, make_config
 from tests.unit.test_webhook import SECRET, Receiver
 from training.data import load_crm_data, write_table
 from training.pipeline import train
@@ -195,7 +195,7 @@ def test_the_loop_replayed_through_the_api_matches_a_direct_count(
     late = tmp_path / "late"
     write_export(demo_dir, late, REPLAY_END)
     monkeypatch.setenv("LEADSCORE_HORIZON_DAYS", str(HORIZON))
-    done = leadscore(home, "retrain", "--data", str(late), "--no-tune")
+    done = leadscore_in_process(home, "retrain", "--data", str(late), "--no-tune")
     assert done.returncode == 0, done.stderr
     assert f"outcomes received through the API: {len(rows)} leads" in done.stderr
     assert re.search(r"outcomes received through the API: \d+; \d+ added, \d+ replace the export's", done.stderr)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from features import build_features, infer_spec
-from tests.conftest import leadscore, leadscore_in_process
+from tests.conftest import leadscore_in_process
 from training.data import CRMData, DataValidationError, FlatExportOptions, InputOptions, load_crm_data
 from training.demo_data import generate_demo_data
 from training.reading import ReadOptions
@@ -248,7 +248,7 @@ def test_a_refusal_shows_the_validation_report_first(tables: dict[str, pd.DataFr
         tmp_path / "own",
         {**tables, "outcomes": tables["outcomes"].assign(outcome=tables["outcomes"]["outcome"].map(stages))},
     )
-    run = leadscore(tmp_path / "home", "train", "--data", str(directory), "--data-end", "2026-07-01")
+    run = leadscore_in_process(tmp_path / "home", "train", "--data", str(directory), "--data-end", "2026-07-01")
     assert run.returncode == 2, run.stdout + run.stderr
     output = run.stdout + run.stderr
     assert "Traceback" not in output
@@ -371,7 +371,7 @@ def test_the_readme_recipes_train_on_exports_of_that_shape(recipe: str, tmp_path
     make(flat).to_csv(tmp_path / file_name, index=False)
     args = readme_command(recipe)
     args[args.index("--data") + 1] = str(tmp_path / file_name)
-    run = leadscore(tmp_path / "home", *args)
+    run = leadscore_in_process(tmp_path / "home", *args)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     wins = int(flat["won"].sum())
@@ -458,7 +458,7 @@ def test_each_workbook_of_a_directory_can_name_its_own_sheet(tables: dict[str, p
     assert len(data.leads) == 40 and data.report.formats["outcomes.xlsx"] == "Excel workbook, sheet 'Deals' (given)"
     with pytest.raises(DataValidationError, match=r"sheet 'Info' \(first sheet\): check --delimiter"):
         load(directory)  # the first sheet is a cover: the message says which sheet was read
-    run = leadscore(
+    run = leadscore_in_process(
         tmp_path / "home",
         "train",
         "--data",
@@ -468,7 +468,7 @@ def test_each_workbook_of_a_directory_can_name_its_own_sheet(tables: dict[str, p
     )
     assert run.returncode == 2 and "Traceback" not in run.stdout + run.stderr  # 40 leads: too few to train
     assert "outcomes.xlsx: Excel workbook, sheet 'Deals' (given)" in run.stdout + run.stderr
-    bad = leadscore(tmp_path / "home", "train", "--data", str(directory), "--sheet", "deals=Deals")
+    bad = leadscore_in_process(tmp_path / "home", "train", "--data", str(directory), "--sheet", "deals=Deals")
     assert bad.returncode == 2 and "--sheet" in bad.stdout + bad.stderr
 
 
