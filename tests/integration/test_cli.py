@@ -98,7 +98,7 @@ def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: T
 
 def test_train_on_the_real_export_without_leaky_columns(tmp_path: Path) -> None:
     assert REAL_EXPORT.exists(), f"the real CRM export belongs beside the checkout (../shared): {REAL_EXPORT}"
-    proc = leadscore(
+    proc = cli(
         tmp_path,
         "train",
         "--data",

@@ -407,7 +407,7 @@ def test_the_dask_engine_names_what_it_cannot_read(tmp_path: Path) -> None:
 def test_the_score_command_runs_on_the_cluster_at_scheduler_and_says_where_its_dashboard_is(
     client: object, trained: TrainedWorld, tmp_path: Path
 ) -> None:
-    from tests.conftest import leadscore
+    from tests.conftest import leadscore, leadscore_in_process
 
     out = tmp_path / "scores"
     proc = leadscore(  # the real console script: the cluster is reached from another process
@@ -430,7 +430,9 @@ def test_the_score_command_runs_on_the_cluster_at_scheduler_and_says_where_its_d
     assert "Dask dashboard: http://127.0.0.1:" in said and "scored" in said
     scored = pd.read_parquet(out)
     assert f"scored {len(scored):,} open leads" in said and set(scored["threshold_version"]) == {0}
-    wrong = leadscore(trained.home, "score", "--engine", "spark", "--data", str(trained.data_dir), "--out", str(out))
+    wrong = leadscore_in_process(
+        trained.home, "score", "--engine", "spark", "--data", str(trained.data_dir), "--out", str(out)
+    )
     assert wrong.returncode == 2 and "--engine" in wrong.stderr
 
 
