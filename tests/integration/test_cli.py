@@ -46,7 +46,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 
 def test_score_writes_parquet_without_reasons_and_rejects_bad_options(trained: TrainedWorld, tmp_path: Path) -> None:
     out = tmp_path / "scores.parquet"
-    proc = leadscore(
+    proc = cli(
         trained.home,
         "score",
         "--data",
@@ -157,7 +157,7 @@ def test_reading_commands_never_write_the_threshold_history(trained: TrainedWorl
         assert "threshold version 0: NOT APPROVED: the model's default cut-offs" in said
         assert f"policy {made.id} was agreed for model version 99" in said
         assert set(pd.read_csv(out)["threshold_version"]) == {0}
-    shown = leadscore(home, "threshold", "show")
+    shown = cli(home, "threshold", "show")
     assert shown.returncode == 0 and "(threshold version 0)" in shown.stdout and "not mapped" in shown.stdout
     assert [(p.id, p.status, len(p.decisions)) for p in store.history()] == history
 

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from features import build_features
 from models.registry import configure_tracking
-from tests.conftest import TrainedWorld, make_config
+from tests.conftest import TrainedWorld, leadscore_in_process, make_config
 from training.data import FlatExportOptions, load_crm_data
 from training.demo_data import write_demo_data
 from training.moments import MomentConfig, scoring_moments
@@ -173,24 +173,8 @@ def test_registered_version_carries_alias_tags_and_serves_through_pyfunc(trained
 def test_leadscore_score_writes_every_open_lead(trained: TrainedWorld, tmp_path: Path) -> None:
     out = tmp_path / "scores.csv"
     as_of = "2026-05-01T00:00:00Z"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leadscore",
-            "score",
-            "--data",
-            str(trained.data_dir),
-            "--out",
-            str(out),
-            "--as-of",
-            as_of,
-        ],
-        capture_output=True,
-        text=True,
-        env=trained.env,
-        check=False,
-    )
+    args = ("score", "--data", str(trained.data_dir), "--out", str(out), "--as-of", as_of)
+    proc = leadscore_in_process(trained.home, *args)
     assert proc.returncode == 0, proc.stderr
     scores = pd.read_csv(out)
     data = load_crm_data(trained.data_dir)
